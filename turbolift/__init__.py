@@ -1,0 +1,20 @@
+"""turbolift: run chosen functions of an ordinary Python program on workers.
+
+Mark a function with :func:`on`. Run the program as usual and everything
+stays in-process; run it with ``python -m turbolift`` and the marked
+functions run on worker processes over gRPC, with the same API.
+
+Importing this package in local mode imports no gRPC module.
+"""
+from ._marker import TurboliftFunction, on
+from .errors import (BundleError, ClusterError, ConfigurationError, EnvironmentMismatch, RemoteError,
+                     TurboliftError, WorkerLost)
+from .platforms import Cluster, LocalQueue, Workers
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "on", "TurboliftFunction", "Cluster", "LocalQueue", "Workers",
+    "TurboliftError", "ConfigurationError", "ClusterError", "WorkerLost", "BundleError",
+    "EnvironmentMismatch", "RemoteError", "__version__",
+]

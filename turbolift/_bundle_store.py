@@ -1,0 +1,258 @@
+"""The worker's side of bundles: a content-addressed on-disk cache.
+
+Bundles arrive as bytes, are checked against their sha256 id, unpacked
+safely, checked against this interpreter (the manifest), and their modules
+imported with marking disabled so the real functions run. Several workers
+may share one cache directory: every write goes to a private temporary
+name first and is published with an atomic rename.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import linecache
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import zipfile
+from typing import Any, Callable, Iterable, Optional
+
+import importlib_metadata
+
+from . import _serialize
+from ._bundle import MANIFEST, FORMAT, python_tag
+from .errors import BundleError, EnvironmentMismatch
+
+BUNDLE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+MAX_BUNDLE_BYTES = 512 * 1024 * 1024
+MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
+MAX_ENTRIES = 20_000
+
+
+def check_id(bundle_id: str) -> str:
+    """Return the hex digest of a well-formed bundle id, else raise BundleError."""
+    if not BUNDLE_ID.match(bundle_id):
+        raise BundleError(f"malformed bundle id {bundle_id[:80]!r}; expected 'sha256:' and 64 hex digits")
+    return bundle_id[7:]
+
+
+def _safe_extract(archive_path: str, destination: str) -> None:
+    with zipfile.ZipFile(archive_path) as archive:
+        infos = archive.infolist()
+        if len(infos) > MAX_ENTRIES:
+            raise BundleError(f"bundle has {len(infos)} entries; the limit is {MAX_ENTRIES}")
+        if sum(info.file_size for info in infos) > MAX_UNPACKED_BYTES:
+            raise BundleError("bundle unpacks to more than the allowed size; refusing it")
+        root = os.path.realpath(destination)
+        for info in infos:
+            name = info.filename
+            if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/") or ":" in name:
+                raise BundleError(f"bundle entry {name!r} would escape the bundle directory")
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                raise BundleError(f"bundle entry {name!r} is a symbolic link; links are refused")
+            target = os.path.realpath(os.path.join(root, name))
+            if not target.startswith(root + os.sep):
+                raise BundleError(f"bundle entry {name!r} would escape the bundle directory")
+        archive.extractall(destination)
+
+
+def environment_differences(manifest: dict) -> list[tuple[str, str, str]]:
+    """(what, wanted, found) for each way this interpreter differs from ``manifest``."""
+    differences = []
+    here = python_tag()
+    for key in ("implementation", "python"):
+        if manifest.get(key) != here[key]:
+            differences.append((key, str(manifest.get(key)), here[key]))
+    for dist, wanted in sorted(manifest.get("requirements", {}).items()):
+        try:
+            found = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            found = "not installed"
+        if found != wanted:
+            differences.append((dist, wanted, found))
+    return differences
+
+
+class LoadedBundle:
+    """An unpacked, verified bundle whose functions can be resolved."""
+
+    def __init__(self, store: "BundleStore", bundle_id: str, path: str, manifest: dict) -> None:
+        self._store = store
+        self.id = bundle_id
+        self.path = path
+        self.manifest = manifest
+        self.module_names = tuple(manifest.get("modules", {}))
+        self._modules: dict[str, Any] = {}
+        self._functions: dict[tuple[str, str], Callable] = {}
+        self._generation = -1
+        for original, arcname in manifest.get("sources", {}).items():
+            self._register_source(original, os.path.join(path, arcname))
+
+    @staticmethod
+    def _register_source(original: str, local: str) -> None:
+        try:
+            with open(local, encoding="utf-8") as handle:
+                lines = handle.read().splitlines(True)
+        except OSError:
+            return
+        linecache.cache[original] = (len(lines), None, lines, original)
+
+    def activate(self) -> None:
+        """Make this bundle's modules the ones ``import`` finds (cheap if already)."""
+        if self._generation == self._store.generation:
+            return
+        self._store.activate(self)
+
+    def resolve(self, module: str, qualname: str) -> Callable:
+        """The real function ``module.qualname`` (marking disabled)."""
+        key = (module, qualname)
+        found = self._functions.get(key)
+        if found is not None:
+            return found
+        with self._store.lock:
+            self.activate()
+            pickled = self.manifest.get("pickled", {}).get(qualname)
+            if pickled:
+                with open(os.path.join(self.path, pickled), "rb") as handle:
+                    obj = _serialize.loads(handle.read())
+            else:
+                if module not in self.module_names and module not in self.manifest.get("installed", []):
+                    raise LookupError(f"module {module!r} is not in bundle {self.id}")
+                obj = importlib.import_module(module)
+                for part in qualname.split("."):
+                    obj = getattr(obj, part)
+            obj = getattr(obj, "_fn", obj)  # a marked function: run the real one
+            if not callable(obj):
+                raise LookupError(f"{module}.{qualname} is a {type(obj).__name__}, not a function")
+            self._functions[key] = obj
+            return obj
+
+
+class BundleStore:
+    """Bundles on disk under ``root``, loaded lazily and kept in memory."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.join(root, "bundles")
+        os.makedirs(self.root, exist_ok=True)
+        self.lock = threading.RLock()
+        self.generation = 0
+        self._loaded: dict[str, LoadedBundle] = {}
+        self._active_path: Optional[str] = None
+
+    def _zip_path(self, digest: str) -> str:
+        return os.path.join(self.root, digest + ".zip")
+
+    def has(self, bundle_id: str) -> bool:
+        if bundle_id in self._loaded:
+            return True
+        return os.path.exists(self._zip_path(check_id(bundle_id)))
+
+    def ids(self) -> list[str]:
+        return sorted("sha256:" + name[:-4] for name in os.listdir(self.root) if name.endswith(".zip"))
+
+    def put(self, bundle_id: str, size: int, chunks: Iterable[bytes]) -> bool:
+        """Store a bundle from ``chunks``; False if it was already present.
+
+        The content must hash to ``bundle_id`` and be exactly ``size`` bytes.
+        """
+        digest = check_id(bundle_id)
+        if size > MAX_BUNDLE_BYTES:
+            raise BundleError(f"bundle of {size:,} bytes exceeds the worker limit of {MAX_BUNDLE_BYTES:,}")
+        if self.has(bundle_id):
+            for _ in chunks:  # drain the stream; nothing to store
+                pass
+            return False
+        hasher = hashlib.sha256()
+        received = 0
+        fd, temp = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in chunks:
+                    received += len(chunk)
+                    if received > size:
+                        raise BundleError(f"bundle {bundle_id} sent more than its declared {size:,} bytes")
+                    hasher.update(chunk)
+                    handle.write(chunk)
+            if received != size:
+                raise BundleError(f"bundle {bundle_id} ended after {received:,} of {size:,} bytes")
+            if hasher.hexdigest() != digest:
+                raise BundleError(f"bundle content does not match its id {bundle_id}; refusing it")
+            os.replace(temp, self._zip_path(digest))
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+        return True
+
+    def load(self, bundle_id: str) -> Optional[LoadedBundle]:
+        """The loaded bundle, or None when this worker does not hold it."""
+        found = self._loaded.get(bundle_id)
+        if found is not None:
+            return found
+        digest = check_id(bundle_id)
+        with self.lock:
+            found = self._loaded.get(bundle_id)
+            if found is not None:
+                return found
+            archive = self._zip_path(digest)
+            if not os.path.exists(archive):
+                return None
+            directory = os.path.join(self.root, digest)
+            if not os.path.isdir(directory):
+                staging = tempfile.mkdtemp(dir=self.root, prefix=".unpack-")
+                try:
+                    _safe_extract(archive, staging)
+                    try:
+                        os.rename(staging, directory)
+                    except OSError:  # another worker published it first
+                        pass
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+            try:
+                with open(os.path.join(directory, MANIFEST), encoding="utf-8") as handle:
+                    manifest = json.load(handle)
+            except (OSError, ValueError) as exc:
+                raise BundleError(f"bundle {bundle_id} has no readable manifest: {exc}") from exc
+            if manifest.get("format") != FORMAT:
+                raise BundleError(f"bundle {bundle_id} has format {manifest.get('format')!r}; "
+                                  f"this worker reads format {FORMAT}: upgrade turbolift on both sides")
+            differences = environment_differences(manifest)
+            if differences:
+                listing = "; ".join(f"{what}: wanted {wanted}, found {found}"
+                                    for what, wanted, found in differences)
+                raise EnvironmentMismatch(
+                    f"the worker's environment differs from the caller's: {listing}. "
+                    "Install the same versions on the worker (or start it with "
+                    "--install-requirements).", differences)
+            loaded = LoadedBundle(self, bundle_id, directory, manifest)
+            self._loaded[bundle_id] = loaded
+            return loaded
+
+    def activate(self, bundle: LoadedBundle) -> None:
+        """Swap ``bundle``'s modules into ``sys.modules`` and its directory onto ``sys.path``.
+
+        Two bundles may hold different versions of the same module; each
+        keeps its own module objects, and the active one is what ``import``
+        statements see. Functions keep the globals of their own version.
+        """
+        with self.lock:
+            for other in self._loaded.values():
+                if other is bundle:
+                    continue
+                prefix = other.path + os.sep
+                for name in other.module_names:
+                    module = sys.modules.get(name)
+                    if module is not None and (getattr(module, "__file__", None) or "").startswith(prefix):
+                        other._modules[name] = module  # parked until `other` is active again
+                        del sys.modules[name]
+            if self._active_path is not None and self._active_path in sys.path:
+                sys.path.remove(self._active_path)
+            sys.path.insert(0, bundle.path)
+            self._active_path = bundle.path
+            importlib.invalidate_caches()
+            sys.modules.update(bundle._modules)
+            self.generation += 1
+            bundle._generation = self.generation

@@ -1,0 +1,511 @@
+"""The caller's side of a remote call.
+
+A :class:`Dispatcher` owns one cluster: one channel per worker (reused for
+every call), the knowledge of which worker holds which bundle, and the
+choice of worker (fewest calls in flight). A :class:`RemoteStub` is what a
+marked function calls when distribution is on.
+
+Calls are optimistic about bundles: a call is sent straight away, and only a
+worker that answers BUNDLE_MISSING gets the bundle uploaded, once, before the
+call is sent again. A call whose worker is lost (UNAVAILABLE) is sent to
+another worker, since marked functions are assumed pure.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import json
+import os
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from . import _bundle, _runtime, _serialize
+from ._auth import metadata_for
+from ._worker import MESSAGE_LIMIT, SERVICE_NAME
+from .errors import (BundleError, ClusterError, EnvironmentMismatch, TurboliftError, WorkerLost)
+from .platforms import Cluster
+from .v1 import worker_pb2 as pb
+from .v1 import worker_pb2_grpc as pb_grpc
+
+DEFAULT_RETRIES = 2
+READY_TIMEOUT = 60.0
+UPLOAD_CHUNK = 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+    ("grpc.max_send_message_length", MESSAGE_LIMIT),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+_call_ids = itertools.count()
+_PID = os.getpid()
+
+
+def _remaining(deadline: Optional[float]) -> Optional[float]:
+    if deadline is None:
+        return None
+    return max(deadline - time.monotonic(), 0.0)
+
+
+class _Connection:
+    """One channel to one worker, and what we know about that worker."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.stub = pb_grpc.WorkerStub(self.channel)
+        self.bundles: set[str] = set()
+        self.upload_lock = threading.Lock()
+        self.inflight = 0
+        self.alive = True
+
+    def wait_healthy(self, timeout: float, metadata: tuple) -> None:
+        health = health_pb2_grpc.HealthStub(self.channel)
+        try:
+            reply = health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME),
+                                 timeout=timeout, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            raise ClusterError(f"worker {self.address} did not become healthy within {timeout:.0f}s: "
+                               f"{exc.details()}") from None
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise ClusterError(f"worker {self.address} reports it is not serving")
+
+    def ensure_bundle(self, bundle: _bundle.Bundle, metadata: tuple, deadline: Optional[float]) -> None:
+        """Upload ``bundle`` unless this worker is known to hold it."""
+        if bundle.id in self.bundles:
+            return
+        with self.upload_lock:  # concurrent first calls upload once
+            if bundle.id in self.bundles:
+                return
+            self.stub.PutBundle(_chunks(bundle), metadata=metadata, timeout=_remaining(deadline))
+            self.bundles.add(bundle.id)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def _chunks(bundle: _bundle.Bundle) -> Iterator[pb.BundleChunk]:
+    data = memoryview(bundle.data)
+    header = pb.BundleHeader(bundle_id=bundle.id, size=len(data))
+    yield pb.BundleChunk(header=header, data=bytes(data[:UPLOAD_CHUNK]))
+    for start in range(UPLOAD_CHUNK, len(data), UPLOAD_CHUNK):
+        yield pb.BundleChunk(data=bytes(data[start:start + UPLOAD_CHUNK]))
+
+
+def _translate(exc: grpc.RpcError, address: str, what: str) -> BaseException:
+    """Turn a gRPC status into the exception a user can act on."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return TimeoutError(f"{what} did not finish before its deadline")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return WorkerLost(f"worker {address} was lost during {what} and no retry was left: {details}",
+                          worker=address)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return ClusterError(f"worker {address} refused {what}: {details}")
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        for key, value in exc.trailing_metadata() or ():
+            if key == "turbolift-differences":
+                return EnvironmentMismatch(details, [tuple(d) for d in json.loads(value)])
+        return BundleError(details)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return BundleError(details)
+    if code == grpc.StatusCode.CANCELLED:
+        return cf.CancelledError(f"{what} was cancelled")
+    return TurboliftError(f"worker {address} failed {what} ({code.name}): {details}")
+
+
+def _decode_call(reply: pb.CallReply) -> Any:
+    if reply.outcome == pb.RETURNED:
+        return _serialize.loads(reply.result)
+    if reply.outcome == pb.RAISED:
+        error = reply.error
+        raise _serialize.unpack_exception(error.exception, error.type_name, error.message, error.traceback)
+    raise TurboliftError(f"worker sent an unexpected outcome {reply.outcome}")
+
+
+def _decode_batch(reply: pb.BatchReply) -> tuple[list, float]:
+    if reply.outcome != pb.RETURNED:
+        raise TurboliftError(f"worker sent an unexpected batch outcome {reply.outcome}")
+    return _serialize.loads(reply.results), reply.elapsed_seconds
+
+
+class _Attempt:
+    """One call travelling asynchronously, with what it needs to be retried."""
+
+    __slots__ = ("out", "method", "request", "bundle", "decode", "deadline", "retries", "lost",
+                 "uploaded", "what", "grpc_future")
+
+    def __init__(self, out: cf.Future, method: str, request: Any, bundle: _bundle.Bundle,
+                 decode: Callable, deadline: Optional[float], retries: int, what: str) -> None:
+        self.out = out
+        self.method = method
+        self.request = request
+        self.bundle = bundle
+        self.decode = decode
+        self.deadline = deadline
+        self.retries = retries
+        self.lost: list[_Connection] = []
+        self.uploaded = False
+        self.what = what
+        self.grpc_future: Any = None
+
+
+class Dispatcher:
+    """Sends calls for one cluster; started lazily, closed at exit."""
+
+    def __init__(self, cluster: Cluster, token_file: Optional[str] = None) -> None:
+        self.cluster = cluster
+        token = cluster.token
+        if token is None and token_file:
+            from .platforms import _read_token
+
+            token = _read_token(None, token_file)
+        self._metadata = metadata_for(token)
+        self._connections: list[_Connection] = []
+        self._lock = threading.Lock()
+        self._turn = itertools.count()
+        self._background = cf.ThreadPoolExecutor(max_workers=4, thread_name_prefix="turbolift-client")
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self) -> None:
+        self.cluster.start()
+
+    def connections(self) -> list[_Connection]:
+        """The connections, once every worker is healthy (blocks the first time)."""
+        if self._connections:
+            return self._connections
+        with self._lock:
+            if self._closed:
+                raise ClusterError("this cluster has been shut down")
+            if not self._connections:
+                addresses = self.cluster.wait_ready(READY_TIMEOUT)
+                if not addresses:
+                    raise ClusterError(f"{self.cluster!r} has no workers")
+                fresh = [_Connection(address) for address in addresses]
+                for connection in fresh:
+                    connection.wait_healthy(READY_TIMEOUT, self._metadata)
+                self._connections = fresh
+        return self._connections
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
+        self._background.shutdown(wait=False, cancel_futures=True)
+        self.cluster.stop()
+
+    # -- choosing and losing workers -------------------------------------------
+    def _pick(self, avoid: list[_Connection]) -> _Connection:
+        connections = self.connections()
+        candidates = [c for c in connections if c.alive and c not in avoid]
+        if not candidates:
+            candidates = [c for c in connections if c not in avoid]
+        if not candidates:
+            raise WorkerLost(f"every worker of {self.cluster!r} was lost", worker=avoid[-1].address if avoid else "")
+        if len(candidates) == 1:
+            return candidates[0]
+        start = next(self._turn) % len(candidates)
+        rotated = candidates[start:] + candidates[:start]
+        return min(rotated, key=lambda c: c.inflight)
+
+    def _lost(self, connection: _Connection) -> None:
+        if not connection.alive:
+            return
+        connection.alive = False
+        self._background.submit(self._recover, connection)
+
+    def _recover(self, connection: _Connection) -> None:
+        """Replace a lost worker if the platform can; else probe it again later."""
+        try:
+            address = self.cluster.replace(connection.address, READY_TIMEOUT)
+        except Exception:
+            address = None
+        if address is None:
+            time.sleep(2.0)
+            connection.alive = True  # let the next call find out
+            return
+        fresh = _Connection(address)
+        try:
+            fresh.wait_healthy(READY_TIMEOUT, self._metadata)
+        except ClusterError:
+            fresh.close()
+            return
+        with self._lock:
+            self._connections = [fresh if c is connection else c for c in self._connections]
+        connection.close()
+
+    # -- synchronous calls -------------------------------------------------------
+    def call(self, method: str, request: Any, bundle: _bundle.Bundle, decode: Callable,
+             deadline: Optional[float], retries: int, what: str) -> Any:
+        lost: list[_Connection] = []
+        while True:
+            connection = self._pick(lost)
+            try:
+                reply = self._send(connection, method, request, bundle, deadline)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and len(lost) < retries:
+                    lost.append(connection)
+                    self._lost(connection)
+                    continue
+                raise _translate(exc, connection.address, what) from None
+            return decode(reply)
+
+    def _send(self, connection: _Connection, method: str, request: Any, bundle: _bundle.Bundle,
+              deadline: Optional[float]) -> Any:
+        rpc = getattr(connection.stub, method)
+        connection.inflight += 1
+        try:
+            reply = rpc(request, timeout=_remaining(deadline), metadata=self._metadata)
+            if reply.outcome == pb.BUNDLE_MISSING:
+                connection.bundles.discard(bundle.id)
+                connection.ensure_bundle(bundle, self._metadata, deadline)
+                reply = rpc(request, timeout=_remaining(deadline), metadata=self._metadata)
+                if reply.outcome == pb.BUNDLE_MISSING:
+                    raise BundleError(f"worker {connection.address} lost bundle {bundle.id} right after "
+                                      "it was uploaded; is its cache directory writable?")
+            connection.bundles.add(bundle.id)
+            return reply
+        finally:
+            connection.inflight -= 1
+
+    # -- asynchronous calls ------------------------------------------------------
+    def submit(self, method: str, request: Any, bundle: _bundle.Bundle, decode: Callable,
+               deadline: Optional[float], retries: int, what: str) -> cf.Future:
+        out: cf.Future = cf.Future()
+        attempt = _Attempt(out, method, request, bundle, decode, deadline, retries, what)
+        out.add_done_callback(_cancel_remote(attempt))
+        self._try(attempt)
+        return out
+
+    def _try(self, attempt: _Attempt) -> None:
+        try:
+            connection = self._pick(attempt.lost)
+        except BaseException as exc:
+            _settle(attempt.out, exc=exc)
+            return
+        if attempt.out.cancelled():
+            return
+        connection.inflight += 1
+        rpc = getattr(connection.stub, attempt.method)
+        future = rpc.future(attempt.request, timeout=_remaining(attempt.deadline), metadata=self._metadata)
+        attempt.grpc_future = future
+        future.add_done_callback(lambda done: self._on_reply(attempt, connection, done))
+
+    def _on_reply(self, attempt: _Attempt, connection: _Connection, done: Any) -> None:
+        connection.inflight -= 1
+        if attempt.out.cancelled():
+            return
+        try:
+            reply = done.result()
+        except grpc.FutureCancelledError:
+            _settle(attempt.out, exc=cf.CancelledError())
+            return
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE and len(attempt.lost) < attempt.retries:
+                attempt.lost.append(connection)
+                self._lost(connection)
+                self._background.submit(self._try, attempt)
+                return
+            _settle(attempt.out, exc=_translate(exc, connection.address, attempt.what))
+            return
+        if reply.outcome == pb.BUNDLE_MISSING:
+            if attempt.uploaded:
+                _settle(attempt.out, exc=BundleError(
+                    f"worker {connection.address} lost bundle {attempt.bundle.id} right after it was uploaded"))
+                return
+            self._background.submit(self._upload_then_try, attempt, connection)
+            return
+        connection.bundles.add(attempt.bundle.id)
+        try:
+            value = attempt.decode(reply)
+        except BaseException as exc:
+            _settle(attempt.out, exc=exc)
+        else:
+            _settle(attempt.out, value=value)
+
+    def _upload_then_try(self, attempt: _Attempt, connection: _Connection) -> None:
+        connection.bundles.discard(attempt.bundle.id)
+        try:
+            connection.ensure_bundle(attempt.bundle, self._metadata, attempt.deadline)
+        except grpc.RpcError as exc:
+            _settle(attempt.out, exc=_translate(exc, connection.address, "a bundle upload"))
+            return
+        attempt.uploaded = True
+        self._try(attempt)
+
+
+def _settle(out: cf.Future, value: Any = None, exc: Optional[BaseException] = None) -> None:
+    """Complete ``out`` unless the caller cancelled it meanwhile."""
+    try:
+        if exc is not None:
+            out.set_exception(exc)
+        else:
+            out.set_result(value)
+    except cf.InvalidStateError:
+        pass
+
+
+def _cancel_remote(attempt: _Attempt) -> Callable[[cf.Future], None]:
+    def on_done(out: cf.Future) -> None:
+        if out.cancelled() and attempt.grpc_future is not None:
+            attempt.grpc_future.cancel()
+    return on_done
+
+
+class RemoteStub:
+    """The client stub behind a marked function when distribution is on."""
+
+    def __init__(self, function: Any) -> None:
+        self._function = function
+        self._lock = threading.Lock()
+        self._resolved: Optional[tuple[Dispatcher, _bundle.Target, pb.FunctionRef]] = None
+        self._what = f"a call of {function.__module__}.{function.__qualname__}"
+
+    def _resolve(self) -> tuple[Dispatcher, _bundle.Target, pb.FunctionRef]:
+        resolved = self._resolved
+        if resolved is None:
+            with self._lock:
+                if self._resolved is None:
+                    dispatcher = _runtime.dispatcher(self._function.cluster)
+                    dispatcher.start()
+                    target = _bundle.target_for(self._function)
+                    ref = pb.FunctionRef(bundle_id=target.bundle.id, module=target.module,
+                                         qualname=target.qualname)
+                    self._resolved = (dispatcher, target, ref)
+                resolved = self._resolved
+        return resolved
+
+    def _options(self) -> tuple[Optional[float], int]:
+        timeout = self._function.timeout
+        if timeout is None:
+            timeout = _runtime.setting("timeout")
+        retries = self._function.retries
+        if retries is None:
+            retries = _runtime.setting("retries", DEFAULT_RETRIES)
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
+        return deadline, retries
+
+    def _request(self, ref: pb.FunctionRef, args: tuple, kwargs: dict) -> pb.CallRequest:
+        return pb.CallRequest(function=ref, arguments=_serialize.dumps((args, kwargs), for_worker=True),
+                              call_id=f"{_PID}-{next(_call_ids)}")
+
+    def call(self, args: tuple, kwargs: dict) -> Any:
+        dispatcher, target, ref = self._resolve()
+        deadline, retries = self._options()
+        return dispatcher.call("Call", self._request(ref, args, kwargs), target.bundle, _decode_call,
+                               deadline, retries, self._what)
+
+    def submit(self, args: tuple, kwargs: dict) -> cf.Future:
+        dispatcher, target, ref = self._resolve()
+        deadline, retries = self._options()
+        return dispatcher.submit("Call", self._request(ref, args, kwargs), target.bundle, _decode_call,
+                                 deadline, retries, self._what)
+
+    def map(self, iterables: tuple, timeout: Optional[float] = None,
+            chunksize: Optional[int] = None) -> Iterator:
+        dispatcher, target, ref = self._resolve()
+        _, retries = self._options()
+        return _MapIterator(dispatcher, target, ref, zip(*iterables), timeout, chunksize, retries, self._what)
+
+
+class _MapIterator:
+    """Ordered results of a remote ``map``, computed in batches as consumed.
+
+    At most ``2 * workers`` batches are in flight. Without an explicit
+    ``chunksize`` the batch size starts at 1, doubles while nothing is known,
+    then aims at batches of about ``TARGET_BATCH_SECONDS`` of work as
+    measured by the workers, so that short functions travel in large batches
+    and long ones stay spread over every worker.
+    """
+
+    TARGET_BATCH_SECONDS = 0.02
+    MAX_CHUNK = 8192
+
+    def __init__(self, dispatcher: Dispatcher, target: _bundle.Target, ref: pb.FunctionRef,
+                 items: Iterator[tuple], timeout: Optional[float], chunksize: Optional[int],
+                 retries: int, what: str) -> None:
+        if chunksize is not None and chunksize < 1:
+            raise ValueError("chunksize must be at least 1")
+        self._dispatcher = dispatcher
+        self._target = target
+        self._ref = ref
+        self._items = items
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._fixed = chunksize
+        self._size = 1
+        self._per_item: Optional[float] = None
+        self._retries = retries
+        self._what = what
+        self._pending: deque = deque()
+        self._ready: deque = deque()
+        self._exhausted = False
+        self._max_batches = max(4, 2 * len(dispatcher.connections()))
+        self._fill()
+
+    def _next_size(self) -> int:
+        if self._fixed is not None:
+            return self._fixed
+        if self._per_item is None:
+            size, self._size = self._size, min(self._size * 2, self.MAX_CHUNK)
+            return size
+        return max(1, min(self.MAX_CHUNK, int(self.TARGET_BATCH_SECONDS / max(self._per_item, 1e-7))))
+
+    def _fill(self) -> None:
+        while not self._exhausted and len(self._pending) < self._max_batches:
+            batch = list(itertools.islice(self._items, self._next_size()))
+            if not batch:
+                self._exhausted = True
+                return
+            request = pb.BatchRequest(function=self._ref, items=_serialize.dumps(batch, for_worker=True),
+                                      call_id=f"{_PID}-{next(_call_ids)}", count=len(batch))
+            future = self._dispatcher.submit("CallBatch", request, self._target.bundle, _decode_batch,
+                                             None, self._retries, self._what)
+            self._pending.append((future, len(batch)))
+
+    def __iter__(self) -> "_MapIterator":
+        return self
+
+    def __next__(self) -> Any:
+        if not self._ready:
+            if not self._pending:
+                raise StopIteration
+            future, count = self._pending.popleft()
+            try:
+                outcomes, elapsed = future.result(timeout=_remaining(self._deadline))
+            except cf.TimeoutError:
+                self.close()
+                raise TimeoutError(f"map over {self._what[2:]} did not finish before its timeout") from None
+            except BaseException:
+                self.close()
+                raise
+            if count:
+                self._per_item = elapsed / count
+            self._ready.extend(outcomes)
+            self._fill()
+        ok, value = self._ready.popleft()
+        if ok:
+            return value
+        self.close()
+        raise _serialize.unpack_exception(value["exception"], value["type_name"], value["message"],
+                                          value["traceback"])
+
+    def close(self) -> None:
+        """Cancel the batches not yet consumed."""
+        self._exhausted = True
+        while self._pending:
+            future, _ = self._pending.popleft()
+            future.cancel()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,154 @@
+"""``turbolift.on``: mark a function for distribution.
+
+The marker holds no transport code. At decoration time it asks the runtime
+whether distribution is on; if so the function is bound to a client stub,
+otherwise every entry point runs the function in-process with the same
+results.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import itertools
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+from . import _runtime
+
+
+class TurboliftFunction:
+    """A marked function: call it as before, or use ``submit``/``map``/``aio``.
+
+    The wrapper keeps the function's name, signature (via ``__wrapped__``)
+    and docstring.
+    """
+
+    def __init__(self, fn: Callable, cluster: Any = None, *, timeout: Optional[float] = None,
+                 retries: Optional[int] = None) -> None:
+        if not callable(fn):
+            raise TypeError(f"turbolift.on expects a function, got {type(fn).__name__}")
+        functools.update_wrapper(self, fn)
+        self._fn = fn
+        self.cluster = cluster
+        self.timeout = timeout
+        self.retries = retries
+        self._remote = _runtime.bind(self)
+
+    # -- calling -----------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        remote = self._remote
+        if remote is None:
+            return self._fn(*args, **kwargs)
+        return remote.call(args, kwargs)
+
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function in this process, whatever the mode."""
+        return self._fn(*args, **kwargs)
+
+    def submit(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+        """Start a call; return a :class:`concurrent.futures.Future` of its result.
+
+        In local mode the call runs at once in this process and the future is
+        returned already done (its exception, if any, is stored in it).
+        """
+        remote = self._remote
+        if remote is not None:
+            return remote.submit(args, kwargs)
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            future.set_result(self._fn(*args, **kwargs))
+        except BaseException as exc:  # stored, as an executor would
+            future.set_exception(exc)
+        return future
+
+    def map(self, *iterables: Iterable, timeout: Optional[float] = None,
+            chunksize: Optional[int] = None) -> Iterator:
+        """Like :meth:`concurrent.futures.Executor.map`.
+
+        Results come in input order and are computed as the iterator is
+        consumed; remotely, items are sent in batches (``chunksize`` items,
+        chosen adaptively when None) with a bounded number of batches in
+        flight. ``timeout`` bounds the wait for each result from the start
+        of the call to ``map``.
+        """
+        remote = self._remote
+        if remote is not None:
+            return remote.map(iterables, timeout=timeout, chunksize=chunksize)
+        return map(self._fn, *iterables)
+
+    async def aio(self, *args: Any, **kwargs: Any) -> Any:
+        """Await the call from asynchronous code."""
+        remote = self._remote
+        if remote is None:
+            return self._fn(*args, **kwargs)
+        return await asyncio.wrap_future(remote.submit(args, kwargs))
+
+    # -- methods, pickling, display -----------------------------------------
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return self
+        return _BoundMethod(self, instance)
+
+    def __reduce__(self) -> Any:
+        # By reference when importable, so a worker finds the very function;
+        # by value (through the serializer's dill path) for __main__ and locals.
+        if self.__module__ == "__main__" or "<locals>" in self.__qualname__:
+            return _rebuild, (self._fn, self.timeout, self.retries)
+        return self.__qualname__
+
+    def __repr__(self) -> str:
+        where = "remote" if self._remote is not None else "local"
+        return f"<turbolift function {self.__module__}.{self.__qualname__} ({where})>"
+
+
+class _BoundMethod:
+    """A marked method bound to an instance (``obj.method``)."""
+
+    def __init__(self, function: TurboliftFunction, instance: Any) -> None:
+        self._function = function
+        self._instance = instance
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._function(self._instance, *args, **kwargs)
+
+    def submit(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+        return self._function.submit(self._instance, *args, **kwargs)
+
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        return self._function.local(self._instance, *args, **kwargs)
+
+    def map(self, *iterables: Iterable, **options: Any) -> Iterator:
+        return self._function.map(itertools.repeat(self._instance), *iterables, **options)
+
+    async def aio(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._function.aio(self._instance, *args, **kwargs)
+
+
+def _rebuild(fn: Callable, timeout: Optional[float], retries: Optional[int]) -> TurboliftFunction:
+    return TurboliftFunction(fn, timeout=timeout, retries=retries)
+
+
+def on(cluster: Any = None, *, timeout: Optional[float] = None,
+       retries: Optional[int] = None) -> Any:
+    """Mark a function to run on workers when distribution is on.
+
+    Usable as ``@on``, ``@on()``, ``@on(cluster)``. ``cluster`` is a cluster
+    object (``LocalQueue(workers=4)``, ``Workers("h:p", ...)``) or a URL
+    (``"local"``, ``"local:4"``, ``"grpc://h1:p1,h2:p2"``); None means the
+    cluster chosen on the command line or in configuration (by default the
+    local one). ``timeout`` is the per-call deadline in seconds; ``retries``
+    how often a call whose worker died is tried on another worker.
+    """
+    if callable(cluster) and not _looks_like_cluster(cluster):
+        return TurboliftFunction(cluster, timeout=timeout, retries=retries)
+
+    def mark(fn: Callable) -> TurboliftFunction:
+        return TurboliftFunction(fn, cluster, timeout=timeout, retries=retries)
+
+    return mark
+
+
+def _looks_like_cluster(obj: Any) -> bool:
+    from .platforms import Cluster
+
+    return isinstance(obj, Cluster)

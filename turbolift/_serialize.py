@@ -1,0 +1,128 @@
+"""Serialisation of arguments, results and exceptions.
+
+The C pickler does the bulk of the work because it is ~30x faster than dill
+on small values; dill is used only for the objects pickle cannot carry by
+reference: lambdas, closures, and functions and classes defined in the
+caller's ``__main__`` (which does not exist on a worker). This mirrors what
+cloudpickle does, using dill as the by-value engine.
+
+Two directions need different rules for ``__main__`` objects:
+
+* caller -> worker (``for_worker=True``): by value, the worker has no
+  ``__main__`` of the caller's program.
+* worker -> caller (``for_worker=False``): by reference, so that a result
+  whose class came from the caller's ``__main__`` is rebuilt as an instance
+  of the caller's very own class (``isinstance`` keeps working).
+"""
+from __future__ import annotations
+
+import io
+import pickle
+import sys
+import traceback
+import types
+from typing import Any
+
+import dill
+
+from .errors import RemoteError, RemoteTraceback
+
+PROTOCOL = 5
+
+
+def _dill_loads(data: bytes) -> Any:
+    return dill.loads(data)
+
+
+def _main_attribute(qualname: str) -> Any:
+    """Resolve ``qualname`` in the caller's ``__main__`` (used on load)."""
+    obj: Any = sys.modules["__main__"]
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _is_local(qualname: str) -> bool:
+    return "<lambda>" in qualname or "<locals>" in qualname
+
+
+class _Pickler(pickle.Pickler):
+    """The C pickler with a hook that hands unpicklable code objects to dill."""
+
+    def __init__(self, file: io.BytesIO, for_worker: bool) -> None:
+        super().__init__(file, protocol=PROTOCOL)
+        self._for_worker = for_worker
+
+    def reducer_override(self, obj: Any) -> Any:
+        if not isinstance(obj, (types.FunctionType, type)):
+            return NotImplemented
+        qualname = getattr(obj, "__qualname__", "")
+        in_main = getattr(obj, "__module__", None) == "__main__"
+        if _is_local(qualname) or (in_main and self._for_worker):
+            return _dill_loads, (dill.dumps(obj, protocol=PROTOCOL, recurse=True),)
+        if in_main:
+            return _main_attribute, (qualname,)
+        return NotImplemented
+
+
+def dumps(obj: Any, *, for_worker: bool) -> bytes:
+    """Serialise ``obj``; see the module docstring for ``for_worker``.
+
+    Raises ``TypeError`` naming the object's type when neither pickle nor
+    dill can carry it (an open file, a lock, a socket ...).
+    """
+    buffer = io.BytesIO()
+    try:
+        _Pickler(buffer, for_worker).dump(obj)
+    except (pickle.PicklingError, TypeError, AttributeError) as first:
+        # Some objects pickle only through dill's own pickler (e.g. a bound
+        # method of a __main__ class instance nested deep in a structure).
+        try:
+            return dill.dumps(obj, protocol=PROTOCOL, recurse=True)
+        except Exception:
+            raise TypeError(
+                f"turbolift cannot serialise a {type(obj).__name__} value: {first}. "
+                "Arguments and results of distributed functions must be picklable "
+                "(dill is used for lambdas and closures); pass plain data instead "
+                "of open files, locks or connections."
+            ) from first
+    return buffer.getvalue()
+
+
+def loads(data: bytes) -> Any:
+    """Deserialise what :func:`dumps` produced (in either direction)."""
+    return pickle.loads(data)
+
+
+def pack_exception(exc: BaseException) -> dict:
+    """Describe ``exc`` for the wire: fields of the RemoteException message."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        payload = dumps(exc, for_worker=False)
+    except Exception:  # the caller falls back to RemoteError
+
+        payload = b""
+    cls = type(exc)
+    return {
+        "exception": payload,
+        "type_name": f"{cls.__module__}.{cls.__qualname__}",
+        "message": str(exc),
+        "traceback": tb,
+    }
+
+
+def unpack_exception(exception: bytes, type_name: str, message: str, tb: str) -> BaseException:
+    """Rebuild a remote exception with its remote traceback as ``__cause__``.
+
+    The original type is kept when it can be rebuilt; otherwise the result is
+    a :class:`RemoteError` naming the remote type.
+    """
+    exc: BaseException
+    try:
+        exc = loads(exception) if exception else RemoteError(type_name, message)
+        if not isinstance(exc, BaseException):
+            exc = RemoteError(type_name, message)
+    except Exception:
+        exc = RemoteError(type_name, message)
+    exc.__cause__ = RemoteTraceback(tb)
+    return exc

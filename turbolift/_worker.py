@@ -1,0 +1,269 @@
+"""The generic worker: a gRPC server that runs calls from shipped bundles.
+
+It knows nothing about any program until a bundle arrives. Every failure
+around a call (bad bundle, malformed arguments, unknown function) becomes a
+gRPC status with a message that says what to do; an exception raised by the
+user's function travels back in the reply. Nothing a caller sends may stop
+the worker: user code runs under ``except BaseException``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from concurrent import futures
+from typing import Any, Callable, Iterator, Optional
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from . import __version__, _runtime, _serialize
+from ._auth import TokenInterceptor
+from ._bundle_store import BundleStore, LoadedBundle
+from .errors import BundleError, EnvironmentMismatch
+from .v1 import worker_pb2 as pb
+from .v1 import worker_pb2_grpc as pb_grpc
+
+SERVICE_NAME = "turbolift.v1.Worker"
+MESSAGE_LIMIT = 2**31 - 1
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+    ("grpc.max_send_message_length", MESSAGE_LIMIT),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class WorkerService(pb_grpc.WorkerServicer):
+    def __init__(self, store: BundleStore, worker_id: str) -> None:
+        self._store = store
+        self._worker_id = worker_id
+        self._served = 0
+        self._running = 0
+        self._count_lock = threading.Lock()
+
+    # -- helpers -------------------------------------------------------------
+    def _bundle(self, ref: pb.FunctionRef, context: grpc.ServicerContext) -> Optional[LoadedBundle]:
+        try:
+            return self._store.load(ref.bundle_id)
+        except EnvironmentMismatch as exc:
+            context.set_trailing_metadata((("turbolift-differences", json.dumps(exc.differences)),))
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except BundleError as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _function(self, bundle: LoadedBundle, ref: pb.FunctionRef,
+                  context: grpc.ServicerContext) -> Callable:
+        try:
+            return bundle.resolve(ref.module, ref.qualname)
+        except (LookupError, AttributeError, ImportError) as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND,
+                          f"cannot find {ref.module}.{ref.qualname} in bundle {ref.bundle_id}: {exc}")
+        except Exception as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"importing {ref.module} on the worker failed: {type(exc).__name__}: {exc}")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _decode(self, data: bytes, what: str, context: grpc.ServicerContext) -> Any:
+        try:
+            return _serialize.loads(data)
+        except BaseException as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"could not deserialise the {what}: {type(exc).__name__}: {exc}")
+
+    def _enter(self) -> None:
+        with self._count_lock:
+            self._running += 1
+
+    def _leave(self) -> None:
+        with self._count_lock:
+            self._running -= 1
+            self._served += 1
+
+    # -- RPCs ----------------------------------------------------------------
+    def Call(self, request: pb.CallRequest, context: grpc.ServicerContext) -> pb.CallReply:
+        bundle = self._bundle(request.function, context)
+        if bundle is None:
+            return pb.CallReply(outcome=pb.BUNDLE_MISSING, worker_id=self._worker_id)
+        function = self._function(bundle, request.function, context)
+        bundle.activate()
+        arguments = self._decode(request.arguments, "arguments", context)
+        if not (isinstance(arguments, tuple) and len(arguments) == 2
+                and isinstance(arguments[0], tuple) and isinstance(arguments[1], dict)):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          "arguments must serialise an (args tuple, kwargs dict) pair")
+        args, kwargs = arguments
+        self._enter()
+        started = time.perf_counter()
+        try:
+            try:
+                value = function(*args, **kwargs)
+                result = _serialize.dumps(value, for_worker=False)
+            except BaseException as exc:  # the user's exception travels back
+                return pb.CallReply(outcome=pb.RAISED, error=pb.RemoteException(**_serialize.pack_exception(exc)),
+                                    elapsed_seconds=time.perf_counter() - started, worker_id=self._worker_id)
+            return pb.CallReply(outcome=pb.RETURNED, result=result,
+                                elapsed_seconds=time.perf_counter() - started, worker_id=self._worker_id)
+        finally:
+            self._leave()
+
+    def CallBatch(self, request: pb.BatchRequest, context: grpc.ServicerContext) -> pb.BatchReply:
+        bundle = self._bundle(request.function, context)
+        if bundle is None:
+            return pb.BatchReply(outcome=pb.BUNDLE_MISSING, worker_id=self._worker_id)
+        function = self._function(bundle, request.function, context)
+        bundle.activate()
+        items = self._decode(request.items, "batch items", context)
+        if not isinstance(items, list) or len(items) != request.count:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"batch items must serialise a list of {request.count} argument tuples")
+        self._enter()
+        started = time.perf_counter()
+        try:
+            outcomes = []
+            for args in items:
+                try:
+                    outcomes.append((True, function(*args)))
+                except BaseException as exc:
+                    outcomes.append((False, _serialize.pack_exception(exc)))
+            try:
+                results = _serialize.dumps(outcomes, for_worker=False)
+            except TypeError:
+                results = _serialize.dumps(_one_by_one(outcomes), for_worker=False)
+            return pb.BatchReply(outcome=pb.RETURNED, results=results,
+                                 elapsed_seconds=time.perf_counter() - started, worker_id=self._worker_id)
+        finally:
+            self._leave()
+
+    def CallStream(self, request: pb.CallRequest, context: grpc.ServicerContext) -> Iterator[pb.CallEvent]:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "streamed calls are not supported by this worker yet")
+
+    def PutBundle(self, request_iterator: Iterator[pb.BundleChunk],
+                  context: grpc.ServicerContext) -> pb.PutBundleReply:
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first bundle chunk must carry a header")
+        header = first.header
+
+        def chunks() -> Iterator[bytes]:
+            yield first.data
+            for chunk in request_iterator:
+                yield chunk.data
+
+        try:
+            stored = self._store.put(header.bundle_id, header.size, chunks())
+        except BundleError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return pb.PutBundleReply(bundle_id=header.bundle_id, already_present=not stored)
+
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeReply:
+        import platform
+
+        return pb.DescribeReply(
+            worker_id=self._worker_id, pid=os.getpid(), python_version=platform.python_version(),
+            implementation=platform.python_implementation().lower(), turbolift_version=__version__,
+            bundles=self._store.ids(), calls_served=self._served, calls_running=self._running)
+
+
+def _one_by_one(outcomes: list) -> list:
+    """Replace results that cannot be serialised with the error that says so."""
+    safe = []
+    for ok, value in outcomes:
+        if ok:
+            try:
+                _serialize.dumps(value, for_worker=False)
+            except TypeError as exc:
+                ok, value = False, _serialize.pack_exception(exc)
+        safe.append((ok, value))
+    return safe
+
+
+def is_loopback(listen: str) -> bool:
+    if listen.startswith("unix:"):
+        return True
+    host = listen.rsplit(":", 1)[0]
+    return host in LOOPBACK_HOSTS
+
+
+def serve(listen: str, *, cache_dir: str, token: Optional[str] = None, threads: int = 16,
+          worker_id: Optional[str] = None) -> tuple[grpc.Server, str]:
+    """Start a worker server; return it and the address it listens on.
+
+    Refuses a non-loopback ``listen`` without a token: a worker runs any
+    code its callers send.
+    """
+    if not is_loopback(listen) and not token:
+        raise SystemExit(
+            f"refusing to listen on {listen} without authentication: a worker runs any code "
+            "its callers send. Give it a token (--token-file FILE, the same file the callers use), "
+            "or listen on 127.0.0.1.")
+    _runtime.enter_worker_mode()
+    store = BundleStore(cache_dir)
+    worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    interceptors = [TokenInterceptor(token)] if token else []
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="turbolift-call"),
+                         interceptors=interceptors, options=SERVER_OPTIONS)
+    pb_grpc.add_WorkerServicer_to_server(WorkerService(store, worker_id), server)
+    health_service = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
+    port = server.add_insecure_port(listen)
+    if port == 0 and not listen.startswith("unix:"):
+        raise SystemExit(f"could not listen on {listen}: is the address in use or not local?")
+    server.start()
+    for service in ("", SERVICE_NAME):
+        health_service.set(service, health_pb2.HealthCheckResponse.SERVING)
+    address = listen if listen.startswith("unix:") else f"{listen.rsplit(':', 1)[0]}:{port}"
+    return server, address
+
+
+def _watch_parent(server: grpc.Server, read_token_first: bool) -> Optional[str]:
+    """Stop the server when stdin reaches end-of-file or our parent changes."""
+    parent = os.getppid()
+    stop = threading.Event()
+
+    def on_stdin_closed() -> None:
+        try:
+            while sys.stdin.buffer.read(65536):
+                pass
+        except (OSError, ValueError):
+            pass
+        stop.set()
+
+    def on_parent_gone() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=on_stdin_closed, daemon=True, name="turbolift-stdin").start()
+    threading.Thread(target=on_parent_gone, daemon=True, name="turbolift-parent").start()
+    return stop  # type: ignore[return-value]
+
+
+def main(listen: str, cache_dir: str, token: Optional[str], token_stdin: bool, ready_fd: Optional[int],
+         exit_with_stdin: bool, threads: int, worker_id: Optional[str]) -> int:
+    if token_stdin:
+        token = sys.stdin.buffer.readline().decode().strip() or None
+    server, address = serve(listen, cache_dir=cache_dir, token=token, threads=threads, worker_id=worker_id)
+    if ready_fd is not None:
+        os.write(ready_fd, (address + "\n").encode())
+        os.close(ready_fd)
+    else:
+        print(f"turbolift worker listening on {address}", flush=True)
+    if exit_with_stdin:
+        stop = _watch_parent(server, token_stdin)
+        try:
+            stop.wait()  # type: ignore[attr-defined]
+        except KeyboardInterrupt:
+            pass
+        server.stop(grace=0.5).wait()
+        return 0
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:
+        server.stop(grace=1.0).wait()
+    return 0

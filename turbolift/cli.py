@@ -1,0 +1,138 @@
+"""Command line: ``python -m turbolift`` and ``turbolift``.
+
+::
+
+    python -m turbolift [options] SCRIPT [ARGS...]     run a script distributed
+    python -m turbolift [options] -m MODULE [ARGS...]  run a module distributed
+    turbolift worker --listen HOST:PORT [--token-file F]  a generic worker
+
+Options of the run form: ``--cluster URL``, ``--workers N``,
+``--remote MODULE:QUALNAME`` (repeatable), ``--timeout SECONDS``,
+``--token-file FILE``. Everything after the script or module belongs to the
+program, exactly as if it had been started with ``python``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from typing import Optional, Sequence
+
+SUBCOMMANDS = ("run", "worker")
+_RUN_VALUE_OPTIONS = {"--cluster", "--workers", "--remote", "--timeout", "--token-file", "--retries"}
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m turbolift",
+        usage="python -m turbolift [options] (SCRIPT | -m MODULE) [ARGS...]\n"
+              "       python -m turbolift worker --listen HOST:PORT [--token-file FILE]",
+        description="Run a Python program with its marked functions on workers.")
+    parser.add_argument("--cluster", help="cluster URL: local, local:N or grpc://host:port,... "
+                        "(default: $TURBOLIFT_CLUSTER or local)")
+    parser.add_argument("--workers", type=int, help="number of local workers (default: one per CPU)")
+    parser.add_argument("--remote", action="append", default=[], metavar="MODULE:QUALNAME",
+                        help="also distribute this undecorated function (repeatable)")
+    parser.add_argument("--timeout", type=float, help="default per-call deadline in seconds")
+    parser.add_argument("--retries", type=int, help="retries of a call whose worker was lost (default 2)")
+    parser.add_argument("--token-file", help="token for grpc:// workers (default: $TURBOLIFT_TOKEN_FILE)")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    return parser
+
+
+def _split_run_args(argv: Sequence[str]) -> tuple[list[str], Optional[str], Optional[str], list[str]]:
+    """Split into (turbolift options, script, module, program args)."""
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "-m":
+            if index + 1 >= len(argv):
+                raise SystemExit("python -m turbolift: -m needs a module name")
+            return list(argv[:index]), None, argv[index + 1], list(argv[index + 2:])
+        if arg in _RUN_VALUE_OPTIONS:
+            index += 2
+            continue
+        if arg.startswith("-"):
+            index += 1
+            continue
+        return list(argv[:index]), arg, None, list(argv[index + 1:])
+    return list(argv), None, None, []
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # Unwind normally so that the cluster is torn down by `finally`/atexit.
+    raise SystemExit(128 + signum)
+
+
+def run(argv: Sequence[str]) -> int:
+    options, script, module, program_args = _split_run_args(argv)
+    opts = _run_parser().parse_args(options)
+    if opts.version:
+        from . import __version__
+
+        print(f"turbolift {__version__}")
+        return 0
+    if script is None and module is None:
+        _run_parser().print_usage(sys.stderr)
+        print("python -m turbolift: give a script or -m MODULE to run", file=sys.stderr)
+        return 2
+    from . import _hook, _runtime
+
+    cluster = opts.cluster or os.environ.get("TURBOLIFT_CLUSTER") or None
+    _runtime.enable(cluster, workers=opts.workers, timeout=opts.timeout, retries=opts.retries,
+                    token_file=opts.token_file or os.environ.get("TURBOLIFT_TOKEN_FILE"))
+    _hook.install(opts.remote)
+    if threading_is_main():
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        _runtime.start_default_cluster()  # workers boot while the program loads
+        if script is not None:
+            _hook.run_script(script, program_args)
+        else:
+            assert module is not None
+            _hook.run_module(module, program_args)
+    finally:
+        _runtime.shutdown()
+    return 0
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def worker(argv: Sequence[str]) -> int:
+    from .platforms import default_cache_dir
+
+    parser = argparse.ArgumentParser(prog="turbolift worker",
+                                     description="Serve turbolift calls from shipped bundles.")
+    parser.add_argument("--listen", default="127.0.0.1:50051",
+                        help="HOST:PORT or unix:PATH (default 127.0.0.1:50051; port 0 picks a free one)")
+    parser.add_argument("--token-file", help="require this token from callers (needed off loopback)")
+    parser.add_argument("--cache-dir", default=None, help="bundle cache (default: ~/.cache/turbolift)")
+    parser.add_argument("--threads", type=int, default=16, help="concurrent calls served")
+    parser.add_argument("--worker-id", help="name reported by Describe")
+    parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--token-stdin", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
+    opts = parser.parse_args(argv)
+    token = None
+    if opts.token_file:
+        from .platforms import _read_token
+
+        token = _read_token(None, opts.token_file)
+    from . import _worker
+
+    return _worker.main(opts.listen, opts.cache_dir or default_cache_dir(), token, opts.token_stdin,
+                        opts.ready_fd, opts.exit_with_stdin, opts.threads, opts.worker_id)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "worker":
+        return worker(args[1:])
+    if args and args[0] == "run":
+        args = args[1:]
+    return run(args)

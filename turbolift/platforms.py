@@ -1,0 +1,287 @@
+"""Where workers come from.
+
+A platform is a :class:`Cluster`: it brings workers up, says where they are
+and takes them down. Adding a platform touches no other part of turbolift.
+This module must stay importable without gRPC (local mode imports it).
+"""
+from __future__ import annotations
+
+import abc
+import os
+import secrets
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+from urllib.parse import parse_qs, urlsplit
+
+from .errors import ClusterError, ConfigurationError
+
+
+class Cluster(abc.ABC):
+    """The platform interface.
+
+    ``start`` may return before workers are ready; ``wait_ready`` blocks
+    until they are (never by sleeping a fixed time) and returns their
+    addresses; ``stop`` is idempotent and must leave no worker behind.
+    ``token`` is what callers must present, or None.
+    """
+
+    token: Optional[str] = None
+
+    @abc.abstractmethod
+    def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def wait_ready(self, timeout: float) -> list[str]: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    def replace(self, address: str, timeout: float) -> Optional[str]:
+        """Bring up a substitute for a worker that died; None if not possible."""
+        return None
+
+    def __enter__(self) -> "Cluster":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _read_token(token: Optional[str], token_file: Optional[str]) -> Optional[str]:
+    if token is not None:
+        return token
+    path = token_file or os.environ.get("TURBOLIFT_TOKEN_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the token file {path!r}: {exc}") from exc
+
+
+class Workers(Cluster):
+    """Workers started by hand (``turbolift worker``) at known addresses.
+
+    ``Workers("h1:50051", "h2:50051", token_file="t")``; the URL form is
+    ``grpc://h1:50051,h2:50051?token_file=t``.
+    """
+
+    def __init__(self, *addresses: str, token: Optional[str] = None,
+                 token_file: Optional[str] = None) -> None:
+        if not addresses:
+            raise ConfigurationError("Workers() needs at least one address such as 'host:50051'")
+        for address in addresses:
+            if not address.startswith("unix:") and ":" not in address:
+                raise ConfigurationError(f"worker address {address!r} has no port; write it as host:port")
+        self.addresses = list(addresses)
+        self.token = _read_token(token, token_file)
+
+    def start(self) -> None:
+        pass
+
+    def wait_ready(self, timeout: float) -> list[str]:
+        return list(self.addresses)
+
+    def stop(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"Workers({', '.join(map(repr, self.addresses))})"
+
+
+class _LocalWorker:
+    """One worker subprocess and the pipe that ties its life to ours."""
+
+    def __init__(self, index: int, cache_dir: str, token: str, run_dir: str) -> None:
+        self.index = index
+        ready_read, ready_write = os.pipe()
+        env = dict(os.environ)
+        for name in ("TURBOLIFT", "TURBOLIFT_CLUSTER"):
+            env.pop(name, None)  # a worker must never distribute in turn
+        package_parent = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+        command = [
+            sys.executable, "-m", "turbolift", "worker",
+            "--listen", "127.0.0.1:0", "--cache-dir", cache_dir,
+            "--ready-fd", str(ready_write), "--token-stdin", "--exit-with-stdin",
+            "--worker-id", f"local-{index}",
+        ]
+        try:
+            # A neutral cwd: the project must reach the worker only as bundles.
+            # A new session: Ctrl-C in the terminal is the caller's to handle.
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, cwd=run_dir, env=env,
+                pass_fds=(ready_write,), start_new_session=True,
+            )
+        finally:
+            os.close(ready_write)
+        self._ready_read = ready_read
+        assert self.process.stdin is not None
+        self.process.stdin.write(token.encode() + b"\n")
+        self.process.stdin.flush()
+        self.address: Optional[str] = None
+
+    def wait_address(self, deadline: float) -> str:
+        """Block until the worker reports the address it listens on."""
+        if self.address is not None:
+            return self.address
+        data = b""
+        while not data.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ClusterError(f"local worker {self.index} did not start in time")
+            readable, _, _ = select.select([self._ready_read], [], [], remaining)
+            if readable:
+                chunk = os.read(self._ready_read, 1024)
+                if not chunk:
+                    code = self.process.poll()
+                    raise ClusterError(
+                        f"local worker {self.index} exited during start-up (exit code {code}); "
+                        "its error output is above")
+                data += chunk
+        os.close(self._ready_read)
+        self.address = data.decode().strip()
+        return self.address
+
+    def stop(self, grace: float) -> None:
+        process = self.process
+        if process.poll() is None:
+            try:
+                assert process.stdin is not None
+                process.stdin.close()  # the worker's cue to drain and exit
+            except OSError:
+                pass
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        elif process.stdin is not None:
+            try:
+                process.stdin.close()
+            except OSError:
+                pass
+        if self.address is None:
+            try:
+                os.close(self._ready_read)
+            except OSError:
+                pass
+
+
+class LocalQueue(Cluster):
+    """Worker processes on this machine, on ephemeral loopback ports.
+
+    Workers are fresh interpreters (never forks of a process holding gRPC
+    state), protected by a random per-run token, and tied to this process:
+    they exit when it exits, however it exits, SIGKILL included (each
+    worker watches a pipe from this process and leaves at end-of-file).
+    """
+
+    def __init__(self, workers: Optional[int] = None, *, cache_dir: Optional[str] = None,
+                 start_timeout: float = 60.0) -> None:
+        if workers is not None and workers < 1:
+            raise ConfigurationError(f"LocalQueue needs at least one worker, got {workers}")
+        self.workers = workers or os.cpu_count() or 1
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.start_timeout = start_timeout
+        self.token = secrets.token_urlsafe(32)
+        self._lock = threading.Lock()
+        self._procs: list[_LocalWorker] = []
+        self._run_dir: Optional[str] = None
+        self._stopped = False
+
+    def start(self) -> None:
+        with self._lock:
+            if self._procs or self._stopped:
+                return
+            self._run_dir = tempfile.mkdtemp(prefix="turbolift-run-")
+            self._procs = [self._spawn(i) for i in range(self.workers)]
+
+    def _spawn(self, index: int) -> _LocalWorker:
+        assert self._run_dir is not None
+        return _LocalWorker(index, self.cache_dir, self.token, self._run_dir)
+
+    def wait_ready(self, timeout: float) -> list[str]:
+        self.start()
+        deadline = time.monotonic() + min(timeout, self.start_timeout)
+        return [proc.wait_address(deadline) for proc in list(self._procs)]
+
+    def replace(self, address: str, timeout: float) -> Optional[str]:
+        with self._lock:
+            if self._stopped:
+                return None
+            for slot, proc in enumerate(self._procs):
+                if proc.address == address:
+                    if proc.process.poll() is None:
+                        return None  # still alive: nothing to replace
+                    proc.stop(0)
+                    self._procs[slot] = self._spawn(proc.index)
+                    fresh = self._procs[slot]
+                    break
+            else:
+                return None
+        return fresh.wait_address(time.monotonic() + timeout)
+
+    def pids(self) -> list[int]:
+        """Process ids of the current worker processes."""
+        return [proc.process.pid for proc in self._procs]
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            procs, self._procs = self._procs, []
+        for proc in procs:
+            proc.stop(grace=2.0)
+        if self._run_dir:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return f"LocalQueue(workers={self.workers})"
+
+
+def default_cache_dir() -> str:
+    """Where bundles are cached: $TURBOLIFT_CACHE_DIR, else the user cache."""
+    explicit = os.environ.get("TURBOLIFT_CACHE_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "turbolift")
+
+
+def resolve(spec: object, workers: Optional[int] = None) -> Cluster:
+    """Turn a cluster object or URL into a :class:`Cluster`.
+
+    URLs: ``local``, ``local:N``, ``grpc://host:port[,host:port...][?token_file=F]``.
+    None means a local cluster of ``workers`` (default: one per CPU).
+    """
+    if isinstance(spec, Cluster):
+        return spec
+    if spec is None or spec == "":
+        return LocalQueue(workers=workers)
+    if not isinstance(spec, str):
+        raise ConfigurationError(
+            f"a cluster must be a Cluster object or a URL string, got {type(spec).__name__}")
+    if spec == "local" or spec.startswith("local:"):
+        count = spec.partition(":")[2]
+        if count and not count.isdigit():
+            raise ConfigurationError(f"cluster URL {spec!r}: write 'local' or 'local:N' with N a number")
+        return LocalQueue(workers=int(count) if count else workers)
+    parts = urlsplit(spec)
+    if parts.scheme == "grpc":
+        hosts = [h for h in parts.netloc.split(",") if h]
+        query = parse_qs(parts.query)
+        return Workers(*hosts, token_file=query.get("token_file", [None])[0])
+    raise ConfigurationError(
+        f"unknown cluster URL {spec!r}; use 'local', 'local:N' or 'grpc://host:port,host:port'")
+
+
+__all__ = ["Cluster", "LocalQueue", "Workers", "resolve", "default_cache_dir"]
+
