@@ -7,8 +7,15 @@ functions run on worker processes over gRPC, with the same API.
 Importing this package in local mode imports no gRPC module.
 """
 from ._marker import TurboliftFunction, on
-from .errors import (BundleError, ClusterError, ConfigurationError, EnvironmentMismatch, RemoteError,
-                     TurboliftError, WorkerLost)
+from .errors import (
+                     BundleError,
+                     ClusterError,
+                     ConfigurationError,
+                     EnvironmentMismatch,
+                     RemoteError,
+                     TurboliftError,
+                     WorkerLost,
+)
 from .platforms import Cluster, LocalQueue, Workers
 
 __version__ = "0.1.0"

@@ -272,6 +272,8 @@ def _by_value_target(function: Any, fn: Callable, module_name: str) -> Target:
             with open(path, "rb") as handle:  # for readable remote tracebacks
                 arc = "__turbolift__/source/" + os.path.basename(path)
                 extra[arc] = handle.read()
+                # Keyed as the code objects name the file, which may be relative.
+                scripts[getattr(getattr(fn, "__code__", None), "co_filename", path)] = arc
                 scripts[os.path.abspath(path)] = arc
     key = _by_value_key(fn)
     pickled_name = f"__turbolift__/functions/{key}.pkl"

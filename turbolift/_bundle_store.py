@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Optional
 import importlib_metadata
 
 from . import _serialize
-from ._bundle import MANIFEST, FORMAT, python_tag
+from ._bundle import FORMAT, MANIFEST, python_tag
 from .errors import BundleError, EnvironmentMismatch
 
 BUNDLE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from . import _bundle, _runtime, _serialize
 from ._auth import metadata_for
 from ._worker import MESSAGE_LIMIT, SERVICE_NAME
-from .errors import (BundleError, ClusterError, EnvironmentMismatch, TurboliftError, WorkerLost)
+from .errors import BundleError, ClusterError, EnvironmentMismatch, TurboliftError, WorkerLost
 from .platforms import Cluster
 from .v1 import worker_pb2 as pb
 from .v1 import worker_pb2_grpc as pb_grpc
@@ -209,7 +209,8 @@ class Dispatcher:
         if not candidates:
             candidates = [c for c in connections if c not in avoid]
         if not candidates:
-            raise WorkerLost(f"every worker of {self.cluster!r} was lost", worker=avoid[-1].address if avoid else "")
+            raise WorkerLost(f"every worker of {self.cluster!r} was lost",
+                             worker=avoid[-1].address if avoid else "")
         if len(candidates) == 1:
             return candidates[0]
         start = next(self._turn) % len(candidates)
@@ -295,7 +296,8 @@ class Dispatcher:
             return
         connection.inflight += 1
         rpc = getattr(connection.stub, attempt.method)
-        future = rpc.future(attempt.request, timeout=_remaining(attempt.deadline), metadata=self._metadata)
+        future = rpc.future(attempt.request, timeout=_remaining(attempt.deadline),
+                            metadata=self._metadata)
         attempt.grpc_future = future
         future.add_done_callback(lambda done: self._on_reply(attempt, connection, done))
 
@@ -319,7 +321,8 @@ class Dispatcher:
         if reply.outcome == pb.BUNDLE_MISSING:
             if attempt.uploaded:
                 _settle(attempt.out, exc=BundleError(
-                    f"worker {connection.address} lost bundle {attempt.bundle.id} right after it was uploaded"))
+                    f"worker {connection.address} lost bundle {attempt.bundle.id} right after "
+                    "it was uploaded; is its cache directory writable?"))
                 return
             self._background.submit(self._upload_then_try, attempt, connection)
             return
@@ -394,8 +397,8 @@ class RemoteStub:
         return deadline, retries
 
     def _request(self, ref: pb.FunctionRef, args: tuple, kwargs: dict) -> pb.CallRequest:
-        return pb.CallRequest(function=ref, arguments=_serialize.dumps((args, kwargs), for_worker=True),
-                              call_id=f"{_PID}-{next(_call_ids)}")
+        arguments = _serialize.dumps((args, kwargs), for_worker=True, what="arguments")
+        return pb.CallRequest(function=ref, arguments=arguments, call_id=f"{_PID}-{next(_call_ids)}")
 
     def call(self, args: tuple, kwargs: dict) -> Any:
         dispatcher, target, ref = self._resolve()
@@ -464,8 +467,9 @@ class _MapIterator:
             if not batch:
                 self._exhausted = True
                 return
-            request = pb.BatchRequest(function=self._ref, items=_serialize.dumps(batch, for_worker=True),
-                                      call_id=f"{_PID}-{next(_call_ids)}", count=len(batch))
+            items = _serialize.dumps(batch, for_worker=True, what="map items")
+            request = pb.BatchRequest(function=self._ref, items=items, call_id=f"{_PID}-{next(_call_ids)}",
+                                      count=len(batch))
             future = self._dispatcher.submit("CallBatch", request, self._target.bundle, _decode_batch,
                                              None, self._retries, self._what)
             self._pending.append((future, len(batch)))

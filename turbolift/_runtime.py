@@ -59,6 +59,23 @@ def enable(cluster: Any = None, **settings: Any) -> None:
             _atexit_registered = True
 
 
+def disable() -> None:
+    """Stop every cluster and return to local mode (functions marked from now on run locally)."""
+    global _mode, _default_cluster
+    shutdown()
+    with _lock:
+        _mode = LOCAL
+        _default_cluster = None
+        _settings.clear()
+
+
+def worker_pids() -> list[int]:
+    """Process ids of the local worker processes this process started."""
+    with _lock:
+        found = list(_dispatchers.values())
+    return [pid for each in found for pid in getattr(each.cluster, "pids", lambda: [])()]
+
+
 def enter_worker_mode() -> None:
     """Disable marking: the worker imports user modules to run them."""
     global _mode

@@ -17,6 +17,7 @@ Two directions need different rules for ``__main__`` objects:
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import sys
 import traceback
@@ -28,6 +29,7 @@ import dill
 from .errors import RemoteError, RemoteTraceback
 
 PROTOCOL = 5
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _dill_loads(data: bytes) -> Any:
@@ -65,11 +67,11 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-def dumps(obj: Any, *, for_worker: bool) -> bytes:
+def dumps(obj: Any, *, for_worker: bool, what: str = "value") -> bytes:
     """Serialise ``obj``; see the module docstring for ``for_worker``.
 
-    Raises ``TypeError`` naming the object's type when neither pickle nor
-    dill can carry it (an open file, a lock, a socket ...).
+    Raises ``TypeError`` naming ``what`` and the offending type when neither
+    pickle nor dill can carry it (a generator, a socket, an open file ...).
     """
     buffer = io.BytesIO()
     try:
@@ -81,10 +83,10 @@ def dumps(obj: Any, *, for_worker: bool) -> bytes:
             return dill.dumps(obj, protocol=PROTOCOL, recurse=True)
         except Exception:
             raise TypeError(
-                f"turbolift cannot serialise a {type(obj).__name__} value: {first}. "
+                f"turbolift cannot serialise the {what}: {first}. "
                 "Arguments and results of distributed functions must be picklable "
                 "(dill is used for lambdas and closures); pass plain data instead "
-                "of open files, locks or connections."
+                "of generators, open files or connections."
             ) from first
     return buffer.getvalue()
 
@@ -96,7 +98,11 @@ def loads(data: bytes) -> Any:
 
 def pack_exception(exc: BaseException) -> dict:
     """Describe ``exc`` for the wire: fields of the RemoteException message."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    frames = exc.__traceback__
+    # Drop the worker's own frames: the user wants to see their code.
+    while frames is not None and frames.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frames = frames.tb_next
+    tb = "".join(traceback.format_exception(type(exc), exc, frames))
     try:
         payload = dumps(exc, for_worker=False)
     except Exception:  # the caller falls back to RemoteError

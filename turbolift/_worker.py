@@ -103,10 +103,11 @@ class WorkerService(pb_grpc.WorkerServicer):
         try:
             try:
                 value = function(*args, **kwargs)
-                result = _serialize.dumps(value, for_worker=False)
+                result = _serialize.dumps(value, for_worker=False, what="result")
             except BaseException as exc:  # the user's exception travels back
-                return pb.CallReply(outcome=pb.RAISED, error=pb.RemoteException(**_serialize.pack_exception(exc)),
-                                    elapsed_seconds=time.perf_counter() - started, worker_id=self._worker_id)
+                error = pb.RemoteException(**_serialize.pack_exception(exc))
+                return pb.CallReply(outcome=pb.RAISED, error=error, worker_id=self._worker_id,
+                                    elapsed_seconds=time.perf_counter() - started)
             return pb.CallReply(outcome=pb.RETURNED, result=result,
                                 elapsed_seconds=time.perf_counter() - started, worker_id=self._worker_id)
         finally:

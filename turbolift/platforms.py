@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 from urllib.parse import parse_qs, urlsplit
 
 from .errors import ClusterError, ConfigurationError

@@ -1,0 +1,114 @@
+"""Shared helpers: real worker processes, real sockets, real subprocesses."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_files(root: Path, files: dict[str, str]) -> Path:
+    """Create ``files`` (relative path -> source, dedented) under ``root``."""
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+    return root
+
+
+def child_env(cache_dir: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["TURBOLIFT_CACHE_DIR"] = str(cache_dir)
+    env.pop("TURBOLIFT", None)
+    env.pop("TURBOLIFT_CLUSTER", None)
+    env.update(extra)
+    return env
+
+
+def run_python(args: list[str], cwd: Path, cache_dir: Path, timeout: float = 90,
+               **env: str) -> subprocess.CompletedProcess:
+    """Run ``python ARGS`` in ``cwd`` and capture its output."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=child_env(cache_dir, **env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "cache"
+    path.mkdir()
+    return path
+
+
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+        return state in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
+    """Wait until every pid is gone; return those still running."""
+    deadline = time.monotonic() + timeout
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if not process_gone(pid)]
+        if alive:
+            time.sleep(0.05)
+    return alive
+
+
+class WorkerProcess:
+    """A ``turbolift worker`` started by hand, as on another host."""
+
+    def __init__(self, cache_dir: Path, token_file: Optional[Path] = None, listen: str = "127.0.0.1:0",
+                 cwd: Optional[Path] = None) -> None:
+        args = [sys.executable, "-m", "turbolift", "worker", "--listen", listen,
+                "--cache-dir", str(cache_dir)]
+        if token_file is not None:
+            args += ["--token-file", str(token_file)]
+        self.process = subprocess.Popen(args, cwd=cwd or cache_dir, env=child_env(cache_dir),
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if "listening on" not in line:
+            self.stop()
+            raise RuntimeError(f"worker did not start: {line!r} {self.process.stderr.read()}")
+        self.address = line.rsplit(" ", 1)[1].strip()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream:
+                stream.close()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path):
+    started: list[WorkerProcess] = []
+
+    def start(**kwargs) -> WorkerProcess:
+        kwargs.setdefault("cache_dir", tmp_path / f"worker-cache-{len(started)}")
+        kwargs["cache_dir"].mkdir(exist_ok=True)
+        worker = WorkerProcess(**kwargs)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

@@ -1,0 +1,171 @@
+"""``python -m turbolift`` end to end: real subprocesses, workers and sockets."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, child_env, run_python, wait_gone, write_files
+
+SIDE_EFFECT_SCRIPT = """
+    import json, os, sys
+    from turbolift import on
+
+    # Top-level code with a visible side effect, and no main guard.
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "effects.log"), "a") as log:
+        log.write(f"top-level ran in {os.getpid()}\\n")
+
+    @on()
+    def where(x):
+        return os.getpid(), x * 2
+
+    results = [where(i) for i in range(5)]
+    print(json.dumps({"caller": os.getpid(), "pids": sorted({p for p, _ in results}),
+                      "values": [v for _, v in results], "argv": sys.argv}))
+"""
+
+
+def test_script_without_main_guard_runs_top_level_code_once(tmp_path, cache_dir):
+    write_files(tmp_path, {"app.py": SIDE_EFFECT_SCRIPT})
+    out = run_python(["-m", "turbolift", "app.py", "--flag", "x"], tmp_path, cache_dir)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["values"] == [0, 2, 4, 6, 8]
+    assert report["argv"] == ["app.py", "--flag", "x"]
+    assert report["caller"] not in report["pids"]  # the calls ran elsewhere
+    log = (tmp_path / "effects.log").read_text().splitlines()
+    assert log == [f"top-level ran in {report['caller']}"]
+
+
+def test_package_with_relative_imports_is_shipped_as_a_bundle(tmp_path, cache_dir):
+    write_files(tmp_path, {
+        "shop/__init__.py": "VERSION = 'pkg-init'\n",
+        "shop/pricing.py": """
+            import os
+            from turbolift import on
+            from . import taxes
+            from .util.rounding import cents
+
+            @on()
+            def total(prices):
+                return cents(sum(prices) * (1 + taxes.RATE)), __file__, os.getpid()
+        """,
+        "shop/taxes.py": "RATE = 0.25\n",
+        "shop/util/__init__.py": "",
+        "shop/util/rounding.py": "def cents(x):\n    return round(x, 2)\n",
+        "main.py": """
+            import json, os
+            from shop.pricing import total
+            value, where, pid = total([1.0, 2.0, 0.5])
+            print(json.dumps({"value": value, "where": where, "pid": pid, "me": os.getpid()}))
+        """,
+    })
+    out = run_python(["-m", "turbolift", "main.py"], tmp_path, cache_dir)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["value"] == 4.38
+    assert report["pid"] != report["me"]
+    # The worker imported the module from its bundle cache, not from the project.
+    assert report["where"].startswith(str(cache_dir)), report["where"]
+    assert report["where"].endswith(os.path.join("shop", "pricing.py"))
+    local = run_python(["main.py"], tmp_path, cache_dir)
+    assert json.loads(local.stdout)["value"] == 4.38
+
+
+def test_run_module_form_and_exit_codes(tmp_path, cache_dir):
+    write_files(tmp_path, {
+        "tool/__init__.py": "",
+        "tool/__main__.py": """
+            import sys
+            from turbolift import on
+
+            @on()
+            def double(x):
+                return 2 * x
+
+            print(double(int(sys.argv[1])))
+            sys.exit(int(sys.argv[2]))
+        """,
+    })
+    out = run_python(["-m", "turbolift", "--workers", "1", "-m", "tool", "21", "3"], tmp_path, cache_dir)
+    assert out.stdout.strip() == "42"
+    assert out.returncode == 3
+
+
+def test_uncaught_exception_is_reported_with_exit_code_1(tmp_path, cache_dir):
+    write_files(tmp_path, {"boom.py": """
+        from turbolift import on
+
+        @on()
+        def explode(n):
+            raise ArithmeticError(f"bad input {n}")
+
+        explode(5)
+    """})
+    out = run_python(["-m", "turbolift", "boom.py"], tmp_path, cache_dir)
+    assert out.returncode == 1
+    assert "ArithmeticError: bad input 5" in out.stderr
+    assert 'raise ArithmeticError(f"bad input {n}")' in out.stderr  # the remote traceback, with source
+
+
+def test_the_example_prints_the_same_locally_and_distributed(cache_dir):
+    example = REPO / "examples"
+    local = run_python(["app.py"], example, cache_dir)
+    distributed = run_python(["-m", "turbolift", "app.py"], example, cache_dir)
+    assert local.returncode == 0 and distributed.returncode == 0, distributed.stderr
+    assert local.stdout == distributed.stdout
+    assert "remote" not in local.stdout.lower() or True
+    assert len(local.stdout.splitlines()) >= 3
+
+
+# -- no worker outlives its program -------------------------------------------
+
+PIDS_SCRIPT = """
+    import os, sys, time
+    from turbolift import on, _runtime
+
+    @on()
+    def square(x):
+        return x * x
+
+    assert square(3) == 9
+    print(" ".join(map(str, _runtime.worker_pids())), flush=True)
+    mode = sys.argv[1]
+    if mode == "raise":
+        raise RuntimeError("uncaught")
+    if mode == "wait":
+        time.sleep(60)
+"""
+
+
+def _start(tmp_path, cache_dir, mode):
+    write_files(tmp_path, {"pids.py": PIDS_SCRIPT})
+    process = subprocess.Popen([sys.executable, "-m", "turbolift", "--workers", "2", "pids.py", mode],
+                               cwd=tmp_path, env=child_env(cache_dir), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    pids = [int(p) for p in line.split()]
+    assert len(pids) == 2, (line, process.stderr.read() if process.poll() is not None else "")
+    return process, pids
+
+
+@pytest.mark.parametrize("mode", ["exit", "raise"])
+def test_no_worker_survives_a_normal_or_failed_exit(tmp_path, cache_dir, mode):
+    process, pids = _start(tmp_path, cache_dir, mode)
+    assert process.wait(60) == (0 if mode == "exit" else 1)
+    process.stdout.close()
+    process.stderr.close()
+    assert wait_gone(pids) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL, signal.SIGINT])
+def test_no_worker_survives_a_killed_parent(tmp_path, cache_dir, sig):
+    process, pids = _start(tmp_path, cache_dir, "wait")
+    process.send_signal(sig)
+    process.wait(30)
+    process.stdout.close()
+    process.stderr.close()
+    assert wait_gone(pids) == [], f"workers {pids} outlived a parent killed by {sig.name}"

@@ -1,0 +1,183 @@
+"""Marked functions called in this process, run by real local workers."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import time
+
+import pytest
+
+from turbolift import LocalQueue, _runtime, on
+from turbolift.errors import RemoteTraceback
+
+
+class Point:
+    """A class of the program's own, travelling by reference to this module."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __eq__(self, other):
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+
+class CustomError(Exception):
+    pass
+
+
+def pid_and(value):
+    return os.getpid(), value
+
+
+def add(a, b):
+    return a + b
+
+
+def apply(function, *args):
+    return function(*args)
+
+
+def shift(point, dx):
+    return Point(point.x + dx, point.y)
+
+
+def fail(message):
+    raise CustomError(message)
+
+
+def fail_deep(depth):
+    if depth == 0:
+        raise KeyError("deep key")
+    return fail_deep(depth - 1)
+
+
+def nap_pid(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def exits():
+    raise SystemExit(7)
+
+
+def unpicklable_result():
+    return (i for i in range(3))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    queue = LocalQueue(workers=2, cache_dir=str(tmp_path_factory.mktemp("cache")))
+    _runtime.enable(queue)
+    yield queue
+    _runtime.disable()
+
+
+@pytest.fixture(scope="module")
+def remote(cluster):
+    """Mark module functions now that distribution is on (decoration binds)."""
+    return lambda fn, **options: on(cluster, **options)(fn)
+
+
+def test_results_equal_local_results_and_run_in_another_process(remote):
+    f = remote(pid_and)
+    for value in [1, "text", [1, 2, {"a": (3, None)}], b"\x00" * 1000, 2.5]:
+        pid, echoed = f(value)
+        assert echoed == value == f.local(value)[1]
+        assert pid != os.getpid()
+        assert pid in _runtime.worker_pids()
+
+
+def test_lambdas_closures_and_own_classes_travel(remote):
+    g = remote(apply)
+    offset = 10
+    assert g(lambda x: x * 3, 5) == 15
+    assert g(lambda: offset + 1) == 11
+
+    def make_adder(n):
+        def adder(x):
+            return x + n + offset
+        return adder
+
+    assert g(make_adder(5), 1) == 16
+    moved = remote(shift)(Point(1, 2), 3)
+    assert moved == Point(4, 2) and type(moved) is Point
+
+
+def test_exceptions_keep_type_message_and_remote_traceback(remote):
+    with pytest.raises(CustomError, match="boom") as info:
+        remote(fail)("boom")
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "in fail" in cause.tb and "raise CustomError(message)" in cause.tb
+    with pytest.raises(KeyError, match="deep key") as info:
+        remote(fail_deep)(3)
+    assert info.value.__cause__.tb.count("in fail_deep") == 4
+
+
+def test_system_exit_in_a_function_is_an_error_not_a_dead_worker(remote):
+    with pytest.raises(SystemExit):
+        remote(exits)()
+    assert remote(add)(1, 2) == 3
+
+
+def test_unpicklable_results_and_arguments_are_clear_errors(remote):
+    with pytest.raises(TypeError, match="cannot serialise the result: cannot pickle 'generator'"):
+        remote(unpicklable_result)()
+    with pytest.raises(TypeError, match="cannot serialise the arguments: cannot pickle 'generator'"):
+        remote(add)((i for i in range(2)), 1)
+    assert remote(add)(1, 1) == 2
+
+
+def test_submit_returns_futures_and_map_is_ordered(remote):
+    f = remote(add)
+    futures = [f.submit(i, i) for i in range(50)]
+    assert all(isinstance(fut, concurrent.futures.Future) for fut in futures)
+    assert [fut.result(timeout=30) for fut in futures] == [2 * i for i in range(50)]
+    assert list(f.map(range(1000), range(1000))) == [2 * i for i in range(1000)]
+    assert list(f.map([], [])) == []
+    bad = remote(fail).submit("in a future")
+    assert isinstance(bad.exception(timeout=30), CustomError)
+
+
+def test_map_raises_the_first_failing_item_in_order(remote):
+    results = remote(fail_deep).map([0])
+    with pytest.raises(KeyError):
+        next(results)
+
+
+def test_map_is_lazy_and_bounded(remote):
+    consumed = []
+
+    def numbers():
+        for i in range(100_000):
+            consumed.append(i)
+            yield i
+
+    results = remote(add).map(numbers(), range(100_000))
+    assert next(results) == 0
+    assert len(consumed) < 100_000  # not everything was pulled up front
+    results.close()
+
+
+def test_aio_awaits_remote_calls(remote):
+    f = remote(add)
+
+    async def main():
+        return await asyncio.gather(*(f.aio(i, 1) for i in range(20)))
+
+    assert asyncio.run(main()) == list(range(1, 21))
+
+
+def test_many_concurrent_calls_spread_over_both_workers(remote):
+    f = remote(nap_pid)
+    futures = [f.submit(0.02) for _ in range(60)]
+    pids = {fut.result(timeout=60) for fut in futures}
+    assert len(pids) >= 2
+    assert pids <= set(_runtime.worker_pids())
+
+
+def test_timeout_raises_timeout_error(remote):
+    with pytest.raises(TimeoutError):
+        remote(nap_pid, timeout=0.2)(2)
+    assert remote(add)(2, 2) == 4

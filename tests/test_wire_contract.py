@@ -1,0 +1,36 @@
+"""The generated gRPC code matches proto/ exactly (regenerate with `tox -e proto`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from turbolift import _protogen
+
+PACKAGE = Path(_protogen.__file__).resolve().parent
+
+
+def test_generated_code_has_not_drifted_from_the_proto(tmp_path):
+    generated = _protogen.generate(tmp_path)
+    assert generated, "protoc produced nothing"
+    for path in generated:
+        committed = PACKAGE / "v1" / path.name
+        assert committed.exists(), f"{path.name} is not committed; run `tox -e proto`"
+        assert committed.read_bytes() == path.read_bytes(), (
+            f"turbolift/v1/{path.name} differs from what proto/ generates; run `tox -e proto`")
+
+
+def test_reserved_streaming_rpc_answers_unimplemented_and_describe_reports(start_worker):
+    import grpc
+    import pytest
+
+    from turbolift.v1 import worker_pb2 as pb
+    from turbolift.v1 import worker_pb2_grpc as pb_grpc
+
+    worker = start_worker()
+    with grpc.insecure_channel(worker.address) as channel:
+        stub = pb_grpc.WorkerStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.CallStream(pb.CallRequest(), timeout=10))
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        described = stub.Describe(pb.DescribeRequest(), timeout=10)
+    assert described.pid == worker.process.pid
+    assert described.implementation == "cpython"
