@@ -191,7 +191,20 @@ class Dispatcher:
                 for connection in fresh:
                     connection.wait_healthy(READY_TIMEOUT, self._metadata)
                 self._connections = fresh
+                self.cluster.subscribe(self._addresses_changed)
         return self._connections
+
+    def _addresses_changed(self, addresses: list[str]) -> None:
+        """Follow a platform whose workers come and go (keep known ones' state)."""
+        with self._lock:
+            if self._closed:
+                return
+            known = {c.address: c for c in self._connections}
+            updated = [known.get(address) or _Connection(address) for address in addresses]
+            gone = [c for c in self._connections if c.address not in set(addresses)]
+            self._connections = updated
+        for connection in gone:
+            connection.close()
 
     def close(self) -> None:
         with self._lock:

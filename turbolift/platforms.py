@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from .errors import ClusterError, ConfigurationError
@@ -46,6 +46,21 @@ class Cluster(abc.ABC):
     def replace(self, address: str, timeout: float) -> Optional[str]:
         """Bring up a substitute for a worker that died; None if not possible."""
         return None
+
+    def subscribe(self, callback: Callable[[list[str]], None]) -> None:
+        """Register ``callback`` to receive the full address list whenever it changes.
+
+        Platforms whose workers come and go on their own (pods of a
+        Kubernetes Deployment) call it from any thread; the dispatcher then
+        opens channels to new addresses and closes those that went away.
+        The default platform never changes its addresses by itself.
+        """
+        self._subscribers = [*getattr(self, "_subscribers", []), callback]
+
+    def _publish(self, addresses: list[str]) -> None:
+        """For platforms: tell subscribers about a new address list."""
+        for callback in getattr(self, "_subscribers", []):
+            callback(list(addresses))
 
     def __enter__(self) -> "Cluster":
         self.start()
