@@ -39,6 +39,40 @@ def run_python(args: list[str], cwd: Path, cache_dir: Path, timeout: float = 90,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def make_installed_library(site_dir: Path, name: str, version: str, source: str) -> Path:
+    """Install a one-module distribution into ``site_dir`` as pip would lay it out."""
+    package = site_dir / name
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text(textwrap.dedent(source).lstrip())
+    info = site_dir / f"{name}-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "top_level.txt").write_text(f"{name}\n")
+    (info / "RECORD").write_text(f"{name}/__init__.py,,\n{info.name}/METADATA,,\n{info.name}/RECORD,,\n")
+    return site_dir
+
+
+def make_wheel(directory: Path, name: str, version: str, source: str) -> Path:
+    """Write a pure-Python wheel of a one-module distribution (no build tools needed)."""
+    import zipfile
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": textwrap.dedent(source).lstrip(),
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: turbolift-tests\nRoot-Is-Purelib: true\n"
+                         "Tag: py3-none-any\n",
+        f"{info}/top_level.txt": f"{name}\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{n},,\n" for n in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, text in files.items():
+            archive.writestr(member, text)
+    return path
+
+
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     path = tmp_path / "cache"
@@ -71,12 +105,12 @@ class WorkerProcess:
     """A ``turbolift worker`` started by hand, as on another host."""
 
     def __init__(self, cache_dir: Path, token_file: Optional[Path] = None, listen: str = "127.0.0.1:0",
-                 cwd: Optional[Path] = None) -> None:
+                 cwd: Optional[Path] = None, extra_args: tuple = (), env: Optional[dict] = None) -> None:
         args = [sys.executable, "-m", "turbolift", "worker", "--listen", listen,
-                "--cache-dir", str(cache_dir)]
+                "--cache-dir", str(cache_dir), *extra_args]
         if token_file is not None:
             args += ["--token-file", str(token_file)]
-        self.process = subprocess.Popen(args, cwd=cwd or cache_dir, env=child_env(cache_dir),
+        self.process = subprocess.Popen(args, cwd=cwd or cache_dir, env=child_env(cache_dir, **(env or {})),
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()

@@ -255,6 +255,33 @@ def _module_bundle(module_name: str) -> Bundle:
     return build(collector, {}, {"installed": installed, "pickled": {}})
 
 
+def bundle_for_module(module_name: str) -> Bundle:
+    """Import ``module_name`` (locally) and build the bundle workers would receive."""
+    importlib.import_module(module_name)
+    return _module_bundle(module_name)
+
+
+def bundle_for_script(path: str) -> Bundle:
+    """The project modules a script imports, as shipped with its functions.
+
+    The script is read, not run; its marked functions, which travel
+    serialised inside the real bundle, are therefore not listed.
+    """
+    collector = _Collector()
+    collector.scan(path, "__main__", False)
+    with open(path, "rb") as handle:
+        source = handle.read()
+    return build(collector, {"__turbolift__/source/" + os.path.basename(path): source},
+                 {"installed": [], "pickled": {}})
+
+
+def describe(bundle: Bundle) -> dict:
+    """A report of what ``bundle`` ships, for ``turbolift bundle``."""
+    return {"id": bundle.id, "size": len(bundle.data), "python": bundle.manifest["python"],
+            "implementation": bundle.manifest["implementation"], "files": list(bundle.files),
+            "requirements": bundle.manifest["requirements"]}
+
+
 def _by_value_target(function: Any, fn: Callable, module_name: str) -> Target:
     collector = _Collector()
     module = sys.modules.get(module_name)

@@ -21,11 +21,9 @@ import threading
 import zipfile
 from typing import Any, Callable, Iterable, Optional
 
-import importlib_metadata
-
-from . import _serialize
-from ._bundle import FORMAT, MANIFEST, python_tag
-from .errors import BundleError, EnvironmentMismatch
+from . import _requirements, _serialize
+from ._bundle import FORMAT, MANIFEST
+from .errors import BundleError
 
 BUNDLE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
@@ -60,31 +58,19 @@ def _safe_extract(archive_path: str, destination: str) -> None:
         archive.extractall(destination)
 
 
-def environment_differences(manifest: dict) -> list[tuple[str, str, str]]:
-    """(what, wanted, found) for each way this interpreter differs from ``manifest``."""
-    differences = []
-    here = python_tag()
-    for key in ("implementation", "python"):
-        if manifest.get(key) != here[key]:
-            differences.append((key, str(manifest.get(key)), here[key]))
-    for dist, wanted in sorted(manifest.get("requirements", {}).items()):
-        try:
-            found = importlib_metadata.version(dist)
-        except importlib_metadata.PackageNotFoundError:
-            found = "not installed"
-        if found != wanted:
-            differences.append((dist, wanted, found))
-    return differences
-
-
 class LoadedBundle:
     """An unpacked, verified bundle whose functions can be resolved."""
 
-    def __init__(self, store: "BundleStore", bundle_id: str, path: str, manifest: dict) -> None:
+    def __init__(self, store: "BundleStore", bundle_id: str, path: str, manifest: dict,
+                 environment: Optional[str] = None) -> None:
         self._store = store
         self.id = bundle_id
         self.path = path
         self.manifest = manifest
+        # Where this bundle's code comes from: its own files, then the pinned
+        # requirements pip installed for it (if the worker had to).
+        self.paths = (path,) + ((environment,) if environment else ())
+        self.shadowed = _requirements.top_level_names(environment) if environment else set()
         self.module_names = tuple(manifest.get("modules", {}))
         self._modules: dict[str, Any] = {}
         self._functions: dict[tuple[str, str], Callable] = {}
@@ -135,13 +121,16 @@ class LoadedBundle:
 class BundleStore:
     """Bundles on disk under ``root``, loaded lazily and kept in memory."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, install_requirements: bool = False) -> None:
+        self.cache_root = root
         self.root = os.path.join(root, "bundles")
+        self.install_requirements = install_requirements
         os.makedirs(self.root, exist_ok=True)
         self.lock = threading.RLock()
         self.generation = 0
         self._loaded: dict[str, LoadedBundle] = {}
-        self._active_path: Optional[str] = None
+        self._active_paths: tuple = ()
+        self._parked_base: dict[str, Any] = {}   # the worker's own modules a bundle shadows
 
     def _zip_path(self, digest: str) -> str:
         return os.path.join(self.root, digest + ".zip")
@@ -219,40 +208,49 @@ class BundleStore:
             if manifest.get("format") != FORMAT:
                 raise BundleError(f"bundle {bundle_id} has format {manifest.get('format')!r}; "
                                   f"this worker reads format {FORMAT}: upgrade turbolift on both sides")
-            differences = environment_differences(manifest)
-            if differences:
-                listing = "; ".join(f"{what}: wanted {wanted}, found {found}"
-                                    for what, wanted, found in differences)
-                raise EnvironmentMismatch(
-                    f"the worker's environment differs from the caller's: {listing}. "
-                    "Install the same versions on the worker (or start it with "
-                    "--install-requirements).", differences)
-            loaded = LoadedBundle(self, bundle_id, directory, manifest)
+            environment = None
+            found = _requirements.differences(manifest, sys.path)
+            if found and self.install_requirements and all(
+                    what not in ("python", "implementation") for what, _, _ in found):
+                environment = _requirements.ensure_environment(self.cache_root, manifest["requirements"])
+                found = _requirements.differences(manifest, [environment, *sys.path])
+            if found:
+                raise _requirements.mismatch(found, self.install_requirements)
+            loaded = LoadedBundle(self, bundle_id, directory, manifest, environment)
             self._loaded[bundle_id] = loaded
             return loaded
 
     def activate(self, bundle: LoadedBundle) -> None:
-        """Swap ``bundle``'s modules into ``sys.modules`` and its directory onto ``sys.path``.
+        """Make ``bundle``'s modules the ones ``import`` finds.
 
-        Two bundles may hold different versions of the same module; each
-        keeps its own module objects, and the active one is what ``import``
-        statements see. Functions keep the globals of their own version.
+        Two bundles may hold different versions of the same module (or pin
+        different versions of a library); each keeps its own module objects,
+        parked while another bundle is active. Functions keep the globals of
+        their own version; the active bundle's directories lead ``sys.path``.
         """
         with self.lock:
-            for other in self._loaded.values():
-                if other is bundle:
+            others = [b for b in self._loaded.values() if b is not bundle]
+            for name, module in list(sys.modules.items()):
+                where = getattr(module, "__file__", None) or ""
+                top = name.partition(".")[0]
+                if not where:
                     continue
-                prefix = other.path + os.sep
-                for name in other.module_names:
-                    module = sys.modules.get(name)
-                    if module is not None and (getattr(module, "__file__", None) or "").startswith(prefix):
-                        other._modules[name] = module  # parked until `other` is active again
-                        del sys.modules[name]
-            if self._active_path is not None and self._active_path in sys.path:
-                sys.path.remove(self._active_path)
-            sys.path.insert(0, bundle.path)
-            self._active_path = bundle.path
+                owner = next((b for b in others if where.startswith(b.paths)), None)
+                if owner is not None:
+                    owner._modules[name] = module
+                    del sys.modules[name]
+                elif top in bundle.shadowed and not where.startswith(bundle.paths):
+                    self._parked_base[name] = module
+                    del sys.modules[name]
+            for path in self._active_paths:
+                if path in sys.path:
+                    sys.path.remove(path)
+            sys.path[0:0] = bundle.paths
+            self._active_paths = bundle.paths
             importlib.invalidate_caches()
+            for name in [n for n in self._parked_base if n.partition(".")[0] not in bundle.shadowed]:
+                sys.modules.setdefault(name, self._parked_base.pop(name))
             sys.modules.update(bundle._modules)
+            bundle._modules = {}
             self.generation += 1
             bundle._generation = self.generation

@@ -14,6 +14,9 @@ import sysconfig
 from typing import Optional
 
 _TURBOLIFT_DIR = os.path.dirname(os.path.abspath(__file__))
+# Directories whose files are never project code, whatever imports them.
+_NEVER_SHIPPED = {".git", ".hg", ".svn", "__pycache__", ".tox", ".nox", "node_modules",
+                  "site-packages", "dist-packages"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -43,9 +46,20 @@ def is_project_file(path: Optional[str]) -> bool:
         return False
     real = os.path.realpath(path)
     parts = real.split(os.sep)
-    if "site-packages" in parts or "dist-packages" in parts:
+    if _NEVER_SHIPPED.intersection(parts[:-1]):
         return False
-    return not any(real.startswith(root) for root in _environment_roots())
+    if any(real.startswith(root) for root in _environment_roots()):
+        return False
+    return not _inside_virtualenv(os.path.dirname(real))
+
+
+@functools.lru_cache(maxsize=1024)
+def _inside_virtualenv(directory: str) -> bool:
+    """True when a parent directory is a virtual environment (has pyvenv.cfg)."""
+    if os.path.exists(os.path.join(directory, "pyvenv.cfg")):
+        return True
+    parent = os.path.dirname(directory)
+    return parent != directory and _inside_virtualenv(parent)
 
 
 def is_stdlib(top_level_name: str) -> bool:

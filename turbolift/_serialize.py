@@ -16,6 +16,7 @@ Two directions need different rules for ``__main__`` objects:
 """
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import pickle
@@ -34,6 +35,35 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 def _dill_loads(data: bytes) -> Any:
     return dill.loads(data)
+
+
+def _import_module(name: str) -> types.ModuleType:
+    return importlib.import_module(name)
+
+
+class _DillPickler(dill.Pickler):
+    """dill, but modules always by reference.
+
+    dill saves a project module as a reference *plus its whole ``__dict__``*,
+    which on load overwrites the worker's copy of the module with the
+    caller's state (and defeats versioned bundles). A worker imports project
+    modules from the shipped bundle, so the name is all it needs.
+    """
+
+    dispatch = dill.Pickler.dispatch.copy()
+
+
+def _save_module(pickler: dill.Pickler, module: types.ModuleType) -> None:
+    pickler.save_reduce(_import_module, (module.__name__,), obj=module)
+
+
+_DillPickler.dispatch[types.ModuleType] = _save_module
+
+
+def _dill_dumps(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    _DillPickler(buffer, PROTOCOL, recurse=True).dump(obj)
+    return buffer.getvalue()
 
 
 def _main_attribute(qualname: str) -> Any:
@@ -61,7 +91,7 @@ class _Pickler(pickle.Pickler):
         qualname = getattr(obj, "__qualname__", "")
         in_main = getattr(obj, "__module__", None) == "__main__"
         if _is_local(qualname) or (in_main and self._for_worker):
-            return _dill_loads, (dill.dumps(obj, protocol=PROTOCOL, recurse=True),)
+            return _dill_loads, (_dill_dumps(obj),)
         if in_main:
             return _main_attribute, (qualname,)
         return NotImplemented
@@ -80,7 +110,7 @@ def dumps(obj: Any, *, for_worker: bool, what: str = "value") -> bytes:
         # Some objects pickle only through dill's own pickler (e.g. a bound
         # method of a __main__ class instance nested deep in a structure).
         try:
-            return dill.dumps(obj, protocol=PROTOCOL, recurse=True)
+            return _dill_dumps(obj)
         except Exception:
             raise TypeError(
                 f"turbolift cannot serialise the {what}: {first}. "

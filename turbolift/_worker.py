@@ -192,7 +192,7 @@ def is_loopback(listen: str) -> bool:
 
 
 def serve(listen: str, *, cache_dir: str, token: Optional[str] = None, threads: int = 16,
-          worker_id: Optional[str] = None) -> tuple[grpc.Server, str]:
+          worker_id: Optional[str] = None, install_requirements: bool = False) -> tuple[grpc.Server, str]:
     """Start a worker server; return it and the address it listens on.
 
     Refuses a non-loopback ``listen`` without a token: a worker runs any
@@ -204,7 +204,11 @@ def serve(listen: str, *, cache_dir: str, token: Optional[str] = None, threads: 
             "its callers send. Give it a token (--token-file FILE, the same file the callers use), "
             "or listen on 127.0.0.1.")
     _runtime.enter_worker_mode()
-    store = BundleStore(cache_dir)
+    # `python -m` put the current directory first on sys.path: a worker must
+    # find the program's modules only in the bundles it was sent.
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
+    store = BundleStore(cache_dir, install_requirements=install_requirements)
     worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
     interceptors = [TokenInterceptor(token)] if token else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="turbolift-call"),
@@ -246,10 +250,12 @@ def _watch_parent(server: grpc.Server, read_token_first: bool) -> Optional[str]:
 
 
 def main(listen: str, cache_dir: str, token: Optional[str], token_stdin: bool, ready_fd: Optional[int],
-         exit_with_stdin: bool, threads: int, worker_id: Optional[str]) -> int:
+         exit_with_stdin: bool, threads: int, worker_id: Optional[str],
+         install_requirements: bool = False) -> int:
     if token_stdin:
         token = sys.stdin.buffer.readline().decode().strip() or None
-    server, address = serve(listen, cache_dir=cache_dir, token=token, threads=threads, worker_id=worker_id)
+    server, address = serve(listen, cache_dir=cache_dir, token=token, threads=threads, worker_id=worker_id,
+                            install_requirements=install_requirements)
     if ready_fd is not None:
         os.write(ready_fd, (address + "\n").encode())
         os.close(ready_fd)

@@ -5,18 +5,22 @@
     python -m turbolift [options] SCRIPT [ARGS...]     run a script distributed
     python -m turbolift [options] -m MODULE [ARGS...]  run a module distributed
     turbolift worker --listen HOST:PORT [--token-file F]  a generic worker
+    turbolift install-hook [--print] | uninstall-hook   switch on with TURBOLIFT=1
+    turbolift bundle SCRIPT | -m MODULE                 show what would be shipped
 
 Options of the run form: ``--cluster URL``, ``--workers N``,
 ``--remote MODULE:QUALNAME`` (repeatable), ``--timeout SECONDS``,
-``--token-file FILE``. Everything after the script or module belongs to the
+``--token-file FILE``; each may also come from the environment or project
+files (see :mod:`turbolift._config`). Everything after the script or module belongs to the
 program, exactly as if it had been started with ``python``.
 """
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import signal
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 SUBCOMMANDS = ("run", "worker")
@@ -77,21 +81,21 @@ def run(argv: Sequence[str]) -> int:
         _run_parser().print_usage(sys.stderr)
         print("python -m turbolift: give a script or -m MODULE to run", file=sys.stderr)
         return 2
-    from . import _hook, _runtime
+    from . import _config, _hook, _runtime, _site
+    from .errors import ConfigurationError
 
-    cluster = opts.cluster or os.environ.get("TURBOLIFT_CLUSTER") or None
-    _runtime.enable(cluster, workers=opts.workers, timeout=opts.timeout, retries=opts.retries,
-                    token_file=opts.token_file or os.environ.get("TURBOLIFT_TOKEN_FILE"))
-    _hook.install(opts.remote)
+    start = Path(script).resolve().parent if script is not None else Path.cwd()
     if threading_is_main():
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        _runtime.start_default_cluster()  # workers boot while the program loads
-        if script is not None:
-            _hook.run_script(script, program_args)
-        else:
-            assert module is not None
-            _hook.run_module(module, program_args)
+        try:
+            settings = _config.load(vars(opts), start)
+            _site.activate(settings, eager=True)  # workers boot while the program loads
+            _hook.prepare_main(script, module, program_args)
+        except ConfigurationError as exc:
+            print(f"python -m turbolift: {exc}", file=sys.stderr)
+            return 2
+        _hook.run_main(script, module)
     finally:
         _runtime.shutdown()
     return 0
@@ -117,6 +121,9 @@ def worker(argv: Sequence[str]) -> int:
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--token-stdin", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--install-requirements", action="store_true",
+                        help="pip-install a bundle's pinned requirements into the cache "
+                        "instead of refusing the bundle")
     opts = parser.parse_args(argv)
     token = None
     if opts.token_file:
@@ -126,13 +133,66 @@ def worker(argv: Sequence[str]) -> int:
     from . import _worker
 
     return _worker.main(opts.listen, opts.cache_dir or default_cache_dir(), token, opts.token_stdin,
-                        opts.ready_fd, opts.exit_with_stdin, opts.threads, opts.worker_id)
+                        opts.ready_fd, opts.exit_with_stdin, opts.threads, opts.worker_id,
+                        opts.install_requirements)
+
+
+def hook_command(name: str, argv: Sequence[str]) -> int:
+    from . import _site
+
+    parser = argparse.ArgumentParser(prog=f"turbolift {name}", description=(
+        "Install a .pth file so that any Python started with TURBOLIFT=1 runs distributed."
+        if name == "install-hook" else "Remove the .pth file written by install-hook."))
+    if name == "install-hook":
+        parser.add_argument("--print", action="store_true", dest="print_only",
+                            help="show what would be written, and where, without writing")
+    opts = parser.parse_args(argv)
+    if name == "install-hook":
+        return _site.install_hook(opts.print_only)
+    return _site.uninstall_hook()
+
+
+def bundle_command(argv: Sequence[str]) -> int:
+    """``turbolift bundle SCRIPT | -m MODULE``: show what would be shipped."""
+    from . import _bundle
+
+    parser = argparse.ArgumentParser(prog="turbolift bundle",
+                                     description="Show the bundle a module or script would ship.")
+    parser.add_argument("script", nargs="?", help="a script: its imports are shipped (it is not run)")
+    parser.add_argument("-m", dest="module", help="a module: shipped as workers receive it")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    opts = parser.parse_args(argv)
+    if (opts.script is None) == (opts.module is None):
+        parser.error("give exactly one of SCRIPT or -m MODULE")
+    if opts.module:
+        sys.path.insert(0, str(Path.cwd()))
+        bundle = _bundle.bundle_for_module(opts.module)
+    else:
+        sys.path.insert(0, str(Path(opts.script).resolve().parent))
+        bundle = _bundle.bundle_for_script(opts.script)
+    report = _bundle.describe(bundle)
+    if opts.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"bundle {report['id']}  ({report['size']:,} bytes zipped)")
+    print(f"python {report['python']} ({report['implementation']})")
+    print("files:")
+    for name, size in report["files"]:
+        print(f"  {size:>10,}  {name}")
+    print("pinned requirements:" if report["requirements"] else "pinned requirements: none")
+    for dist, version in report["requirements"].items():
+        print(f"  {dist}=={version}")
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "worker":
         return worker(args[1:])
+    if args and args[0] in ("install-hook", "uninstall-hook"):
+        return hook_command(args[0], args[1:])
+    if args and args[0] == "bundle":
+        return bundle_command(args[1:])
     if args and args[0] == "run":
         args = args[1:]
     return run(args)
