@@ -38,8 +38,11 @@ UPLOAD_CHUNK = 1024 * 1024
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MESSAGE_LIMIT),
     ("grpc.max_send_message_length", MESSAGE_LIMIT),
-    ("grpc.keepalive_time_ms", 30_000),
+    # Notice a worker whose host or link went away within ~10 s, not minutes.
+    ("grpc.keepalive_time_ms", 5_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
 ]
 _call_ids = itertools.count()
 _PID = os.getpid()
@@ -230,6 +233,19 @@ class Dispatcher:
         rotated = candidates[start:] + candidates[:start]
         return min(rotated, key=lambda c: c.inflight)
 
+    def _can_retry(self, lost: list[_Connection], retries: int) -> bool:
+        if len(lost) > retries:
+            return False
+        return any(c not in lost for c in self.connections())
+
+    def _lost_error(self, connection: _Connection, what: str, attempts: int, details: str) -> WorkerLost:
+        reason = self.cluster.exit_reason(connection.address, timeout=1.0)
+        died = f"died ({reason})" if reason else f"was lost ({details})"
+        hint = ("; when this happens on every worker, the function itself ends its process "
+                "(os._exit, a crash in native code) or runs out of memory") if reason else ""
+        return WorkerLost(f"worker {connection.address} {died} during {what}, after {attempts} "
+                          f"attempt(s){hint}", worker=connection.address)
+
     def _lost(self, connection: _Connection) -> None:
         if not connection.alive:
             return
@@ -265,11 +281,13 @@ class Dispatcher:
             try:
                 reply = self._send(connection, method, request, bundle, deadline)
             except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAVAILABLE and len(lost) < retries:
-                    lost.append(connection)
-                    self._lost(connection)
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise _translate(exc, connection.address, what) from None
+                lost.append(connection)
+                self._lost(connection)
+                if self._can_retry(lost, retries):
                     continue
-                raise _translate(exc, connection.address, what) from None
+                raise self._lost_error(connection, what, len(lost), exc.details()) from None
             return decode(reply)
 
     def _send(self, connection: _Connection, method: str, request: Any, bundle: _bundle.Bundle,
@@ -324,12 +342,12 @@ class Dispatcher:
             _settle(attempt.out, exc=cf.CancelledError())
             return
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.UNAVAILABLE and len(attempt.lost) < attempt.retries:
-                attempt.lost.append(connection)
-                self._lost(connection)
-                self._background.submit(self._try, attempt)
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                _settle(attempt.out, exc=_translate(exc, connection.address, attempt.what))
                 return
-            _settle(attempt.out, exc=_translate(exc, connection.address, attempt.what))
+            attempt.lost.append(connection)
+            self._lost(connection)
+            self._background.submit(self._retry_or_fail, attempt, connection, exc.details())
             return
         if reply.outcome == pb.BUNDLE_MISSING:
             if attempt.uploaded:
@@ -346,6 +364,12 @@ class Dispatcher:
             _settle(attempt.out, exc=exc)
         else:
             _settle(attempt.out, value=value)
+
+    def _retry_or_fail(self, attempt: _Attempt, connection: _Connection, details: str) -> None:
+        if self._can_retry(attempt.lost, attempt.retries):
+            self._try(attempt)
+        else:
+            _settle(attempt.out, exc=self._lost_error(connection, attempt.what, len(attempt.lost), details))
 
     def _upload_then_try(self, attempt: _Attempt, connection: _Connection) -> None:
         connection.bundles.discard(attempt.bundle.id)
@@ -383,10 +407,19 @@ class RemoteStub:
         self._function = function
         self._lock = threading.Lock()
         self._resolved: Optional[tuple[Dispatcher, _bundle.Target, pb.FunctionRef]] = None
+        self._parent: Optional[RemoteStub] = None
         self._what = f"a call of {function.__module__}.{function.__qualname__}"
+
+    def with_function(self, function: Any) -> "RemoteStub":
+        """A stub for a copy of the function with other options (same target)."""
+        stub = RemoteStub(function)
+        stub._parent = self
+        return stub
 
     def _resolve(self) -> tuple[Dispatcher, _bundle.Target, pb.FunctionRef]:
         resolved = self._resolved
+        if resolved is None and self._parent is not None:
+            resolved = self._resolved = self._parent._resolve()
         if resolved is None:
             with self._lock:
                 if self._resolved is None:

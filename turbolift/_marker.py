@@ -83,6 +83,23 @@ class TurboliftFunction:
             return self._fn(*args, **kwargs)
         return await asyncio.wrap_future(remote.submit(args, kwargs))
 
+    def options(self, *, timeout: Optional[float] = None, retries: Optional[int] = None,
+                cluster: Any = None) -> "TurboliftFunction":
+        """The same function with other per-call settings, e.g. ``f.options(timeout=5)(x)``.
+
+        Settings left as None keep this function's own.
+        """
+        copy = TurboliftFunction.__new__(TurboliftFunction)
+        copy.__dict__.update(self.__dict__)
+        copy.timeout = self.timeout if timeout is None else timeout
+        copy.retries = self.retries if retries is None else retries
+        if cluster is not None:
+            copy.cluster = cluster
+            copy._remote = _runtime.bind(copy)
+        elif self._remote is not None:
+            copy._remote = self._remote.with_function(copy)
+        return copy
+
     # -- methods, pickling, display -----------------------------------------
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         if instance is None:

@@ -18,11 +18,13 @@ from concurrent import futures
 from typing import Any, Callable, Iterator, Optional
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import __version__, _runtime, _serialize
 from ._auth import TokenInterceptor
 from ._bundle_store import BundleStore, LoadedBundle
+from ._cancel import CallCancelled, Interruptible
 from .errors import BundleError, EnvironmentMismatch
 from .v1 import worker_pb2 as pb
 from .v1 import worker_pb2_grpc as pb_grpc
@@ -35,11 +37,16 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MESSAGE_LIMIT),
     ("grpc.max_send_message_length", MESSAGE_LIMIT),
     ("grpc.so_reuseport", 0),
+    # Callers ping every few seconds to notice a dead link; allow it.
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
 ]
 
 
 class WorkerService(pb_grpc.WorkerServicer):
-    def __init__(self, store: BundleStore, worker_id: str) -> None:
+    def __init__(self, store: BundleStore, worker_id: str, previous_exit: Optional[str] = None) -> None:
+        self._previous_exit = previous_exit or ""
         self._store = store
         self._worker_id = worker_id
         self._served = 0
@@ -102,7 +109,8 @@ class WorkerService(pb_grpc.WorkerServicer):
         started = time.perf_counter()
         try:
             try:
-                value = function(*args, **kwargs)
+                with Interruptible(context):
+                    value = function(*args, **kwargs)
                 result = _serialize.dumps(value, for_worker=False, what="result")
             except BaseException as exc:  # the user's exception travels back
                 error = pb.RemoteException(**_serialize.pack_exception(exc))
@@ -127,11 +135,17 @@ class WorkerService(pb_grpc.WorkerServicer):
         started = time.perf_counter()
         try:
             outcomes = []
-            for args in items:
-                try:
-                    outcomes.append((True, function(*args)))
-                except BaseException as exc:
-                    outcomes.append((False, _serialize.pack_exception(exc)))
+            try:
+                with Interruptible(context):
+                    for args in items:
+                        try:
+                            outcomes.append((True, function(*args)))
+                        except CallCancelled:
+                            raise
+                        except BaseException as exc:
+                            outcomes.append((False, _serialize.pack_exception(exc)))
+            except CallCancelled:
+                context.abort(grpc.StatusCode.CANCELLED, "the batch was cancelled by its caller")
             try:
                 results = _serialize.dumps(outcomes, for_worker=False)
             except TypeError:
@@ -168,7 +182,52 @@ class WorkerService(pb_grpc.WorkerServicer):
         return pb.DescribeReply(
             worker_id=self._worker_id, pid=os.getpid(), python_version=platform.python_version(),
             implementation=platform.python_implementation().lower(), turbolift_version=__version__,
-            bundles=self._store.ids(), calls_served=self._served, calls_running=self._running)
+            bundles=self._store.ids(), calls_served=self._served, calls_running=self._running,
+            previous_exit=self._previous_exit)
+
+
+def _parsing(method: Callable, message_type: Any, streaming: bool) -> Callable:
+    """Wrap ``method`` so that a malformed message is INVALID_ARGUMENT, not INTERNAL.
+
+    gRPC's own deserialisation failure answers a bare "Exception
+    deserializing request!"; parsing here lets the caller know what was wrong.
+    """
+    name = message_type.DESCRIPTOR.full_name
+
+    def parse(raw: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            return message_type.FromString(raw)
+        except DecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {name} message: {exc}")
+
+    if streaming:
+        def handle_stream(raw_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+            return method((parse(raw, context) for raw in raw_iterator), context)
+        return handle_stream
+
+    def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
+        return method(parse(raw, context), context)
+    return handle
+
+
+def _handlers(service: WorkerService) -> grpc.GenericRpcHandler:
+    serialize = _serialize_message
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, {
+        "Call": grpc.unary_unary_rpc_method_handler(
+            _parsing(service.Call, pb.CallRequest, False), response_serializer=serialize),
+        "CallBatch": grpc.unary_unary_rpc_method_handler(
+            _parsing(service.CallBatch, pb.BatchRequest, False), response_serializer=serialize),
+        "CallStream": grpc.unary_stream_rpc_method_handler(
+            _parsing(service.CallStream, pb.CallRequest, False), response_serializer=serialize),
+        "PutBundle": grpc.stream_unary_rpc_method_handler(
+            _parsing(service.PutBundle, pb.BundleChunk, True), response_serializer=serialize),
+        "Describe": grpc.unary_unary_rpc_method_handler(
+            _parsing(service.Describe, pb.DescribeRequest, False), response_serializer=serialize),
+    })
+
+
+def _serialize_message(message: Any) -> bytes:
+    return message.SerializeToString()
 
 
 def _one_by_one(outcomes: list) -> list:
@@ -192,7 +251,8 @@ def is_loopback(listen: str) -> bool:
 
 
 def serve(listen: str, *, cache_dir: str, token: Optional[str] = None, threads: int = 16,
-          worker_id: Optional[str] = None, install_requirements: bool = False) -> tuple[grpc.Server, str]:
+          worker_id: Optional[str] = None, install_requirements: bool = False,
+          previous_exit: Optional[str] = None) -> tuple[grpc.Server, str]:
     """Start a worker server; return it and the address it listens on.
 
     Refuses a non-loopback ``listen`` without a token: a worker runs any
@@ -213,7 +273,7 @@ def serve(listen: str, *, cache_dir: str, token: Optional[str] = None, threads: 
     interceptors = [TokenInterceptor(token)] if token else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="turbolift-call"),
                          interceptors=interceptors, options=SERVER_OPTIONS)
-    pb_grpc.add_WorkerServicer_to_server(WorkerService(store, worker_id), server)
+    server.add_generic_rpc_handlers((_handlers(WorkerService(store, worker_id, previous_exit)),))
     health_service = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     port = server.add_insecure_port(listen)
@@ -251,11 +311,11 @@ def _watch_parent(server: grpc.Server, read_token_first: bool) -> Optional[str]:
 
 def main(listen: str, cache_dir: str, token: Optional[str], token_stdin: bool, ready_fd: Optional[int],
          exit_with_stdin: bool, threads: int, worker_id: Optional[str],
-         install_requirements: bool = False) -> int:
+         install_requirements: bool = False, previous_exit: Optional[str] = None) -> int:
     if token_stdin:
         token = sys.stdin.buffer.readline().decode().strip() or None
     server, address = serve(listen, cache_dir=cache_dir, token=token, threads=threads, worker_id=worker_id,
-                            install_requirements=install_requirements)
+                            install_requirements=install_requirements, previous_exit=previous_exit)
     if ready_fd is not None:
         os.write(ready_fd, (address + "\n").encode())
         os.close(ready_fd)

@@ -121,10 +121,23 @@ def worker(argv: Sequence[str]) -> int:
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--token-stdin", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-restart", action="store_true",
+                        help="serve in this process; do not restart the server when user code kills it")
+    parser.add_argument("--previous-exit", help=argparse.SUPPRESS)
     parser.add_argument("--install-requirements", action="store_true",
                         help="pip-install a bundle's pinned requirements into the cache "
                         "instead of refusing the bundle")
     opts = parser.parse_args(argv)
+    if not opts.no_restart:
+        from . import _nanny
+
+        passed = [a for a in argv]
+        for option in ("--listen",):
+            while option in passed:
+                index = passed.index(option)
+                del passed[index:index + 2]
+        passed = [a for a in passed if not a.startswith("--listen=")]
+        return _nanny.supervise(passed, opts.listen)
     token = None
     if opts.token_file:
         from .platforms import _read_token
@@ -134,7 +147,7 @@ def worker(argv: Sequence[str]) -> int:
 
     return _worker.main(opts.listen, opts.cache_dir or default_cache_dir(), token, opts.token_stdin,
                         opts.ready_fd, opts.exit_with_stdin, opts.threads, opts.worker_id,
-                        opts.install_requirements)
+                        opts.install_requirements, opts.previous_exit)
 
 
 def hook_command(name: str, argv: Sequence[str]) -> int:

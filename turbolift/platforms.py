@@ -47,6 +47,10 @@ class Cluster(abc.ABC):
         """Bring up a substitute for a worker that died; None if not possible."""
         return None
 
+    def exit_reason(self, address: str, timeout: float = 0.0) -> Optional[str]:
+        """How the worker at ``address`` ended ("killed by SIGSEGV"), if known."""
+        return None
+
     def subscribe(self, callback: Callable[[list[str]], None]) -> None:
         """Register ``callback`` to receive the full address list whenever it changes.
 
@@ -126,7 +130,7 @@ class _LocalWorker:
         command = [
             sys.executable, "-m", "turbolift", "worker",
             "--listen", "127.0.0.1:0", "--cache-dir", cache_dir,
-            "--ready-fd", str(ready_write), "--token-stdin", "--exit-with-stdin",
+            "--ready-fd", str(ready_write), "--token-stdin", "--exit-with-stdin", "--no-restart",
             "--worker-id", f"local-{index}",
         ]
         try:
@@ -210,6 +214,7 @@ class LocalQueue(Cluster):
         self.token = secrets.token_urlsafe(32)
         self._lock = threading.Lock()
         self._procs: list[_LocalWorker] = []
+        self._retired: list[_LocalWorker] = []   # replaced after dying; kept for exit_reason
         self._run_dir: Optional[str] = None
         self._stopped = False
 
@@ -238,12 +243,24 @@ class LocalQueue(Cluster):
                     if proc.process.poll() is None:
                         return None  # still alive: nothing to replace
                     proc.stop(0)
+                    self._retired.append(proc)
                     self._procs[slot] = self._spawn(proc.index)
                     fresh = self._procs[slot]
                     break
             else:
                 return None
         return fresh.wait_address(time.monotonic() + timeout)
+
+    def exit_reason(self, address: str, timeout: float = 0.0) -> Optional[str]:
+        from ._nanny import describe_exit
+
+        for proc in list(self._procs) + list(self._retired):
+            if proc.address == address:
+                try:
+                    return describe_exit(proc.process.wait(timeout))
+                except subprocess.TimeoutExpired:
+                    return None
+        return None
 
     def pids(self) -> list[int]:
         """Process ids of the current worker processes."""

@@ -159,7 +159,7 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DescribeReply(_message.Message):
-    __slots__ = ("worker_id", "pid", "python_version", "implementation", "turbolift_version", "bundles", "calls_served", "calls_running")
+    __slots__ = ("worker_id", "pid", "python_version", "implementation", "turbolift_version", "bundles", "calls_served", "calls_running", "previous_exit")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +168,7 @@ class DescribeReply(_message.Message):
     BUNDLES_FIELD_NUMBER: _ClassVar[int]
     CALLS_SERVED_FIELD_NUMBER: _ClassVar[int]
     CALLS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_EXIT_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     pid: int
     python_version: str
@@ -176,4 +177,5 @@ class DescribeReply(_message.Message):
     bundles: _containers.RepeatedScalarFieldContainer[str]
     calls_served: int
     calls_running: int
-    def __init__(self, worker_id: _Optional[str] = ..., pid: _Optional[int] = ..., python_version: _Optional[str] = ..., implementation: _Optional[str] = ..., turbolift_version: _Optional[str] = ..., bundles: _Optional[_Iterable[str]] = ..., calls_served: _Optional[int] = ..., calls_running: _Optional[int] = ...) -> None: ...
+    previous_exit: str
+    def __init__(self, worker_id: _Optional[str] = ..., pid: _Optional[int] = ..., python_version: _Optional[str] = ..., implementation: _Optional[str] = ..., turbolift_version: _Optional[str] = ..., bundles: _Optional[_Iterable[str]] = ..., calls_served: _Optional[int] = ..., calls_running: _Optional[int] = ..., previous_exit: _Optional[str] = ...) -> None: ...
