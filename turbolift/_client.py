@@ -65,6 +65,7 @@ class _Connection:
         self.upload_lock = threading.Lock()
         self.inflight = 0
         self.alive = True
+        self.recovering = False
 
     def wait_healthy(self, timeout: float, metadata: tuple) -> None:
         health = health_pb2_grpc.HealthStub(self.channel)
@@ -170,9 +171,10 @@ class Dispatcher:
             token = _read_token(None, token_file)
         self._metadata = metadata_for(token)
         self._connections: list[_Connection] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
         self._turn = itertools.count()
-        self._background = cf.ThreadPoolExecutor(max_workers=4, thread_name_prefix="turbolift-client")
+        self._background = cf.ThreadPoolExecutor(max_workers=16, thread_name_prefix="turbolift-client")
         self._closed = False
 
     # -- lifecycle -----------------------------------------------------------
@@ -220,10 +222,23 @@ class Dispatcher:
 
     # -- choosing and losing workers -------------------------------------------
     def _pick(self, avoid: list[_Connection]) -> _Connection:
-        connections = self.connections()
-        candidates = [c for c in connections if c.alive and c not in avoid]
-        if not candidates:
-            candidates = [c for c in connections if c not in avoid]
+        """The live worker with the fewest calls in flight, not in ``avoid``.
+
+        While lost workers are being replaced and no other is live, wait
+        (bounded) for a replacement rather than failing at once.
+        """
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            connections = self.connections()
+            candidates = [c for c in connections if c.alive and c not in avoid]
+            if candidates or time.monotonic() > deadline:
+                break
+            if not any(c.recovering for c in connections):
+                break
+            with self._changed:
+                self._changed.wait(0.25)
+        if not candidates:  # every live worker was tried: one may have come back
+            candidates = [c for c in connections if c.alive] or [c for c in connections if c not in avoid]
         if not candidates:
             raise WorkerLost(f"every worker of {self.cluster!r} was lost",
                              worker=avoid[-1].address if avoid else "")
@@ -236,7 +251,7 @@ class Dispatcher:
     def _can_retry(self, lost: list[_Connection], retries: int) -> bool:
         if len(lost) > retries:
             return False
-        return any(c not in lost for c in self.connections())
+        return any(c not in lost or c.recovering for c in self.connections())
 
     def _lost_error(self, connection: _Connection, what: str, attempts: int, details: str) -> WorkerLost:
         reason = self.cluster.exit_reason(connection.address, timeout=1.0)
@@ -247,10 +262,15 @@ class Dispatcher:
                           f"attempt(s){hint}", worker=connection.address)
 
     def _lost(self, connection: _Connection) -> None:
-        if not connection.alive:
-            return
-        connection.alive = False
-        self._background.submit(self._recover, connection)
+        with self._lock:
+            if not connection.alive or connection.recovering:
+                return
+            connection.alive = False
+            connection.recovering = True
+        # A thread of its own: recovery may take seconds and must never wait
+        # behind the retries that are waiting for it.
+        threading.Thread(target=self._recover, args=(connection,), daemon=True,
+                         name=f"turbolift-recover-{connection.address}").start()
 
     def _recover(self, connection: _Connection) -> None:
         """Replace a lost worker if the platform can; else probe it again later."""
@@ -258,19 +278,25 @@ class Dispatcher:
             address = self.cluster.replace(connection.address, READY_TIMEOUT)
         except Exception:
             address = None
-        if address is None:
-            time.sleep(2.0)
-            connection.alive = True  # let the next call find out
-            return
-        fresh = _Connection(address)
-        try:
-            fresh.wait_healthy(READY_TIMEOUT, self._metadata)
-        except ClusterError:
-            fresh.close()
-            return
-        with self._lock:
-            self._connections = [fresh if c is connection else c for c in self._connections]
-        connection.close()
+        fresh = None
+        if address is not None:
+            fresh = _Connection(address)
+            try:
+                fresh.wait_healthy(READY_TIMEOUT, self._metadata)
+            except ClusterError:
+                fresh.close()
+                fresh = None
+        else:
+            time.sleep(1.0)  # a static worker: give its supervisor time to restart it
+        with self._changed:
+            if fresh is not None:
+                self._connections = [fresh if c is connection else c for c in self._connections]
+            else:
+                connection.alive = True  # let the next call find out
+            connection.recovering = False
+            self._changed.notify_all()
+        if fresh is not None:
+            connection.close()
 
     # -- synchronous calls -------------------------------------------------------
     def call(self, method: str, request: Any, bundle: _bundle.Bundle, decode: Callable,

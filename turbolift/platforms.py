@@ -240,8 +240,10 @@ class LocalQueue(Cluster):
                 return None
             for slot, proc in enumerate(self._procs):
                 if proc.address == address:
-                    if proc.process.poll() is None:
-                        return None  # still alive: nothing to replace
+                    try:
+                        proc.process.wait(2.0)  # a killed process may take a moment to go
+                    except subprocess.TimeoutExpired:
+                        return None  # still alive: the connection failed, not the worker
                     proc.stop(0)
                     self._retired.append(proc)
                     self._procs[slot] = self._spawn(proc.index)
@@ -291,7 +293,8 @@ def default_cache_dir() -> str:
 def resolve(spec: object, workers: Optional[int] = None) -> Cluster:
     """Turn a cluster object or URL into a :class:`Cluster`.
 
-    URLs: ``local``, ``local:N``, ``grpc://host:port[,host:port...][?token_file=F]``.
+    URLs: ``local``, ``local:N``, ``grpc://host:port[,host:port...][?token_file=F]``,
+    ``k8s://NAMESPACE?image=IMAGE&replicas=N...`` (see :mod:`turbolift.kubernetes`).
     None means a local cluster of ``workers`` (default: one per CPU).
     """
     if isinstance(spec, Cluster):
@@ -311,8 +314,13 @@ def resolve(spec: object, workers: Optional[int] = None) -> Cluster:
         hosts = [h for h in parts.netloc.split(",") if h]
         query = parse_qs(parts.query)
         return Workers(*hosts, token_file=query.get("token_file", [None])[0])
+    if parts.scheme in ("k8s", "kubernetes"):
+        from .kubernetes import Kubernetes  # the Kubernetes client itself loads only at start
+
+        return Kubernetes.from_url(spec)
     raise ConfigurationError(
-        f"unknown cluster URL {spec!r}; use 'local', 'local:N' or 'grpc://host:port,host:port'")
+        f"unknown cluster URL {spec!r}; use 'local', 'local:N', 'grpc://host:port,host:port' "
+        "or 'k8s://NAMESPACE?image=IMAGE'")
 
 
 __all__ = ["Cluster", "LocalQueue", "Workers", "resolve", "default_cache_dir"]
