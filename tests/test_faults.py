@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from turbolift import LocalQueue, Workers, WorkerLost, _runtime, on
+from turbolift import LocalQueue, WorkerLost, Workers, _runtime, on
 
 
 def nap_then_pid(seconds, pid_file):
