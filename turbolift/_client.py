@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Optional
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from . import _bundle, _runtime, _serialize
+from . import _blobs, _bundle, _runtime, _serialize
 from ._auth import metadata_for
 from ._worker import MESSAGE_LIMIT, SERVICE_NAME
 from .errors import BundleError, ClusterError, EnvironmentMismatch, TurboliftError, WorkerLost
@@ -88,6 +88,19 @@ class _Connection:
             self.stub.PutBundle(_chunks(bundle), metadata=metadata, timeout=_remaining(deadline))
             self.bundles.add(bundle.id)
 
+    def put_blob(self, data: bytes, metadata: tuple, deadline: Optional[float]) -> str:
+        """Stream ``data`` to this worker; return the blob id a call can name."""
+        def requests() -> Iterator[pb.BlobChunk]:
+            for index, part in enumerate(_blobs.chunks(data)):
+                yield pb.BlobChunk(size=len(data) if index == 0 else 0, data=bytes(part))
+
+        return self.stub.PutBlob(requests(), metadata=metadata, timeout=_remaining(deadline)).blob_id
+
+    def get_blob(self, ref: pb.BlobRef, metadata: tuple, deadline: Optional[float]) -> bytearray:
+        """Stream a result blob from this worker into one buffer."""
+        stream = self.stub.GetBlob(ref, metadata=metadata, timeout=_remaining(deadline))
+        return _blobs.assemble(ref.size, (chunk.data for chunk in stream))
+
     def close(self) -> None:
         self.channel.close()
 
@@ -123,16 +136,17 @@ def _translate(exc: grpc.RpcError, address: str, what: str) -> BaseException:
     return TurboliftError(f"worker {address} failed {what} ({code.name}): {details}")
 
 
-def _decode_call(reply: pb.CallReply) -> Any:
+def _decode_call(reply: pb.CallReply, fetched: Optional[bytearray] = None) -> Any:
+    """The return value, or raise the remote exception; ``fetched`` is a result blob."""
     if reply.outcome == pb.RETURNED:
-        return _serialize.loads(reply.result)
+        return _serialize.loads(reply.result if fetched is None else fetched)
     if reply.outcome == pb.RAISED:
         error = reply.error
         raise _serialize.unpack_exception(error.exception, error.type_name, error.message, error.traceback)
     raise TurboliftError(f"worker sent an unexpected outcome {reply.outcome}")
 
 
-def _decode_batch(reply: pb.BatchReply) -> tuple[list, float]:
+def _decode_batch(reply: pb.BatchReply, fetched: Optional[bytearray] = None) -> tuple[list, float]:
     if reply.outcome != pb.RETURNED:
         raise TurboliftError(f"worker sent an unexpected batch outcome {reply.outcome}")
     return _serialize.loads(reply.results), reply.elapsed_seconds
@@ -300,12 +314,22 @@ class Dispatcher:
 
     # -- synchronous calls -------------------------------------------------------
     def call(self, method: str, request: Any, bundle: _bundle.Bundle, decode: Callable,
-             deadline: Optional[float], retries: int, what: str) -> Any:
+             deadline: Optional[float], retries: int, what: str, large: Optional[bytes] = None) -> Any:
+        """Run one call and return ``decode(reply, fetched_result)``.
+
+        ``large`` is an argument payload too large to travel inline: it is
+        uploaded as a blob to whichever worker the call goes to.
+        """
         lost: list[_Connection] = []
         while True:
             connection = self._pick(lost)
             try:
+                if large is not None:
+                    request.arguments_blob = connection.put_blob(large, self._metadata, deadline)
                 reply = self._send(connection, method, request, bundle, deadline)
+                fetched = None
+                if method == "Call" and reply.HasField("result_blob"):
+                    fetched = connection.get_blob(reply.result_blob, self._metadata, deadline)
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise _translate(exc, connection.address, what) from None
@@ -314,7 +338,7 @@ class Dispatcher:
                 if self._can_retry(lost, retries):
                     continue
                 raise self._lost_error(connection, what, len(lost), exc.details()) from None
-            return decode(reply)
+            return decode(reply, fetched)
 
     def _send(self, connection: _Connection, method: str, request: Any, bundle: _bundle.Bundle,
               deadline: Optional[float]) -> Any:
@@ -336,7 +360,11 @@ class Dispatcher:
 
     # -- asynchronous calls ------------------------------------------------------
     def submit(self, method: str, request: Any, bundle: _bundle.Bundle, decode: Callable,
-               deadline: Optional[float], retries: int, what: str) -> cf.Future:
+               deadline: Optional[float], retries: int, what: str,
+               large: Optional[bytes] = None) -> cf.Future:
+        if large is not None:  # uploading blocks: let a background thread carry it
+            return self._background.submit(self.call, method, request, bundle, decode, deadline, retries,
+                                           what, large)
         out: cf.Future = cf.Future()
         attempt = _Attempt(out, method, request, bundle, decode, deadline, retries, what)
         out.add_done_callback(_cancel_remote(attempt))
@@ -384,8 +412,22 @@ class Dispatcher:
             self._background.submit(self._upload_then_try, attempt, connection)
             return
         connection.bundles.add(attempt.bundle.id)
+        if attempt.method == "Call" and reply.HasField("result_blob"):
+            self._background.submit(self._fetch_then_settle, attempt, connection, reply)
+            return
         try:
             value = attempt.decode(reply)
+        except BaseException as exc:
+            _settle(attempt.out, exc=exc)
+        else:
+            _settle(attempt.out, value=value)
+
+    def _fetch_then_settle(self, attempt: _Attempt, connection: _Connection, reply: Any) -> None:
+        try:
+            fetched = connection.get_blob(reply.result_blob, self._metadata, attempt.deadline)
+            value = attempt.decode(reply, fetched)
+        except grpc.RpcError as exc:
+            _settle(attempt.out, exc=_translate(exc, connection.address, attempt.what))
         except BaseException as exc:
             _settle(attempt.out, exc=exc)
         else:
@@ -451,6 +493,8 @@ class RemoteStub:
                 if self._resolved is None:
                     dispatcher = _runtime.dispatcher(self._function.cluster)
                     dispatcher.start()
+                    # Deadlines cover calls, not the cluster's first start-up.
+                    dispatcher.connections()
                     target = _bundle.target_for(self._function)
                     ref = pb.FunctionRef(bundle_id=target.bundle.id, module=target.module,
                                          qualname=target.qualname)
@@ -468,21 +512,27 @@ class RemoteStub:
         deadline = None if timeout is None else time.monotonic() + float(timeout)
         return deadline, retries
 
-    def _request(self, ref: pb.FunctionRef, args: tuple, kwargs: dict) -> pb.CallRequest:
+    def _request(self, ref: pb.FunctionRef, args: tuple, kwargs: dict) -> tuple[pb.CallRequest, Any]:
+        """The request, and the payload when it is too large to travel inline."""
         arguments = _serialize.dumps((args, kwargs), for_worker=True, what="arguments")
-        return pb.CallRequest(function=ref, arguments=arguments, call_id=f"{_PID}-{next(_call_ids)}")
+        call_id = f"{_PID}-{next(_call_ids)}"
+        if len(arguments) > _blobs.INLINE_LIMIT:
+            return pb.CallRequest(function=ref, call_id=call_id), arguments
+        return pb.CallRequest(function=ref, arguments=arguments, call_id=call_id), None
 
     def call(self, args: tuple, kwargs: dict) -> Any:
         dispatcher, target, ref = self._resolve()
         deadline, retries = self._options()
-        return dispatcher.call("Call", self._request(ref, args, kwargs), target.bundle, _decode_call,
-                               deadline, retries, self._what)
+        request, large = self._request(ref, args, kwargs)
+        return dispatcher.call("Call", request, target.bundle, _decode_call, deadline, retries, self._what,
+                               large)
 
     def submit(self, args: tuple, kwargs: dict) -> cf.Future:
         dispatcher, target, ref = self._resolve()
         deadline, retries = self._options()
-        return dispatcher.submit("Call", self._request(ref, args, kwargs), target.bundle, _decode_call,
-                                 deadline, retries, self._what)
+        request, large = self._request(ref, args, kwargs)
+        return dispatcher.submit("Call", request, target.bundle, _decode_call, deadline, retries, self._what,
+                                 large)
 
     def map(self, iterables: tuple, timeout: Optional[float] = None,
             chunksize: Optional[int] = None) -> Iterator:

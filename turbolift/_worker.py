@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import __version__, _runtime, _serialize
 from ._auth import TokenInterceptor
+from ._blobs import INLINE_LIMIT, BlobError, BlobStore, assemble, chunks
 from ._bundle_store import BundleStore, LoadedBundle
 from ._cancel import CallCancelled, Interruptible
 from .errors import BundleError, EnvironmentMismatch
@@ -48,6 +49,7 @@ class WorkerService(pb_grpc.WorkerServicer):
     def __init__(self, store: BundleStore, worker_id: str, previous_exit: Optional[str] = None) -> None:
         self._previous_exit = previous_exit or ""
         self._store = store
+        self._blobs = BlobStore()
         self._worker_id = worker_id
         self._served = 0
         self._running = 0
@@ -99,7 +101,14 @@ class WorkerService(pb_grpc.WorkerServicer):
             return pb.CallReply(outcome=pb.BUNDLE_MISSING, worker_id=self._worker_id)
         function = self._function(bundle, request.function, context)
         bundle.activate()
-        arguments = self._decode(request.arguments, "arguments", context)
+        payload: Any = request.arguments
+        if request.arguments_blob:
+            try:
+                payload = self._blobs.take(request.arguments_blob)
+            except BlobError as exc:
+                context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        arguments = self._decode(payload, "arguments", context)
+        del payload  # a large payload's buffer is not needed while the function runs
         if not (isinstance(arguments, tuple) and len(arguments) == 2
                 and isinstance(arguments[0], tuple) and isinstance(arguments[1], dict)):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -116,8 +125,13 @@ class WorkerService(pb_grpc.WorkerServicer):
                 error = pb.RemoteException(**_serialize.pack_exception(exc))
                 return pb.CallReply(outcome=pb.RAISED, error=error, worker_id=self._worker_id,
                                     elapsed_seconds=time.perf_counter() - started)
-            return pb.CallReply(outcome=pb.RETURNED, result=result,
-                                elapsed_seconds=time.perf_counter() - started, worker_id=self._worker_id)
+            elapsed = time.perf_counter() - started
+            if len(result) > INLINE_LIMIT:
+                ref = pb.BlobRef(blob_id=self._blobs.put(result), size=len(result))
+                return pb.CallReply(outcome=pb.RETURNED, result_blob=ref, elapsed_seconds=elapsed,
+                                    worker_id=self._worker_id)
+            return pb.CallReply(outcome=pb.RETURNED, result=result, elapsed_seconds=elapsed,
+                                worker_id=self._worker_id)
         finally:
             self._leave()
 
@@ -176,6 +190,30 @@ class WorkerService(pb_grpc.WorkerServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return pb.PutBundleReply(bundle_id=header.bundle_id, already_present=not stored)
 
+    def PutBlob(self, request_iterator: Iterator[pb.BlobChunk], context: grpc.ServicerContext) -> pb.BlobRef:
+        first = next(request_iterator, None)
+        if first is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an empty blob upload: send at least one chunk")
+
+        def parts() -> Iterator[bytes]:
+            yield first.data
+            for chunk in request_iterator:
+                yield chunk.data
+
+        try:
+            data = assemble(first.size, parts())
+        except BlobError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return pb.BlobRef(blob_id=self._blobs.put(data), size=len(data))
+
+    def GetBlob(self, request: pb.BlobRef, context: grpc.ServicerContext) -> Iterator[pb.BlobChunk]:
+        try:
+            data = self._blobs.take(request.blob_id)
+        except BlobError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        for part in chunks(data):
+            yield pb.BlobChunk(size=len(data), data=bytes(part))
+
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeReply:
         import platform
 
@@ -221,6 +259,10 @@ def _handlers(service: WorkerService) -> grpc.GenericRpcHandler:
             _parsing(service.CallStream, pb.CallRequest, False), response_serializer=serialize),
         "PutBundle": grpc.stream_unary_rpc_method_handler(
             _parsing(service.PutBundle, pb.BundleChunk, True), response_serializer=serialize),
+        "PutBlob": grpc.stream_unary_rpc_method_handler(
+            _parsing(service.PutBlob, pb.BlobChunk, True), response_serializer=serialize),
+        "GetBlob": grpc.unary_stream_rpc_method_handler(
+            _parsing(service.GetBlob, pb.BlobRef, False), response_serializer=serialize),
         "Describe": grpc.unary_unary_rpc_method_handler(
             _parsing(service.Describe, pb.DescribeRequest, False), response_serializer=serialize),
     })

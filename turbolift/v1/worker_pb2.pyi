@@ -29,16 +29,18 @@ class FunctionRef(_message.Message):
     def __init__(self, bundle_id: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ...) -> None: ...
 
 class CallRequest(_message.Message):
-    __slots__ = ("function", "arguments", "call_id", "parent_call_id")
+    __slots__ = ("function", "arguments", "call_id", "parent_call_id", "arguments_blob")
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_BLOB_FIELD_NUMBER: _ClassVar[int]
     function: FunctionRef
     arguments: bytes
     call_id: str
     parent_call_id: str
-    def __init__(self, function: _Optional[_Union[FunctionRef, _Mapping]] = ..., arguments: _Optional[bytes] = ..., call_id: _Optional[str] = ..., parent_call_id: _Optional[str] = ...) -> None: ...
+    arguments_blob: str
+    def __init__(self, function: _Optional[_Union[FunctionRef, _Mapping]] = ..., arguments: _Optional[bytes] = ..., call_id: _Optional[str] = ..., parent_call_id: _Optional[str] = ..., arguments_blob: _Optional[str] = ...) -> None: ...
 
 class RemoteException(_message.Message):
     __slots__ = ("exception", "type_name", "message", "traceback")
@@ -53,18 +55,20 @@ class RemoteException(_message.Message):
     def __init__(self, exception: _Optional[bytes] = ..., type_name: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
 
 class CallReply(_message.Message):
-    __slots__ = ("outcome", "result", "error", "elapsed_seconds", "worker_id")
+    __slots__ = ("outcome", "result", "error", "elapsed_seconds", "worker_id", "result_blob")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_BLOB_FIELD_NUMBER: _ClassVar[int]
     outcome: Outcome
     result: bytes
     error: RemoteException
     elapsed_seconds: float
     worker_id: str
-    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., result: _Optional[bytes] = ..., error: _Optional[_Union[RemoteException, _Mapping]] = ..., elapsed_seconds: _Optional[float] = ..., worker_id: _Optional[str] = ...) -> None: ...
+    result_blob: BlobRef
+    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., result: _Optional[bytes] = ..., error: _Optional[_Union[RemoteException, _Mapping]] = ..., elapsed_seconds: _Optional[float] = ..., worker_id: _Optional[str] = ..., result_blob: _Optional[_Union[BlobRef, _Mapping]] = ...) -> None: ...
 
 class BatchRequest(_message.Message):
     __slots__ = ("function", "items", "call_id", "count")
@@ -129,6 +133,22 @@ class LogRecord(_message.Message):
     message: str
     created: float
     def __init__(self, logger: _Optional[str] = ..., level: _Optional[int] = ..., message: _Optional[str] = ..., created: _Optional[float] = ...) -> None: ...
+
+class BlobChunk(_message.Message):
+    __slots__ = ("size", "data")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    data: bytes
+    def __init__(self, size: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class BlobRef(_message.Message):
+    __slots__ = ("blob_id", "size")
+    BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    blob_id: str
+    size: int
+    def __init__(self, blob_id: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class BundleChunk(_message.Message):
     __slots__ = ("header", "data")

@@ -59,6 +59,16 @@ class WorkerStub:
                 request_serializer=turbolift_dot_v1_dot_worker__pb2.DescribeRequest.SerializeToString,
                 response_deserializer=turbolift_dot_v1_dot_worker__pb2.DescribeReply.FromString,
                 _registered_method=True)
+        self.PutBlob = channel.stream_unary(
+                '/turbolift.v1.Worker/PutBlob',
+                request_serializer=turbolift_dot_v1_dot_worker__pb2.BlobChunk.SerializeToString,
+                response_deserializer=turbolift_dot_v1_dot_worker__pb2.BlobRef.FromString,
+                _registered_method=True)
+        self.GetBlob = channel.unary_stream(
+                '/turbolift.v1.Worker/GetBlob',
+                request_serializer=turbolift_dot_v1_dot_worker__pb2.BlobRef.SerializeToString,
+                response_deserializer=turbolift_dot_v1_dot_worker__pb2.BlobChunk.FromString,
+                _registered_method=True)
 
 
 class WorkerServicer:
@@ -101,6 +111,22 @@ class WorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutBlob(self, request_iterator, context):
+        """Large arguments and results travel as blobs, streamed in chunks, so no
+        single message approaches gRPC's (or protobuf's 2 GiB) size limits.
+        A blob is held by the worker that received or produced it, until the
+        call that names it consumes it, or the caller fetches it, or it expires.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBlob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +154,16 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.Describe,
                     request_deserializer=turbolift_dot_v1_dot_worker__pb2.DescribeRequest.FromString,
                     response_serializer=turbolift_dot_v1_dot_worker__pb2.DescribeReply.SerializeToString,
+            ),
+            'PutBlob': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutBlob,
+                    request_deserializer=turbolift_dot_v1_dot_worker__pb2.BlobChunk.FromString,
+                    response_serializer=turbolift_dot_v1_dot_worker__pb2.BlobRef.SerializeToString,
+            ),
+            'GetBlob': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetBlob,
+                    request_deserializer=turbolift_dot_v1_dot_worker__pb2.BlobRef.FromString,
+                    response_serializer=turbolift_dot_v1_dot_worker__pb2.BlobChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +301,60 @@ class Worker:
             '/turbolift.v1.Worker/Describe',
             turbolift_dot_v1_dot_worker__pb2.DescribeRequest.SerializeToString,
             turbolift_dot_v1_dot_worker__pb2.DescribeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutBlob(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/turbolift.v1.Worker/PutBlob',
+            turbolift_dot_v1_dot_worker__pb2.BlobChunk.SerializeToString,
+            turbolift_dot_v1_dot_worker__pb2.BlobRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBlob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/turbolift.v1.Worker/GetBlob',
+            turbolift_dot_v1_dot_worker__pb2.BlobRef.SerializeToString,
+            turbolift_dot_v1_dot_worker__pb2.BlobChunk.FromString,
             options,
             channel_credentials,
             insecure,
