@@ -57,9 +57,13 @@ def _remaining(deadline: Optional[float]) -> Optional[float]:
 class _Connection:
     """One channel to one worker, and what we know about that worker."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tls: Any = None) -> None:
         self.address = address
-        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        if tls is not None:
+            self.channel = grpc.secure_channel(address, tls.channel_credentials(),
+                                               options=CHANNEL_OPTIONS + tls.channel_options())
+        else:
+            self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.WorkerStub(self.channel)
         self.bundles: set[str] = set()
         self.upload_lock = threading.Lock()
@@ -68,13 +72,27 @@ class _Connection:
         self.recovering = False
 
     def wait_healthy(self, timeout: float, metadata: tuple) -> None:
+        """Block until the worker's health service says SERVING.
+
+        A TLS handshake failure is not worth waiting out: it fails at once.
+        """
         health = health_pb2_grpc.HealthStub(self.channel)
-        try:
-            reply = health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME),
-                                 timeout=timeout, wait_for_ready=True)
-        except grpc.RpcError as exc:
-            raise ClusterError(f"worker {self.address} did not become healthy within {timeout:.0f}s: "
-                               f"{exc.details()}") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME),
+                                     timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+                break
+            except grpc.RpcError as exc:
+                details = exc.details() or ""
+                if any(word in details.lower() for word in ("handshake", "ssl", "certificate", "tls")):
+                    raise ClusterError(f"TLS with worker {self.address} failed: {details}. Check the CA, "
+                                       "certificate and key on both sides") from None
+                if time.monotonic() >= deadline:
+                    raise ClusterError(f"worker {self.address} did not become healthy within "
+                                       f"{timeout:.0f}s: {details}. Is it running and reachable, and do "
+                                       "the TLS settings match (grpcs:// for a TLS worker)?") from None
+                time.sleep(0.05)
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
             raise ClusterError(f"worker {self.address} reports it is not serving")
 
@@ -203,12 +221,12 @@ class Dispatcher:
             if self._closed:
                 raise ClusterError("this cluster has been shut down")
             if not self._connections:
-                addresses = self.cluster.wait_ready(READY_TIMEOUT)
+                addresses = self.cluster.wait_ready(self.cluster.ready_timeout)
                 if not addresses:
                     raise ClusterError(f"{self.cluster!r} has no workers")
-                fresh = [_Connection(address) for address in addresses]
+                fresh = [_Connection(address, self.cluster.tls) for address in addresses]
                 for connection in fresh:
-                    connection.wait_healthy(READY_TIMEOUT, self._metadata)
+                    connection.wait_healthy(self.cluster.ready_timeout, self._metadata)
                 self._connections = fresh
                 self.cluster.subscribe(self._addresses_changed)
         return self._connections
@@ -219,7 +237,7 @@ class Dispatcher:
             if self._closed:
                 return
             known = {c.address: c for c in self._connections}
-            updated = [known.get(address) or _Connection(address) for address in addresses]
+            updated = [known.get(address) or _Connection(address, self.cluster.tls) for address in addresses]
             gone = [c for c in self._connections if c.address not in set(addresses)]
             self._connections = updated
         for connection in gone:
@@ -294,7 +312,7 @@ class Dispatcher:
             address = None
         fresh = None
         if address is not None:
-            fresh = _Connection(address)
+            fresh = _Connection(address, self.cluster.tls)
             try:
                 fresh.wait_healthy(READY_TIMEOUT, self._metadata)
             except ClusterError:

@@ -26,6 +26,7 @@ from ._auth import TokenInterceptor
 from ._blobs import INLINE_LIMIT, BlobError, BlobStore, assemble, chunks
 from ._bundle_store import BundleStore, LoadedBundle
 from ._cancel import CallCancelled, Interruptible
+from ._tls import TLS
 from .errors import BundleError, EnvironmentMismatch
 from .v1 import worker_pb2 as pb
 from .v1 import worker_pb2_grpc as pb_grpc
@@ -292,19 +293,30 @@ def is_loopback(listen: str) -> bool:
     return host in LOOPBACK_HOSTS
 
 
+def check_exposure(listen: str, token: Optional[str], tls: Optional[TLS]) -> None:
+    """Refuse to serve beyond loopback unless callers are authenticated.
+
+    A token, or mutual TLS (a CA that client certificates must chain to),
+    authenticates callers; TLS without client certificates only encrypts,
+    so alone it is not enough.
+    """
+    if is_loopback(listen) or token or (tls is not None and tls.mutual):
+        return
+    raise SystemExit(
+        f"refusing to listen on {listen} without authentication: a worker runs any code its callers "
+        "send. Give it a token (--token-file FILE, the same file the callers use) or mutual TLS "
+        "(--tls-cert, --tls-key and --tls-ca), or listen on 127.0.0.1.")
+
+
 def serve(listen: str, *, cache_dir: str, token: Optional[str] = None, threads: int = 16,
           worker_id: Optional[str] = None, install_requirements: bool = False,
-          previous_exit: Optional[str] = None) -> tuple[grpc.Server, str]:
+          previous_exit: Optional[str] = None, tls: Optional[TLS] = None) -> tuple[grpc.Server, str]:
     """Start a worker server; return it and the address it listens on.
 
     Refuses a non-loopback ``listen`` without a token: a worker runs any
     code its callers send.
     """
-    if not is_loopback(listen) and not token:
-        raise SystemExit(
-            f"refusing to listen on {listen} without authentication: a worker runs any code "
-            "its callers send. Give it a token (--token-file FILE, the same file the callers use), "
-            "or listen on 127.0.0.1.")
+    check_exposure(listen, token, tls)
     _runtime.enter_worker_mode()
     # `python -m` put the current directory first on sys.path: a worker must
     # find the program's modules only in the bundles it was sent.
@@ -318,7 +330,10 @@ def serve(listen: str, *, cache_dir: str, token: Optional[str] = None, threads: 
     server.add_generic_rpc_handlers((_handlers(WorkerService(store, worker_id, previous_exit)),))
     health_service = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
-    port = server.add_insecure_port(listen)
+    if tls is not None:
+        port = server.add_secure_port(listen, tls.server_credentials())
+    else:
+        port = server.add_insecure_port(listen)
     if port == 0 and not listen.startswith("unix:"):
         raise SystemExit(f"could not listen on {listen}: is the address in use or not local?")
     server.start()
@@ -353,11 +368,12 @@ def _watch_parent(server: grpc.Server, read_token_first: bool) -> Optional[str]:
 
 def main(listen: str, cache_dir: str, token: Optional[str], token_stdin: bool, ready_fd: Optional[int],
          exit_with_stdin: bool, threads: int, worker_id: Optional[str],
-         install_requirements: bool = False, previous_exit: Optional[str] = None) -> int:
+         install_requirements: bool = False, previous_exit: Optional[str] = None,
+         tls: Optional[TLS] = None) -> int:
     if token_stdin:
         token = sys.stdin.buffer.readline().decode().strip() or None
     server, address = serve(listen, cache_dir=cache_dir, token=token, threads=threads, worker_id=worker_id,
-                            install_requirements=install_requirements, previous_exit=previous_exit)
+                            install_requirements=install_requirements, previous_exit=previous_exit, tls=tls)
     if ready_fd is not None:
         os.write(ready_fd, (address + "\n").encode())
         os.close(ready_fd)

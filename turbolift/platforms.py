@@ -17,10 +17,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from .errors import ClusterError, ConfigurationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._tls import TLS
 
 
 class Cluster(abc.ABC):
@@ -33,6 +36,8 @@ class Cluster(abc.ABC):
     """
 
     token: Optional[str] = None
+    tls: Optional["TLS"] = None   # how to reach the workers over TLS, or None for plaintext
+    ready_timeout: float = 60.0   # how long callers wait for workers to become healthy
 
     @abc.abstractmethod
     def start(self) -> None: ...
@@ -90,11 +95,14 @@ class Workers(Cluster):
     """Workers started by hand (``turbolift worker``) at known addresses.
 
     ``Workers("h1:50051", "h2:50051", token_file="t")``; the URL form is
-    ``grpc://h1:50051,h2:50051?token_file=t``.
+    ``grpc://h1:50051,h2:50051?token_file=t``. Over TLS:
+    ``Workers(..., tls=TLS(ca="ca.pem"))`` or ``grpcs://h1:50051?ca=ca.pem``,
+    adding ``cert=`` and ``key=`` for mutual TLS.
     """
 
     def __init__(self, *addresses: str, token: Optional[str] = None,
-                 token_file: Optional[str] = None) -> None:
+                 token_file: Optional[str] = None, tls: Optional["TLS"] = None,
+                 ready_timeout: float = 10.0) -> None:
         if not addresses:
             raise ConfigurationError("Workers() needs at least one address such as 'host:50051'")
         for address in addresses:
@@ -102,6 +110,8 @@ class Workers(Cluster):
                 raise ConfigurationError(f"worker address {address!r} has no port; write it as host:port")
         self.addresses = list(addresses)
         self.token = _read_token(token, token_file)
+        self.tls = tls
+        self.ready_timeout = ready_timeout  # started by hand: they should be up already
 
     def start(self) -> None:
         pass
@@ -310,17 +320,34 @@ def resolve(spec: object, workers: Optional[int] = None) -> Cluster:
             raise ConfigurationError(f"cluster URL {spec!r}: write 'local' or 'local:N' with N a number")
         return LocalQueue(workers=int(count) if count else workers)
     parts = urlsplit(spec)
-    if parts.scheme == "grpc":
-        hosts = [h for h in parts.netloc.split(",") if h]
-        query = parse_qs(parts.query)
-        return Workers(*hosts, token_file=query.get("token_file", [None])[0])
+    if parts.scheme in ("grpc", "grpcs"):
+        return _workers_from_url(spec)
     if parts.scheme in ("k8s", "kubernetes"):
         from .kubernetes import Kubernetes  # the Kubernetes client itself loads only at start
 
         return Kubernetes.from_url(spec)
     raise ConfigurationError(
-        f"unknown cluster URL {spec!r}; use 'local', 'local:N', 'grpc://host:port,host:port' "
-        "or 'k8s://NAMESPACE?image=IMAGE'")
+        f"unknown cluster URL {spec!r}; use 'local', 'local:N', 'grpc://host:port,host:port', "
+        "'grpcs://host:port?ca=ca.pem' or 'k8s://NAMESPACE?image=IMAGE'")
+
+
+def _workers_from_url(spec: str) -> Workers:
+    """``grpc://h:p,h:p?token_file=F`` or ``grpcs://...&ca=F&cert=F&key=F&server_name=N``."""
+    parts = urlsplit(spec)
+    hosts = [h for h in parts.netloc.split(",") if h]
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    known = {"token_file"} | ({"ca", "cert", "key", "server_name"} if parts.scheme == "grpcs" else set())
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise ConfigurationError(f"cluster URL {spec!r}: unknown parameter(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(sorted(known))}")
+    tls = None
+    if parts.scheme == "grpcs":
+        from ._tls import TLS
+
+        tls = TLS(ca=query.get("ca"), cert=query.get("cert"), key=query.get("key"),
+                  server_name=query.get("server_name"))
+    return Workers(*hosts, token_file=query.get("token_file"), tls=tls)
 
 
 __all__ = ["Cluster", "LocalQueue", "Workers", "resolve", "default_cache_dir"]
