@@ -7,7 +7,6 @@ results.
 """
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import functools
 import itertools
@@ -81,6 +80,8 @@ class TurboliftFunction:
         remote = self._remote
         if remote is None:
             return self._fn(*args, **kwargs)
+        import asyncio  # here, not at import: local mode stays light
+
         return await asyncio.wrap_future(remote.submit(args, kwargs))
 
     def options(self, *, timeout: Optional[float] = None, retries: Optional[int] = None,

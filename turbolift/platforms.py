@@ -180,29 +180,31 @@ class _LocalWorker:
         self.address = data.decode().strip()
         return self.address
 
-    def stop(self, grace: float) -> None:
+    def signal_stop(self) -> None:
+        """Ask the worker to exit now, without waiting for it."""
         process = self.process
+        if process.stdin is not None:
+            try:
+                process.stdin.close()  # the cue a worker also gets if we die
+            except OSError:
+                pass
         if process.poll() is None:
-            try:
-                assert process.stdin is not None
-                process.stdin.close()  # the worker's cue to drain and exit
-            except OSError:
-                pass
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        elif process.stdin is not None:
-            try:
-                process.stdin.close()
-            except OSError:
-                pass
+            # Nobody awaits its calls any more: no need for a graceful drain.
+            process.terminate()
         if self.address is None:
             try:
                 os.close(self._ready_read)
             except OSError:
                 pass
+            self.address = ""
+
+    def stop(self, grace: float) -> None:
+        self.signal_stop()
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 class LocalQueue(Cluster):
@@ -282,6 +284,8 @@ class LocalQueue(Cluster):
         with self._lock:
             self._stopped = True
             procs, self._procs = self._procs, []
+        for proc in procs:  # all at once: they exit in parallel
+            proc.signal_stop()
         for proc in procs:
             proc.stop(grace=2.0)
         if self._run_dir:
