@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import run_python, write_files
+
 from turbolift import _config, _site
 from turbolift.errors import ConfigurationError
 
@@ -95,7 +95,8 @@ def test_precedence_command_line_then_env_then_pyproject_then_setup_cfg(tmp_path
 
 def test_configuration_errors_name_the_file_and_the_key(tmp_path):
     write_files(tmp_path, {"pyproject.toml": "[tool.turbolift]\nworkrs = 2\n"})
-    with pytest.raises(ConfigurationError, match=r"pyproject.toml \[tool.turbolift\]: unknown key\(s\) workrs"):
+    expected = r"pyproject.toml \[tool.turbolift\]: unknown key\(s\) workrs"
+    with pytest.raises(ConfigurationError, match=expected):
         _config.load({}, tmp_path, environ={})
     with pytest.raises(ConfigurationError, match="TURBOLIFT_WORKERS: bad value 'many'"):
         _config.load({}, tmp_path / "nowhere", environ={"TURBOLIFT_WORKERS": "many"})

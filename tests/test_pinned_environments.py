@@ -55,7 +55,8 @@ def test_missing_and_different_versions_are_named_and_nothing_runs(tmp_path, cac
     assert report["differences"] == [["pinnedlib", "1.0", "2.0"]]
 
 
-def test_install_requirements_installs_the_pins_aside_and_the_call_succeeds(tmp_path, cache_dir, start_worker):
+def test_install_requirements_installs_the_pins_aside_and_the_call_succeeds(tmp_path, cache_dir,
+                                                                           start_worker):
     wheels = tmp_path / "wheels"
     make_wheel(wheels, "pinnedlib", "1.0", LIB_V1)
     make_wheel(wheels, "pinnedlib", "2.0", LIB_V2)
@@ -91,7 +92,6 @@ def test_vcs_dirs_and_virtualenvs_are_never_shipped(tmp_path, cache_dir):
             import helper, gitmod, vendored, loose
         """,
     })
-    sys.path  # the app adds the paths itself; `turbolift bundle` runs it as a module
     out = subprocess.run([sys.executable, "-m", "turbolift", "bundle", "-m", "app", "--json"], cwd=tmp_path,
                          env=child_env(cache_dir), capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -119,8 +119,9 @@ def test_a_library_test_suite_passes_under_turbolift_with_functions_distributed(
     plain = run_python(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], tmp_path, cache_dir,
                        WHERE_FILE=str(where))
     plain_pids = where.read_text().split()
-    distributed = run_python(["-m", "turbolift", "--remote", "mathlib.ops:gcd", "--remote", "mathlib.ops:where",
-                              "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], tmp_path, cache_dir,
+    remote = ["--remote", "mathlib.ops:gcd", "--remote", "mathlib.ops:where"]
+    pytest_args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
+    distributed = run_python(["-m", "turbolift", *remote, *pytest_args], tmp_path, cache_dir,
                              WHERE_FILE=str(where))
     tester, worker = where.read_text().split()
 

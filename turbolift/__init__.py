@@ -20,8 +20,18 @@ from .platforms import Cluster, LocalQueue, Workers
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # The Kubernetes platform is an optional extra: load its module on first use only.
+    if name == "Kubernetes":
+        from .kubernetes import Kubernetes
+
+        return Kubernetes
+    raise AttributeError(f"module 'turbolift' has no attribute {name!r}")
+
+
 __all__ = [
-    "on", "TurboliftFunction", "Cluster", "LocalQueue", "Workers",
+    "on", "TurboliftFunction", "Cluster", "LocalQueue", "Workers", "Kubernetes",
     "TurboliftError", "ConfigurationError", "ClusterError", "WorkerLost", "BundleError",
     "EnvironmentMismatch", "RemoteError", "__version__",
 ]

@@ -67,9 +67,18 @@ class _Connection:
         self.stub = pb_grpc.WorkerStub(self.channel)
         self.bundles: set[str] = set()
         self.upload_lock = threading.Lock()
-        self.inflight = 0
+        self.inflight = 0                   # calls in flight on this worker
+        self._count = threading.Lock()
         self.alive = True
         self.recovering = False
+
+    def enter(self) -> None:
+        with self._count:
+            self.inflight += 1
+
+    def leave(self) -> None:
+        with self._count:
+            self.inflight -= 1
 
     def wait_healthy(self, timeout: float, metadata: tuple) -> None:
         """Block until the worker's health service says SERVING.
@@ -241,7 +250,18 @@ class Dispatcher:
             gone = [c for c in self._connections if c.address not in set(addresses)]
             self._connections = updated
         for connection in gone:
-            connection.close()
+            connection.alive = False
+            # A departing worker (a pod scaled away) may still finish what it
+            # runs: close its channel once its calls are done, not before.
+            threading.Thread(target=self._close_when_idle, args=(connection,), daemon=True,
+                             name=f"turbolift-drain-{connection.address}").start()
+
+    @staticmethod
+    def _close_when_idle(connection: _Connection, limit: float = 600.0) -> None:
+        deadline = time.monotonic() + limit
+        while connection.inflight > 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        connection.close()
 
     def close(self) -> None:
         with self._lock:
@@ -361,20 +381,24 @@ class Dispatcher:
     def _send(self, connection: _Connection, method: str, request: Any, bundle: _bundle.Bundle,
               deadline: Optional[float]) -> Any:
         rpc = getattr(connection.stub, method)
-        connection.inflight += 1
+        connection.enter()
         try:
             reply = rpc(request, timeout=_remaining(deadline), metadata=self._metadata)
-            if reply.outcome == pb.BUNDLE_MISSING:
-                connection.bundles.discard(bundle.id)
-                connection.ensure_bundle(bundle, self._metadata, deadline)
-                reply = rpc(request, timeout=_remaining(deadline), metadata=self._metadata)
-                if reply.outcome == pb.BUNDLE_MISSING:
+            uploads = 0
+            while reply.outcome == pb.BUNDLE_MISSING:
+                # Upload, then call again. Twice at most: a worker restarted
+                # at the same address may have lost the first upload.
+                if uploads == 2:
                     raise BundleError(f"worker {connection.address} lost bundle {bundle.id} right after "
                                       "it was uploaded; is its cache directory writable?")
+                connection.bundles.discard(bundle.id)
+                connection.ensure_bundle(bundle, self._metadata, deadline)
+                uploads += 1
+                reply = rpc(request, timeout=_remaining(deadline), metadata=self._metadata)
             connection.bundles.add(bundle.id)
             return reply
         finally:
-            connection.inflight -= 1
+            connection.leave()
 
     # -- asynchronous calls ------------------------------------------------------
     def submit(self, method: str, request: Any, bundle: _bundle.Bundle, decode: Callable,
@@ -389,15 +413,17 @@ class Dispatcher:
         self._try(attempt)
         return out
 
-    def _try(self, attempt: _Attempt) -> None:
-        try:
-            connection = self._pick(attempt.lost)
-        except BaseException as exc:
-            _settle(attempt.out, exc=exc)
-            return
+    def _try(self, attempt: _Attempt, connection: Optional[_Connection] = None) -> None:
+        """Send ``attempt`` to ``connection``, or to the best worker when None."""
+        if connection is None:
+            try:
+                connection = self._pick(attempt.lost)
+            except BaseException as exc:
+                _settle(attempt.out, exc=exc)
+                return
         if attempt.out.cancelled():
             return
-        connection.inflight += 1
+        connection.enter()
         rpc = getattr(connection.stub, attempt.method)
         future = rpc.future(attempt.request, timeout=_remaining(attempt.deadline),
                             metadata=self._metadata)
@@ -405,7 +431,7 @@ class Dispatcher:
         future.add_done_callback(lambda done: self._on_reply(attempt, connection, done))
 
     def _on_reply(self, attempt: _Attempt, connection: _Connection, done: Any) -> None:
-        connection.inflight -= 1
+        connection.leave()
         if attempt.out.cancelled():
             return
         try:
@@ -465,7 +491,7 @@ class Dispatcher:
             _settle(attempt.out, exc=_translate(exc, connection.address, "a bundle upload"))
             return
         attempt.uploaded = True
-        self._try(attempt)
+        self._try(attempt, connection)  # the worker that now holds the bundle
 
 
 def _settle(out: cf.Future, value: Any = None, exc: Optional[BaseException] = None) -> None:

@@ -15,7 +15,7 @@ import json
 import os
 from typing import Any, Iterator, Optional, Protocol
 
-from .errors import ClusterError
+from .errors import ClusterError, ConfigurationError
 
 # kind -> (API class, snake-case resource name used in method names, model class)
 KINDS = {
@@ -67,14 +67,14 @@ class Api(Protocol):
 
 
 class KubeApi:
-    """The real API, configured from ``kubeconfig``/``context``, else in-cluster, else the default kubeconfig."""
+    """The real API: from ``kubeconfig``/``context``, else in-cluster, else the default kubeconfig."""
 
     def __init__(self, kubeconfig: Optional[str] = None, context: Optional[str] = None) -> None:
         try:
             import kubernetes  # noqa: F401
         except ImportError:
-            raise ClusterError("the Kubernetes platform needs the official client: "
-                               "pip install 'turbolift[kubernetes]'") from None
+            raise ConfigurationError("the Kubernetes platform needs the official client: "
+                                     "pip install 'turbolift[kubernetes]'") from None
         from kubernetes import client, config
 
         try:
@@ -85,9 +85,10 @@ class KubeApi:
             else:
                 self._client = config.new_client_from_config(config_file=kubeconfig, context=context)
         except (config.ConfigException, OSError) as exc:
-            raise ClusterError(
-                f"no usable Kubernetes configuration ({exc}): set KUBECONFIG or pass kubeconfig=... "
-                "(URL: ?kubeconfig=FILE&context=NAME), or run inside a cluster") from None
+            raise ConfigurationError(
+                f"no usable Kubernetes configuration ({exc}): set KUBECONFIG, name a kubeconfig file "
+                "(kubeconfig=... in Python, ?kubeconfig=FILE in a k8s:// URL, --kubeconfig on the command "
+                "line), or run inside a cluster") from None
         self.host = self._client.configuration.host
         self._apis: dict[str, Any] = {}
 
@@ -120,8 +121,10 @@ class KubeApi:
         from kubernetes import client
 
         kind = obj["kind"]
-        model = getattr(client, KINDS[kind][2]).from_dict(obj)
-        created = self._call(self._method("create", kind), obj["metadata"]["namespace"], model)
+        model_class = getattr(client, KINDS[kind][2])
+        # Newer clients (pydantic models) want a model as the body; older ones take the dict as it is.
+        body = model_class.from_dict(obj) if hasattr(model_class, "from_dict") else obj
+        created = self._call(self._method("create", kind), obj["metadata"]["namespace"], body)
         return self._plain(created)
 
     def read(self, kind: str, namespace: str, name: str) -> dict:

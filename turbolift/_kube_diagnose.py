@@ -20,14 +20,15 @@ MAX_LOG_LINES = 12
 
 HINTS = {
     "image": "check the image name and tag, that it was pushed, and that the cluster may pull it "
-             "(imagePullSecrets; on kind: `kind load docker-image IMAGE`; on minikube: `minikube image load IMAGE`)",
-    "crash": "the worker exits right after starting; its last output is shown. Is `turbolift` installed in the "
-             "image (build it from the project's Dockerfile)?",
+             "(imagePullSecrets; on kind: `kind load docker-image IMAGE`; "
+             "on minikube: `minikube image load IMAGE`)",
+    "crash": "the worker exits right after starting; its last output is shown. "
+             "Is `turbolift` installed in the image (build it from the project's Dockerfile)?",
     "oom": "the worker ran out of memory: raise the memory limit (resources=..., URL: ?memory=...)",
     "config": "the container could not be created as specified; with token_secret=..., check that the "
               "Secret exists in this namespace and holds the token under the expected key",
-    "unschedulable": "no node can take the pod: lower the requests (resources=..., URL: ?cpu=...&memory=...), "
-                     "fewer replicas, or add nodes",
+    "unschedulable": "no node can take the pod: lower the requests (resources=..., "
+                     "URL: ?cpu=...&memory=...), fewer replicas, or add nodes",
     "unready": "the container runs but its gRPC health check fails; does the image run `turbolift worker`, "
                "and is the cluster at least Kubernetes 1.27 (native gRPC probes)?",
     "create": "the Deployment may not create pods (a quota, a LimitRange or Pod Security admission); "
@@ -51,7 +52,8 @@ def _pod_problem(pod: dict, log: Optional[str]) -> tuple[str, str, Optional[str]
         if reason in IMAGE_REASONS:
             return (f"cannot pull image {container.get('image', '')!r} ({reason}): {message}".rstrip(": "),
                     "image", None)
-        if reason == "CrashLoopBackOff" or (last and last.get("exitCode", 0) != 0 and not container.get("ready")):
+        crashed = bool(last) and last.get("exitCode", 0) != 0 and not container.get("ready")
+        if reason == "CrashLoopBackOff" or crashed:
             why = last.get("reason") or reason or "Error"
             text = (f"crashes at start ({reason or why}): exit code {last.get('exitCode', '?')} ({why}), "
                     f"{container.get('restartCount', 0)} restarts")

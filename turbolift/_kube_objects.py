@@ -62,6 +62,13 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+def check_namespace(namespace: str) -> str:
+    if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+        raise ConfigurationError(f"namespace {namespace!r} is not a valid Kubernetes namespace name "
+                                 "(lowercase letters, digits and '-', at most 63)")
+    return namespace
+
+
 def run_selector(run_id: str) -> str:
     """The label selector that finds every object of one run."""
     return f"{RUN_ID_LABEL}={check_run_id(run_id)}"
@@ -106,8 +113,7 @@ class WorkerSpec:
     image_pull_policy: Optional[str] = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.namespace, str) or not _NAMESPACE.match(self.namespace):
-            raise ConfigurationError(f"namespace {self.namespace!r} is not a valid Kubernetes namespace name")
+        check_namespace(self.namespace)
         if not self.image:
             raise ConfigurationError(
                 "the Kubernetes platform needs the worker image: build it from the project's Dockerfile, "
@@ -120,8 +126,8 @@ class WorkerSpec:
         if self.min_replicas is not None:
             if not (_is_int(self.min_replicas) and _is_int(self.max_replicas)
                     and 1 <= self.min_replicas <= self.max_replicas):
-                raise ConfigurationError(
-                    f"need 1 <= min_replicas <= max_replicas, got {self.min_replicas!r} and {self.max_replicas!r}")
+                raise ConfigurationError(f"need 1 <= min_replicas <= max_replicas, got "
+                                         f"{self.min_replicas!r} and {self.max_replicas!r}")
             if not self.resources.get("requests", {}).get("cpu"):
                 raise ConfigurationError("autoscaling on CPU needs a CPU request: give resources="
                                          "{'requests': {'cpu': ...}} (URL: ?cpu=...)")
@@ -270,8 +276,8 @@ def autoscaler(spec: WorkerSpec, run_id: str) -> dict:
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": names.deployment},
             "minReplicas": spec.min_replicas,
             "maxReplicas": spec.max_replicas,
-            "metrics": [{"type": "Resource", "resource": {
-                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": spec.cpu_utilization}}}],
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization", "averageUtilization": spec.cpu_utilization}}}],
         },
     }
 

@@ -82,7 +82,7 @@ def run(argv: Sequence[str]) -> int:
         print("python -m turbolift: give a script or -m MODULE to run", file=sys.stderr)
         return 2
     from . import _config, _hook, _runtime, _site
-    from .errors import ConfigurationError
+    from .errors import TurboliftError
 
     start = Path(script).resolve().parent if script is not None else Path.cwd()
     if threading_is_main():
@@ -92,7 +92,7 @@ def run(argv: Sequence[str]) -> int:
             settings = _config.load(vars(opts), start)
             _site.activate(settings, eager=True)  # workers boot while the program loads
             _hook.prepare_main(script, module, program_args)
-        except ConfigurationError as exc:
+        except TurboliftError as exc:  # a bad setting or a cluster that cannot start
             print(f"python -m turbolift: {exc}", file=sys.stderr)
             return 2
         _hook.run_main(script, module)
@@ -121,6 +121,9 @@ def worker(argv: Sequence[str]) -> int:
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--token-stdin", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tls-cert", help="serve TLS with this PEM certificate (with --tls-key)")
+    parser.add_argument("--tls-key", help="the PEM private key of --tls-cert")
+    parser.add_argument("--tls-ca", help="require client certificates signed by this CA (mutual TLS)")
     parser.add_argument("--no-restart", action="store_true",
                         help="serve in this process; do not restart the server when user code kills it")
     parser.add_argument("--previous-exit", help=argparse.SUPPRESS)
@@ -138,6 +141,11 @@ def worker(argv: Sequence[str]) -> int:
                 del passed[index:index + 2]
         passed = [a for a in passed if not a.startswith("--listen=")]
         return _nanny.supervise(passed, opts.listen)
+    tls = None
+    if opts.tls_cert or opts.tls_key or opts.tls_ca:
+        from ._tls import TLS
+
+        tls = TLS(ca=opts.tls_ca, cert=opts.tls_cert, key=opts.tls_key)
     token = None
     if opts.token_file:
         from .platforms import _read_token
@@ -147,7 +155,7 @@ def worker(argv: Sequence[str]) -> int:
 
     return _worker.main(opts.listen, opts.cache_dir or default_cache_dir(), token, opts.token_stdin,
                         opts.ready_fd, opts.exit_with_stdin, opts.threads, opts.worker_id,
-                        opts.install_requirements, opts.previous_exit)
+                        opts.install_requirements, opts.previous_exit, tls)
 
 
 def hook_command(name: str, argv: Sequence[str]) -> int:
@@ -202,6 +210,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "worker":
         return worker(args[1:])
+    if args and args[0] == "kube":
+        from . import _kube_cli
+
+        return _kube_cli.main(args[1:])
     if args and args[0] in ("install-hook", "uninstall-hook"):
         return hook_command(args[0], args[1:])
     if args and args[0] == "bundle":
