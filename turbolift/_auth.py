@@ -52,8 +52,9 @@ class TokenInterceptor(grpc.ServerInterceptor):
         if hmac.compare_digest(presented, self._expected):
             return continuation(details)
         # Answer with a handler of the same streaming shape, with no
-        # deserialiser: the request bytes are never parsed.
+        # deserialiser: the request bytes are never parsed. Unknown methods
+        # are refused the same way, so names cannot be probed without it.
         handler = continuation(details)
         if handler is None:
-            return None
+            return _DENY[(False, False)]
         return _DENY[(handler.request_streaming, handler.response_streaming)]

@@ -34,19 +34,21 @@ def chunks(data: "bytes | bytearray | memoryview") -> Iterator[memoryview]:
 
 
 def assemble(size: int, parts: Iterable[bytes]) -> bytearray:
-    """Concatenate ``parts`` into one buffer of exactly ``size`` bytes."""
+    """Concatenate ``parts`` into one buffer of exactly ``size`` bytes.
+
+    The buffer grows with the data that actually arrives (realloc of a large
+    block moves no bytes on Linux), so a sender declaring a huge size and
+    sending little costs little.
+    """
     if size > MAX_BLOB:
         raise BlobError(f"a blob of {size:,} bytes exceeds the limit of {MAX_BLOB:,}")
-    buffer = bytearray(size)
-    offset = 0
+    buffer = bytearray()
     for part in parts:
-        end = offset + len(part)
-        if end > size:
+        if len(buffer) + len(part) > size:
             raise BlobError(f"the blob sent more than its declared {size:,} bytes")
-        buffer[offset:end] = part
-        offset = end
-    if offset != size:
-        raise BlobError(f"the blob ended after {offset:,} of its declared {size:,} bytes")
+        buffer += part
+    if len(buffer) != size:
+        raise BlobError(f"the blob ended after {len(buffer):,} of its declared {size:,} bytes")
     return buffer
 
 

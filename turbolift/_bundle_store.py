@@ -19,13 +19,14 @@ import sys
 import tempfile
 import threading
 import zipfile
+import zlib
 from typing import Any, Callable, Iterable, Optional
 
 from . import _requirements, _serialize
 from ._bundle import FORMAT, MANIFEST
 from .errors import BundleError
 
-BUNDLE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+BUNDLE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
 MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
 MAX_ENTRIES = 20_000
@@ -33,9 +34,43 @@ MAX_ENTRIES = 20_000
 
 def check_id(bundle_id: str) -> str:
     """Return the hex digest of a well-formed bundle id, else raise BundleError."""
-    if not BUNDLE_ID.match(bundle_id):
+    if not BUNDLE_ID.fullmatch(bundle_id):
         raise BundleError(f"malformed bundle id {bundle_id[:80]!r}; expected 'sha256:' and 64 hex digits")
     return bundle_id[7:]
+
+
+_MANIFEST_FIELDS = {
+    "format": int, "python": str, "implementation": str, "modules": dict, "requirements": dict,
+    "installed": list, "pickled": dict, "sources": dict,
+}
+
+
+def read_manifest(archive_path: str) -> dict:
+    """The manifest of a stored bundle archive, checked for shape; else BundleError."""
+    try:
+        with zipfile.ZipFile(archive_path) as archive:
+            bad = archive.testzip()
+            if bad is not None:
+                raise BundleError(f"bundle entry {bad!r} is corrupt")
+            manifest = json.loads(archive.read(MANIFEST))
+    except KeyError:
+        raise BundleError(f"the bundle has no {MANIFEST}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as exc:
+        raise BundleError(f"the bundle is not a readable zip archive with a JSON manifest: {exc}") from None
+    if type(manifest) is not dict:
+        raise BundleError("the bundle manifest is not a JSON object")
+    for key, kind in _MANIFEST_FIELDS.items():
+        if key in manifest and type(manifest[key]) is not kind:
+            raise BundleError(f"the bundle manifest's {key!r} should be a {kind.__name__}")
+    for key in ("modules", "requirements", "pickled", "sources"):
+        if not all(type(k) is str and type(v) is str for k, v in manifest.get(key, {}).items()):
+            raise BundleError(f"the bundle manifest's {key!r} should map strings to strings")
+    if not all(type(name) is str for name in manifest.get("installed", [])):
+        raise BundleError("the bundle manifest's 'installed' should list module names")
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"the bundle has format {manifest.get('format')!r}; this worker reads format "
+                          f"{FORMAT}: use the same turbolift version on both sides")
+    return manifest
 
 
 def _safe_extract(archive_path: str, destination: str) -> None:
@@ -170,6 +205,7 @@ class BundleStore:
                 raise BundleError(f"bundle {bundle_id} ended after {received:,} of {size:,} bytes")
             if hasher.hexdigest() != digest:
                 raise BundleError(f"bundle content does not match its id {bundle_id}; refusing it")
+            read_manifest(temp)  # junk that hashes right is refused here, not at every call
             os.replace(temp, self._zip_path(digest))
         finally:
             if os.path.exists(temp):
@@ -190,6 +226,8 @@ class BundleStore:
             if not os.path.exists(archive):
                 return None
             directory = os.path.join(self.root, digest)
+            # Checked again here: the cache may hold archives from older workers.
+            manifest = read_manifest(archive)
             if not os.path.isdir(directory):
                 staging = tempfile.mkdtemp(dir=self.root, prefix=".unpack-")
                 try:
@@ -200,14 +238,6 @@ class BundleStore:
                         pass
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
-            try:
-                with open(os.path.join(directory, MANIFEST), encoding="utf-8") as handle:
-                    manifest = json.load(handle)
-            except (OSError, ValueError) as exc:
-                raise BundleError(f"bundle {bundle_id} has no readable manifest: {exc}") from exc
-            if manifest.get("format") != FORMAT:
-                raise BundleError(f"bundle {bundle_id} has format {manifest.get('format')!r}; "
-                                  f"this worker reads format {FORMAT}: upgrade turbolift on both sides")
             environment = None
             found = _requirements.differences(manifest, sys.path)
             if found and self.install_requirements and all(

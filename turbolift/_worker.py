@@ -74,7 +74,7 @@ class WorkerService(pb_grpc.WorkerServicer):
         except (LookupError, AttributeError, ImportError) as exc:
             context.abort(grpc.StatusCode.NOT_FOUND,
                           f"cannot find {ref.module}.{ref.qualname} in bundle {ref.bundle_id}: {exc}")
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit at import (argparse!) must not go unanswered
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           f"importing {ref.module} on the worker failed: {type(exc).__name__}: {exc}")
         raise AssertionError("unreachable")  # pragma: no cover
@@ -110,8 +110,9 @@ class WorkerService(pb_grpc.WorkerServicer):
                 context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         arguments = self._decode(payload, "arguments", context)
         del payload  # a large payload's buffer is not needed while the function runs
-        if not (isinstance(arguments, tuple) and len(arguments) == 2
-                and isinstance(arguments[0], tuple) and isinstance(arguments[1], dict)):
+        # Exact types: a subclass could run code while being checked or unpacked.
+        if not (type(arguments) is tuple and len(arguments) == 2
+                and type(arguments[0]) is tuple and type(arguments[1]) is dict):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           "arguments must serialise an (args tuple, kwargs dict) pair")
         args, kwargs = arguments
@@ -143,7 +144,7 @@ class WorkerService(pb_grpc.WorkerServicer):
         function = self._function(bundle, request.function, context)
         bundle.activate()
         items = self._decode(request.items, "batch items", context)
-        if not isinstance(items, list) or len(items) != request.count:
+        if type(items) is not list or len(items) != request.count:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"batch items must serialise a list of {request.count} argument tuples")
         self._enter()

@@ -1,0 +1,241 @@
+"""The baseline: a bare grpcio server, and the handle the suite drives it with.
+
+Run as ``python -m benchmarks.baseline_server``, it serves on 127.0.0.1 at an
+ephemeral port, prints the port on stdout, and exits when its stdin
+closes (so it never outlives the suite). It is what turbolift would be
+without turbolift: one generic handler (``grpc.method_handlers_generic_handler``)
+whose (de)serialisers are the identity, so request and reply bytes pass
+through untouched, on a sync ``grpc.server`` with 16 threads and the same
+message-size limits as a turbolift worker. Methods of ``bench.Baseline``:
+
+* ``Echo``: returns the request bytes (the raw gRPC limit for a call that
+  carries exactly the bytes turbolift sends);
+* ``Call_<fn>`` ("dill-echo"): unpickles ``(args, kwargs)``, runs
+  ``workloads.<fn>``, pickles the result, with turbolift's own serialiser
+  (``turbolift._serialize``: the C pickler, dill for what it cannot carry);
+  the least work any worker must do for the call;
+* ``Batch_<fn>``: the same for a pickled list of argument tuples, replying
+  ``[(True, result), ...]`` as a turbolift worker does for ``map``;
+* ``Sink``: receives bytes, returns their length (upload limit);
+* ``Source``: receives a size, returns the pickled ``workloads.payload(size)``
+  (download limit; built once, then only sent); ``Prepare`` builds it
+  ahead of timing, ``Release`` frees it.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import subprocess
+import sys
+import threading
+from concurrent import futures
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+SERVICE = "bench.Baseline"
+MESSAGE_LIMIT = 2**31 - 1
+MESSAGE_OPTIONS = [
+    ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+    ("grpc.max_send_message_length", MESSAGE_LIMIT),
+]
+WORKLOAD_NAMES = ("noop", "add", "inc", "burn", "size_of")
+REPO = Path(__file__).resolve().parent.parent
+
+
+# -- the server (runs in its own fresh process) ---------------------------------------
+
+def _handlers() -> dict:
+    import grpc
+
+    from turbolift import _serialize
+
+    from . import workloads
+
+    def unary(behaviour: Callable[[bytes], bytes]) -> Any:
+        # No (de)serialiser: grpcio hands the handler the request bytes as they
+        # arrived and sends the returned bytes as they are (the identity).
+        return grpc.unary_unary_rpc_method_handler(lambda request, context: behaviour(request))
+
+    def call(fn: Callable) -> Callable[[bytes], bytes]:
+        def run(request: bytes) -> bytes:
+            args, kwargs = _serialize.loads(request)
+            return _serialize.dumps(fn(*args, **kwargs), for_worker=False)
+        return run
+
+    def batch(fn: Callable) -> Callable[[bytes], bytes]:
+        def run(request: bytes) -> bytes:
+            return _serialize.dumps([(True, fn(*args)) for args in _serialize.loads(request)],
+                                    for_worker=False)
+        return run
+
+    sources: dict = {}
+
+    def source(request: bytes) -> bytes:
+        size = int(request)
+        if size not in sources:
+            sources.clear()
+            # Only the pickled bytes are kept (1x the payload), as a turbolift
+            # worker keeps only the payload object its function returns.
+            sources[size] = _serialize.dumps(workloads.make_payload(size), for_worker=False)
+        return sources[size]
+
+    def prepare(request: bytes) -> bytes:
+        source(request)
+        return b""
+
+    def release(request: bytes) -> bytes:
+        sources.clear()
+        workloads.release_payloads()
+        return b""
+
+    handlers = {
+        "Echo": unary(lambda request: request),
+        "Prepare": unary(prepare),
+        "Release": unary(release),
+        "Sink": unary(lambda request: str(len(request)).encode()),
+        "Source": unary(source),
+    }
+    for name in WORKLOAD_NAMES:
+        fn = getattr(workloads, name)
+        handlers[f"Call_{name}"] = unary(call(fn))
+        handlers[f"Batch_{name}"] = unary(batch(fn))
+    return handlers
+
+
+def serve(threads: int) -> None:
+    import grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads),
+                         options=[*MESSAGE_OPTIONS, ("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, _handlers()),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    if not port:
+        raise SystemExit("baseline server: could not bind 127.0.0.1:0")
+    server.start()
+    print(port, flush=True)
+    try:
+        while sys.stdin.buffer.read(65536):  # our parent holds the other end
+            pass
+    except (OSError, ValueError, KeyboardInterrupt):
+        pass
+    server.stop(grace=0.2).wait()
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.baseline_server")
+    parser.add_argument("--threads", type=int, default=16)
+    serve(parser.parse_args(argv).threads)
+    return 0
+
+
+# -- the handle the suite uses ------------------------------------------------------
+
+def child_env() -> dict:
+    """Environment for the suite's child processes: this repository importable first."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    for name in ("TURBOLIFT", "TURBOLIFT_CLUSTER"):
+        env.pop(name, None)
+    return env
+
+
+class BaselineServers:
+    """``count`` baseline server processes and one reused channel to each.
+
+    Calls rotate over the servers, as turbolift's calls spread over its
+    workers, so both sides have the same number of server processes.
+    """
+
+    def __init__(self, count: int = 2, threads: int = 16, start_timeout: float = 30.0) -> None:
+        import grpc
+
+        self._processes: list = []
+        self.channels: list = []
+        try:
+            for _ in range(count):
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "benchmarks.baseline_server", "--threads", str(threads)],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(REPO), env=child_env())
+                self._processes.append(process)
+            for process in self._processes:
+                port = _read_port(process, start_timeout)
+                channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=MESSAGE_OPTIONS)
+                grpc.channel_ready_future(channel).result(timeout=start_timeout)
+                self.channels.append(channel)
+        except BaseException:
+            self.close()
+            raise
+        self._methods: dict = {}
+        self._turns: dict = {}
+        self._lock = threading.Lock()
+
+    @property
+    def pids(self) -> list:
+        return [process.pid for process in self._processes]
+
+    def method(self, name: str) -> list:
+        """One raw multicallable per server for ``bench.Baseline/<name>`` (bytes in, bytes out)."""
+        found = self._methods.get(name)
+        if found is None:
+            found = [channel.unary_unary(f"/{SERVICE}/{name}") for channel in self.channels]
+            self._methods[name] = found
+        return found
+
+    def caller(self, name: str, request: bytes, timeout: float = 60.0) -> Callable[[], bytes]:
+        """A zero-argument function making one blocking call, rotating over the servers."""
+        turn = itertools.cycle(self.method(name))
+
+        def call() -> bytes:
+            return next(turn)(request, timeout=timeout)
+        return call
+
+    def next_method(self, name: str) -> Any:
+        """The multicallable of the next server in turn (for futures)."""
+        with self._lock:
+            turn = self._turns.get(name)
+            if turn is None:
+                turn = self._turns[name] = itertools.cycle(self.method(name))
+            return next(turn)
+
+    def close(self) -> None:
+        for channel in self.channels:
+            channel.close()
+        self.channels = []
+        for process in self._processes:
+            if process.stdin is not None:
+                try:
+                    process.stdin.close()
+                except OSError:
+                    pass
+        for process in self._processes:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+        self._processes = []
+
+    def __enter__(self) -> "BaselineServers":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _read_port(process: subprocess.Popen, timeout: float) -> int:
+    import select
+
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    line = process.stdout.readline() if ready else b""
+    if not line.strip().isdigit():
+        raise RuntimeError(f"baseline server pid {process.pid} did not report its port "
+                           f"(exit code {process.poll()})")
+    return int(line)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""3. ``map`` throughput.
+
+* Trivial function: ``list(inc.map(range(N)))`` with N = ``mode.map_items``
+  (100,000), in items per second, against
+  - ``raw_batched_map``: the same work done at the limit with bare grpcio:
+    the items pickled in chunks of 8,192 argument tuples (turbolift's
+    largest batch), at most 4 chunks in flight over the baseline servers,
+    each server unpickling, applying ``inc`` and pickling
+    ``[(True, result), ...]``, the caller unpickling the replies in order;
+  - ``local_map``: ``list(map(inc, range(N)))`` in this process.
+* CPU-bound function: ``burn(n)`` with ``n`` calibrated here so that one
+  local call takes ~``mode.cpu_ms`` ms, over ``mode.cpu_items`` items:
+  ``list(burn.map(...))`` on the cluster against a local loop
+  ``[burn(n) for ...]``; the speed-up is the local loop's median time
+  over each turbolift time.
+
+Each figure is one sample per repetition (rates for the trivial map,
+seconds for the CPU-bound one); contenders alternate; one warm-up run of
+each is discarded (shorter, to stay within budget).
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+
+from turbolift import _serialize
+
+from .. import workloads
+from ..measure import Budget, rate_summary, summarise
+
+TITLE = "map throughput"
+RAW_CHUNK = 8192
+
+
+def raw_batched_map(baseline, items, chunk: int = RAW_CHUNK, max_in_flight: int = 4) -> list:
+    """``inc`` over ``items`` through the baseline servers, batched; results in order."""
+    source = iter(items)
+    pending: deque = deque()
+    results: list = []
+
+    def send() -> bool:
+        batch = [(x,) for x in itertools.islice(source, chunk)]
+        if not batch:
+            return False
+        request = _serialize.dumps(batch, for_worker=True)
+        pending.append(baseline.next_method("Batch_inc").future(request, timeout=120))
+        return True
+
+    more = True
+    while more and len(pending) < max_in_flight:
+        more = send()
+    while pending:
+        reply = pending.popleft().result()
+        results.extend(value for _ok, value in _serialize.loads(reply))
+        if more:
+            more = send()
+    return results
+
+
+def calibrate(target_seconds: float) -> int:
+    """``n`` such that ``burn(n)`` takes about ``target_seconds`` here."""
+    n = 10_000
+    while True:
+        began = time.perf_counter()
+        workloads.burn(n)
+        took = time.perf_counter() - began
+        if took >= 0.002 or n > 10**9:
+            break
+        n *= 2
+    best = min(_timed(workloads.burn, n) for _ in range(3))
+    return max(1, int(n * target_seconds / best))
+
+
+def _timed(fn, *args) -> float:
+    began = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - began
+
+
+def _check(values: list, count: int) -> None:
+    if len(values) != count or values[:1] != [1] or values[-1] != count:
+        raise RuntimeError(f"map of inc returned {len(values)} wrong or unordered results")
+
+
+def run(ctx) -> dict:
+    mode = ctx.mode
+    remote = ctx.contenders.remote
+    baseline = ctx.contenders.baseline
+    count = mode.map_items
+    budget = Budget(mode.map_budget)
+
+    trivial = {
+        "turbolift_map": lambda items: list(remote.inc.map(items, timeout=300)),
+        "raw_batched_map": lambda items: raw_batched_map(baseline, items),
+        "local_map": lambda items: list(map(workloads.inc, items)),
+    }
+    runs: dict = {name: [] for name in trivial}
+    names = list(trivial)
+    for rep in range(mode.map_reps + 1):
+        shift = rep % len(names)
+        n = min(count, 20_000) if rep == 0 else count
+        for name in names[shift:] + names[:shift]:
+            began = time.perf_counter()
+            values = trivial[name](range(n))
+            seconds = time.perf_counter() - began
+            _check(values, n)
+            if rep:
+                runs[name].append((n, seconds))
+        if rep and budget.expired():
+            break
+    figures = {f"{name}_trivial": rate_summary(samples, "items/s") for name, samples in runs.items()}
+
+    n = calibrate(mode.cpu_ms / 1000.0)
+    per_call = summarise([_timed(workloads.burn, n) for _ in range(5)], "s")
+    items = [n] * mode.cpu_items
+    expected = workloads.burn(n)
+    cpu: dict = {"turbolift_map_cpu": [], "local_loop_cpu": []}
+    for rep in range(mode.cpu_reps + 1):
+        subset = items[: max(2 * mode.workers, len(items) // 10)] if rep == 0 else items
+        order = ["turbolift_map_cpu", "local_loop_cpu"][:: 1 if rep % 2 else -1]
+        for name in order:
+            began = time.perf_counter()
+            if name == "turbolift_map_cpu":
+                values = list(remote.burn.map(subset, timeout=300))
+            else:
+                values = [workloads.burn(k) for k in subset]
+            seconds = time.perf_counter() - began
+            if values != [expected] * len(subset):
+                raise RuntimeError(f"{name} returned wrong results")
+            if rep:
+                cpu[name].append(seconds)
+        if rep and budget.expired():
+            break
+    for name, samples in cpu.items():
+        figures[name] = summarise(samples, "s")
+    local_median = figures["local_loop_cpu"]["median"]
+    figures["turbolift_map_cpu_speedup"] = summarise(
+        [local_median / seconds for seconds in cpu["turbolift_map_cpu"]], "x")
+    figures["burn_local_call"] = per_call
+    ctx.log(f"map: turbolift {figures['turbolift_map_trivial']['median']:,.0f} items/s, raw batched "
+            f"{figures['raw_batched_map_trivial']['median']:,.0f} items/s; cpu map "
+            f"{figures['turbolift_map_cpu']['median']:.2f}s vs local "
+            f"{figures['local_loop_cpu']['median']:.2f}s")
+    return {
+        "figures": figures,
+        "params": {"items": count, "raw_chunk": RAW_CHUNK, "raw_max_in_flight": 4,
+                   "cpu_items": mode.cpu_items, "cpu_target_ms": mode.cpu_ms, "burn_n": n,
+                   "workers": mode.workers, "reps": mode.map_reps, "cpu_reps": mode.cpu_reps},
+        "notes": [],
+    }

@@ -1,0 +1,118 @@
+"""1. Sequential call overhead.
+
+One call at a time, each timed on its own with ``perf_counter``:
+
+* ``turbolift_noop`` / ``turbolift_add``: ``noop()`` and ``add(1, 2)`` marked
+  with ``turbolift.on`` and sent to the local cluster (one unary
+  ``/turbolift.v1.Worker/Call`` each);
+* ``raw_echo_noop`` / ``raw_echo_add``: a bare grpcio unary echo of the very
+  bytes turbolift puts in its request for those calls
+  (``turbolift._serialize.dumps((args, kwargs), for_worker=True)``),
+  pre-serialised once: the limit of the transport;
+* ``dill_echo_noop`` / ``dill_echo_add``: the same bytes to a handler that
+  unpickles them, runs the function and pickles the result: the least
+  work any worker must do;
+* ``worker_direct_noop`` / ``worker_direct_add``: the complete
+  ``CallRequest`` turbolift would send, serialised once, sent with bare
+  grpcio (token metadata included) straight to the turbolift workers, the
+  reply left unparsed: the worker's share of the overhead, so that
+  turbolift - worker_direct is the caller's share;
+* ``local_add``: ``add(1, 2)`` called directly, and ``local_marked_add``:
+  through the marker with distribution off (``timeit`` blocks, since one
+  call is far below the clock's resolution; each sample is a block mean).
+
+The remote variants and their baselines alternate in rounds (rotating the
+order) so that changes in machine load hit all of them alike. Warm-up
+rounds are discarded.
+"""
+from __future__ import annotations
+
+import itertools
+import timeit
+from typing import Callable
+
+from turbolift import _serialize
+
+from .. import workloads
+from ..baseline_server import MESSAGE_OPTIONS
+from ..measure import Budget, interleave, summarise
+
+TITLE = "Sequential call overhead"
+
+
+def run(ctx) -> dict:
+    mode = ctx.mode
+    remote = ctx.contenders.remote
+    baseline = ctx.contenders.baseline
+    noop_bytes = _serialize.dumps(((), {}), for_worker=True)
+    add_bytes = _serialize.dumps(((1, 2), {}), for_worker=True)
+    if baseline.caller("Echo", add_bytes)() != add_bytes:
+        raise RuntimeError("the baseline echo did not return the bytes it was sent")
+    if _serialize.loads(baseline.caller("Call_add", add_bytes)()) != 3:
+        raise RuntimeError("the baseline dill-echo did not compute add(1, 2)")
+
+    channels: list = []
+    variants = {
+        "turbolift_noop": remote.noop,
+        "turbolift_add": lambda: remote.add(1, 2),
+        "worker_direct_noop": _worker_direct(ctx, "noop", noop_bytes, channels),
+        "worker_direct_add": _worker_direct(ctx, "add", add_bytes, channels),
+        "raw_echo_noop": baseline.caller("Echo", noop_bytes),
+        "raw_echo_add": baseline.caller("Echo", add_bytes),
+        "dill_echo_noop": baseline.caller("Call_noop", noop_bytes),
+        "dill_echo_add": baseline.caller("Call_add", add_bytes),
+    }
+    try:
+        interleave(variants, rounds=2, per_round=20, budget=Budget(mode.seq_budget))  # warm-up
+        samples = interleave(variants, mode.seq_rounds, mode.seq_per_round, Budget(mode.seq_budget))
+    finally:
+        for channel in channels:
+            channel.close()
+    figures = {name: summarise(values, "s") for name, values in samples.items()}
+
+    for name, fn in (("local_add", workloads.add), ("local_marked_add", ctx.contenders.local_marked.add)):
+        timer = timeit.Timer("add(1, 2)", globals={"add": fn})
+        timer.timeit(mode.local_block_calls)  # warm-up
+        blocks = timer.repeat(repeat=mode.local_blocks, number=mode.local_block_calls)
+        figure = summarise([block / mode.local_block_calls for block in blocks], "s")
+        figure["note"] = f"each sample is the mean of a block of {mode.local_block_calls} calls"
+        figures[name] = figure
+
+    ctx.log("sequential: " + ", ".join(
+        f"{name} {fig['median'] * 1e3:.3f} ms" for name, fig in figures.items() if "local" not in name))
+    return {
+        "figures": figures,
+        "params": {"rounds": mode.seq_rounds, "per_round": mode.seq_per_round,
+                   "request_bytes_noop": len(noop_bytes), "request_bytes_add": len(add_bytes),
+                   "servers": mode.workers},
+        "notes": ["raw echo and dill-echo requests are serialised once, before timing; "
+                  "turbolift serialises its arguments on every call, as it must"],
+    }
+
+
+def _worker_direct(ctx, name: str, arguments: bytes, channels: list) -> Callable[[], bytes]:
+    """A call of ``name`` as bare grpcio bytes straight to the turbolift workers, rotating."""
+    import grpc
+
+    from turbolift import _auth, _bundle
+    from turbolift.v1 import worker_pb2 as pb
+
+    queue = ctx.contenders.queue
+    target = _bundle.target_for(getattr(ctx.contenders.remote, name))
+    ref = pb.FunctionRef(bundle_id=target.bundle.id, module=target.module, qualname=target.qualname)
+    request = pb.CallRequest(function=ref, arguments=arguments, call_id="benchmark").SerializeToString()
+    metadata = _auth.metadata_for(queue.token)
+    calls = []
+    for address in queue.wait_ready(30):
+        channel = grpc.insecure_channel(address, options=MESSAGE_OPTIONS)
+        channels.append(channel)
+        call = channel.unary_unary("/turbolift.v1.Worker/Call")
+        reply = pb.CallReply.FromString(call(request, metadata=metadata, timeout=60))
+        if reply.outcome != pb.RETURNED:
+            raise RuntimeError(f"worker {address} answered {pb.Outcome.Name(reply.outcome)} to a direct call")
+        calls.append(call)
+    turn = itertools.cycle(calls)
+
+    def direct() -> bytes:
+        return next(turn)(request, metadata=metadata, timeout=60)
+    return direct
