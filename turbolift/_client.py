@@ -18,7 +18,6 @@ import json
 import os
 import threading
 import time
-from collections import deque
 from typing import Any, Callable, Iterator, Optional
 
 import grpc
@@ -520,6 +519,7 @@ class RemoteStub:
         self._lock = threading.Lock()
         self._resolved: Optional[tuple[Dispatcher, _bundle.Target, pb.FunctionRef]] = None
         self._parent: Optional[RemoteStub] = None
+        self._coalescer: Any = None
         self._what = f"a call of {function.__module__}.{function.__qualname__}"
 
     def with_function(self, function: Any) -> "RemoteStub":
@@ -572,110 +572,34 @@ class RemoteStub:
                                large)
 
     def submit(self, args: tuple, kwargs: dict) -> cf.Future:
+        coalescer = self._coalescer
+        if coalescer is None:
+            from ._coalesce import Coalescer
+
+            dispatcher, target, ref = self._resolve()
+            with self._lock:
+                if self._coalescer is None:
+                    self._coalescer = Coalescer(dispatcher, target.bundle, ref, self._what, self._submit_one,
+                                                self._options)
+            coalescer = self._coalescer
+        return coalescer.submit(args, kwargs)
+
+    def _submit_one(self, args: tuple, kwargs: dict, observe: Callable[[float], None]) -> cf.Future:
+        """Send one call as its own message; ``observe`` learns the worker's time."""
         dispatcher, target, ref = self._resolve()
         deadline, retries = self._options()
         request, large = self._request(ref, args, kwargs)
-        return dispatcher.submit("Call", request, target.bundle, _decode_call, deadline, retries, self._what,
-                                 large)
+
+        def decode(reply: pb.CallReply, fetched: Optional[bytearray] = None) -> Any:
+            observe(reply.elapsed_seconds)
+            return _decode_call(reply, fetched)
+
+        return dispatcher.submit("Call", request, target.bundle, decode, deadline, retries, self._what, large)
 
     def map(self, iterables: tuple, timeout: Optional[float] = None,
             chunksize: Optional[int] = None) -> Iterator:
         dispatcher, target, ref = self._resolve()
         _, retries = self._options()
-        return _MapIterator(dispatcher, target, ref, zip(*iterables), timeout, chunksize, retries, self._what)
+        from ._mapping import MapIterator
 
-
-class _MapIterator:
-    """Ordered results of a remote ``map``, computed in batches as consumed.
-
-    At most ``2 * workers`` batches are in flight. Without an explicit
-    ``chunksize`` the batch size starts at 1, doubles while nothing is known,
-    then aims at batches of about ``TARGET_BATCH_SECONDS`` of work as
-    measured by the workers, so that short functions travel in large batches
-    and long ones stay spread over every worker.
-    """
-
-    TARGET_BATCH_SECONDS = 0.02
-    MAX_CHUNK = 8192
-
-    def __init__(self, dispatcher: Dispatcher, target: _bundle.Target, ref: pb.FunctionRef,
-                 items: Iterator[tuple], timeout: Optional[float], chunksize: Optional[int],
-                 retries: int, what: str) -> None:
-        if chunksize is not None and chunksize < 1:
-            raise ValueError("chunksize must be at least 1")
-        self._dispatcher = dispatcher
-        self._target = target
-        self._ref = ref
-        self._items = items
-        self._deadline = None if timeout is None else time.monotonic() + timeout
-        self._fixed = chunksize
-        self._size = 1
-        self._per_item: Optional[float] = None
-        self._retries = retries
-        self._what = what
-        self._pending: deque = deque()
-        self._ready: deque = deque()
-        self._exhausted = False
-        self._max_batches = max(4, 2 * len(dispatcher.connections()))
-        self._fill()
-
-    def _next_size(self) -> int:
-        if self._fixed is not None:
-            return self._fixed
-        if self._per_item is None:
-            size, self._size = self._size, min(self._size * 2, self.MAX_CHUNK)
-            return size
-        return max(1, min(self.MAX_CHUNK, int(self.TARGET_BATCH_SECONDS / max(self._per_item, 1e-7))))
-
-    def _fill(self) -> None:
-        while not self._exhausted and len(self._pending) < self._max_batches:
-            batch = list(itertools.islice(self._items, self._next_size()))
-            if not batch:
-                self._exhausted = True
-                return
-            items = _serialize.dumps(batch, for_worker=True, what="map items")
-            request = pb.BatchRequest(function=self._ref, items=items, call_id=f"{_PID}-{next(_call_ids)}",
-                                      count=len(batch))
-            future = self._dispatcher.submit("CallBatch", request, self._target.bundle, _decode_batch,
-                                             None, self._retries, self._what)
-            self._pending.append((future, len(batch)))
-
-    def __iter__(self) -> "_MapIterator":
-        return self
-
-    def __next__(self) -> Any:
-        if not self._ready:
-            if not self._pending:
-                raise StopIteration
-            future, count = self._pending.popleft()
-            try:
-                outcomes, elapsed = future.result(timeout=_remaining(self._deadline))
-            except cf.TimeoutError:
-                self.close()
-                raise TimeoutError(f"map over {self._what[2:]} did not finish before its timeout") from None
-            except BaseException:
-                self.close()
-                raise
-            if count:
-                self._per_item = elapsed / count
-            self._ready.extend(outcomes)
-            self._fill()
-        ok, value = self._ready.popleft()
-        if ok:
-            return value
-        self.close()
-        raise _serialize.unpack_exception(value["exception"], value["type_name"], value["message"],
-                                          value["traceback"])
-
-    def close(self) -> None:
-        """Cancel the batches not yet consumed."""
-        self._exhausted = True
-        while self._pending:
-            future, _ = self._pending.popleft()
-            future.cancel()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+        return MapIterator(dispatcher, target, ref, zip(*iterables), timeout, chunksize, retries, self._what)

@@ -151,11 +151,16 @@ class WorkerService(pb_grpc.WorkerServicer):
         started = time.perf_counter()
         try:
             outcomes = []
+            pairs = request.with_kwargs
             try:
                 with Interruptible(context):
-                    for args in items:
+                    for item in items:
                         try:
-                            outcomes.append((True, function(*args)))
+                            if pairs:
+                                args, kwargs = item
+                                outcomes.append((True, function(*args, **kwargs)))
+                            else:
+                                outcomes.append((True, function(*item)))
                         except CallCancelled:
                             raise
                         except BaseException as exc:

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19turbolift/v1/worker.proto\x12\x0cturbolift.v1\"B\n\x0b\x46unctionRef\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x10\n\x08qualname\x18\x03 \x01(\t\"\x8e\x01\n\x0b\x43\x61llRequest\x12+\n\x08\x66unction\x18\x01 \x01(\x0b\x32\x19.turbolift.v1.FunctionRef\x12\x11\n\targuments\x18\x02 \x01(\x0c\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\x16\n\x0eparent_call_id\x18\x04 \x01(\t\x12\x16\n\x0e\x61rguments_blob\x18\x05 \x01(\t\"[\n\x0fRemoteException\x12\x11\n\texception\x18\x01 \x01(\x0c\x12\x11\n\ttype_name\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"\xc9\x01\n\tCallReply\x12&\n\x07outcome\x18\x01 \x01(\x0e\x32\x15.turbolift.v1.Outcome\x12\x0e\n\x06result\x18\x02 \x01(\x0c\x12,\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1d.turbolift.v1.RemoteException\x12\x17\n\x0f\x65lapsed_seconds\x18\x04 \x01(\x01\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12*\n\x0bresult_blob\x18\x06 \x01(\x0b\x32\x15.turbolift.v1.BlobRef\"j\n\x0c\x42\x61tchRequest\x12+\n\x08\x66unction\x18\x01 \x01(\x0b\x32\x19.turbolift.v1.FunctionRef\x12\r\n\x05items\x18\x02 \x01(\x0c\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\r\"q\n\nBatchReply\x12&\n\x07outcome\x18\x01 \x01(\x0e\x32\x15.turbolift.v1.Outcome\x12\x0f\n\x07results\x18\x02 \x01(\x0c\x12\x17\n\x0f\x65lapsed_seconds\x18\x03 \x01(\x01\x12\x11\n\tworker_id\x18\x04 \x01(\t\"\xa6\x01\n\tCallEvent\x12(\n\x05reply\x18\x01 \x01(\x0b\x32\x17.turbolift.v1.CallReplyH\x00\x12\x11\n\x07yielded\x18\x02 \x01(\x0cH\x00\x12+\n\x06output\x18\x03 \x01(\x0b\x32\x19.turbolift.v1.OutputChunkH\x00\x12&\n\x03log\x18\x04 \x01(\x0b\x32\x17.turbolift.v1.LogRecordH\x00\x42\x07\n\x05\x65vent\"\x87\x01\n\x0bOutputChunk\x12\x30\n\x06stream\x18\x01 \x01(\x0e\x32 .turbolift.v1.OutputChunk.Stream\x12\x0c\n\x04text\x18\x02 \x01(\t\"8\n\x06Stream\x12\x16\n\x12STREAM_UNSPECIFIED\x10\x00\x12\n\n\x06STDOUT\x10\x01\x12\n\n\x06STDERR\x10\x02\"L\n\tLogRecord\x12\x0e\n\x06logger\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x01\"\'\n\tBlobChunk\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"(\n\x07\x42lobRef\x12\x0f\n\x07\x62lob_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"G\n\x0b\x42undleChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.turbolift.v1.BundleHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"/\n\x0c\x42undleHeader\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"<\n\x0ePutBundleReply\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\"\x11\n\x0f\x44\x65scribeRequest\"\xcf\x01\n\rDescribeReply\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x16\n\x0epython_version\x18\x03 \x01(\t\x12\x16\n\x0eimplementation\x18\x04 \x01(\t\x12\x19\n\x11turbolift_version\x18\x05 \x01(\t\x12\x0f\n\x07\x62undles\x18\x06 \x03(\t\x12\x14\n\x0c\x63\x61lls_served\x18\x07 \x01(\x04\x12\x15\n\rcalls_running\x18\x08 \x01(\r\x12\x15\n\rprevious_exit\x18\t \x01(\t*P\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0c\n\x08RETURNED\x10\x01\x12\n\n\x06RAISED\x10\x02\x12\x12\n\x0e\x42UNDLE_MISSING\x10\x03\x32\xd5\x03\n\x06Worker\x12:\n\x04\x43\x61ll\x12\x19.turbolift.v1.CallRequest\x1a\x17.turbolift.v1.CallReply\x12\x41\n\tCallBatch\x12\x1a.turbolift.v1.BatchRequest\x1a\x18.turbolift.v1.BatchReply\x12\x42\n\nCallStream\x12\x19.turbolift.v1.CallRequest\x1a\x17.turbolift.v1.CallEvent0\x01\x12\x46\n\tPutBundle\x12\x19.turbolift.v1.BundleChunk\x1a\x1c.turbolift.v1.PutBundleReply(\x01\x12\x46\n\x08\x44\x65scribe\x12\x1d.turbolift.v1.DescribeRequest\x1a\x1b.turbolift.v1.DescribeReply\x12;\n\x07PutBlob\x12\x17.turbolift.v1.BlobChunk\x1a\x15.turbolift.v1.BlobRef(\x01\x12;\n\x07GetBlob\x12\x15.turbolift.v1.BlobRef\x1a\x17.turbolift.v1.BlobChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19turbolift/v1/worker.proto\x12\x0cturbolift.v1\"B\n\x0b\x46unctionRef\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x10\n\x08qualname\x18\x03 \x01(\t\"\x8e\x01\n\x0b\x43\x61llRequest\x12+\n\x08\x66unction\x18\x01 \x01(\x0b\x32\x19.turbolift.v1.FunctionRef\x12\x11\n\targuments\x18\x02 \x01(\x0c\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\x16\n\x0eparent_call_id\x18\x04 \x01(\t\x12\x16\n\x0e\x61rguments_blob\x18\x05 \x01(\t\"[\n\x0fRemoteException\x12\x11\n\texception\x18\x01 \x01(\x0c\x12\x11\n\ttype_name\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"\xc9\x01\n\tCallReply\x12&\n\x07outcome\x18\x01 \x01(\x0e\x32\x15.turbolift.v1.Outcome\x12\x0e\n\x06result\x18\x02 \x01(\x0c\x12,\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1d.turbolift.v1.RemoteException\x12\x17\n\x0f\x65lapsed_seconds\x18\x04 \x01(\x01\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12*\n\x0bresult_blob\x18\x06 \x01(\x0b\x32\x15.turbolift.v1.BlobRef\"\x7f\n\x0c\x42\x61tchRequest\x12+\n\x08\x66unction\x18\x01 \x01(\x0b\x32\x19.turbolift.v1.FunctionRef\x12\r\n\x05items\x18\x02 \x01(\x0c\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x13\n\x0bwith_kwargs\x18\x05 \x01(\x08\"q\n\nBatchReply\x12&\n\x07outcome\x18\x01 \x01(\x0e\x32\x15.turbolift.v1.Outcome\x12\x0f\n\x07results\x18\x02 \x01(\x0c\x12\x17\n\x0f\x65lapsed_seconds\x18\x03 \x01(\x01\x12\x11\n\tworker_id\x18\x04 \x01(\t\"\xa6\x01\n\tCallEvent\x12(\n\x05reply\x18\x01 \x01(\x0b\x32\x17.turbolift.v1.CallReplyH\x00\x12\x11\n\x07yielded\x18\x02 \x01(\x0cH\x00\x12+\n\x06output\x18\x03 \x01(\x0b\x32\x19.turbolift.v1.OutputChunkH\x00\x12&\n\x03log\x18\x04 \x01(\x0b\x32\x17.turbolift.v1.LogRecordH\x00\x42\x07\n\x05\x65vent\"\x87\x01\n\x0bOutputChunk\x12\x30\n\x06stream\x18\x01 \x01(\x0e\x32 .turbolift.v1.OutputChunk.Stream\x12\x0c\n\x04text\x18\x02 \x01(\t\"8\n\x06Stream\x12\x16\n\x12STREAM_UNSPECIFIED\x10\x00\x12\n\n\x06STDOUT\x10\x01\x12\n\n\x06STDERR\x10\x02\"L\n\tLogRecord\x12\x0e\n\x06logger\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x01\"\'\n\tBlobChunk\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"(\n\x07\x42lobRef\x12\x0f\n\x07\x62lob_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"G\n\x0b\x42undleChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.turbolift.v1.BundleHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"/\n\x0c\x42undleHeader\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"<\n\x0ePutBundleReply\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\"\x11\n\x0f\x44\x65scribeRequest\"\xcf\x01\n\rDescribeReply\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x16\n\x0epython_version\x18\x03 \x01(\t\x12\x16\n\x0eimplementation\x18\x04 \x01(\t\x12\x19\n\x11turbolift_version\x18\x05 \x01(\t\x12\x0f\n\x07\x62undles\x18\x06 \x03(\t\x12\x14\n\x0c\x63\x61lls_served\x18\x07 \x01(\x04\x12\x15\n\rcalls_running\x18\x08 \x01(\r\x12\x15\n\rprevious_exit\x18\t \x01(\t*P\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0c\n\x08RETURNED\x10\x01\x12\n\n\x06RAISED\x10\x02\x12\x12\n\x0e\x42UNDLE_MISSING\x10\x03\x32\xd5\x03\n\x06Worker\x12:\n\x04\x43\x61ll\x12\x19.turbolift.v1.CallRequest\x1a\x17.turbolift.v1.CallReply\x12\x41\n\tCallBatch\x12\x1a.turbolift.v1.BatchRequest\x1a\x18.turbolift.v1.BatchReply\x12\x42\n\nCallStream\x12\x19.turbolift.v1.CallRequest\x1a\x17.turbolift.v1.CallEvent0\x01\x12\x46\n\tPutBundle\x12\x19.turbolift.v1.BundleChunk\x1a\x1c.turbolift.v1.PutBundleReply(\x01\x12\x46\n\x08\x44\x65scribe\x12\x1d.turbolift.v1.DescribeRequest\x1a\x1b.turbolift.v1.DescribeReply\x12;\n\x07PutBlob\x12\x17.turbolift.v1.BlobChunk\x1a\x15.turbolift.v1.BlobRef(\x01\x12;\n\x07GetBlob\x12\x15.turbolift.v1.BlobRef\x1a\x17.turbolift.v1.BlobChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'turbolift.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=1657
-  _globals['_OUTCOME']._serialized_end=1737
+  _globals['_OUTCOME']._serialized_start=1678
+  _globals['_OUTCOME']._serialized_end=1758
   _globals['_FUNCTIONREF']._serialized_start=43
   _globals['_FUNCTIONREF']._serialized_end=109
   _globals['_CALLREQUEST']._serialized_start=112
@@ -42,31 +42,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CALLREPLY']._serialized_start=350
   _globals['_CALLREPLY']._serialized_end=551
   _globals['_BATCHREQUEST']._serialized_start=553
-  _globals['_BATCHREQUEST']._serialized_end=659
-  _globals['_BATCHREPLY']._serialized_start=661
-  _globals['_BATCHREPLY']._serialized_end=774
-  _globals['_CALLEVENT']._serialized_start=777
-  _globals['_CALLEVENT']._serialized_end=943
-  _globals['_OUTPUTCHUNK']._serialized_start=946
-  _globals['_OUTPUTCHUNK']._serialized_end=1081
-  _globals['_OUTPUTCHUNK_STREAM']._serialized_start=1025
-  _globals['_OUTPUTCHUNK_STREAM']._serialized_end=1081
-  _globals['_LOGRECORD']._serialized_start=1083
-  _globals['_LOGRECORD']._serialized_end=1159
-  _globals['_BLOBCHUNK']._serialized_start=1161
-  _globals['_BLOBCHUNK']._serialized_end=1200
-  _globals['_BLOBREF']._serialized_start=1202
-  _globals['_BLOBREF']._serialized_end=1242
-  _globals['_BUNDLECHUNK']._serialized_start=1244
-  _globals['_BUNDLECHUNK']._serialized_end=1315
-  _globals['_BUNDLEHEADER']._serialized_start=1317
-  _globals['_BUNDLEHEADER']._serialized_end=1364
-  _globals['_PUTBUNDLEREPLY']._serialized_start=1366
-  _globals['_PUTBUNDLEREPLY']._serialized_end=1426
-  _globals['_DESCRIBEREQUEST']._serialized_start=1428
-  _globals['_DESCRIBEREQUEST']._serialized_end=1445
-  _globals['_DESCRIBEREPLY']._serialized_start=1448
-  _globals['_DESCRIBEREPLY']._serialized_end=1655
-  _globals['_WORKER']._serialized_start=1740
-  _globals['_WORKER']._serialized_end=2209
+  _globals['_BATCHREQUEST']._serialized_end=680
+  _globals['_BATCHREPLY']._serialized_start=682
+  _globals['_BATCHREPLY']._serialized_end=795
+  _globals['_CALLEVENT']._serialized_start=798
+  _globals['_CALLEVENT']._serialized_end=964
+  _globals['_OUTPUTCHUNK']._serialized_start=967
+  _globals['_OUTPUTCHUNK']._serialized_end=1102
+  _globals['_OUTPUTCHUNK_STREAM']._serialized_start=1046
+  _globals['_OUTPUTCHUNK_STREAM']._serialized_end=1102
+  _globals['_LOGRECORD']._serialized_start=1104
+  _globals['_LOGRECORD']._serialized_end=1180
+  _globals['_BLOBCHUNK']._serialized_start=1182
+  _globals['_BLOBCHUNK']._serialized_end=1221
+  _globals['_BLOBREF']._serialized_start=1223
+  _globals['_BLOBREF']._serialized_end=1263
+  _globals['_BUNDLECHUNK']._serialized_start=1265
+  _globals['_BUNDLECHUNK']._serialized_end=1336
+  _globals['_BUNDLEHEADER']._serialized_start=1338
+  _globals['_BUNDLEHEADER']._serialized_end=1385
+  _globals['_PUTBUNDLEREPLY']._serialized_start=1387
+  _globals['_PUTBUNDLEREPLY']._serialized_end=1447
+  _globals['_DESCRIBEREQUEST']._serialized_start=1449
+  _globals['_DESCRIBEREQUEST']._serialized_end=1466
+  _globals['_DESCRIBEREPLY']._serialized_start=1469
+  _globals['_DESCRIBEREPLY']._serialized_end=1676
+  _globals['_WORKER']._serialized_start=1761
+  _globals['_WORKER']._serialized_end=2230
 # @@protoc_insertion_point(module_scope)

@@ -71,16 +71,18 @@ class CallReply(_message.Message):
     def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., result: _Optional[bytes] = ..., error: _Optional[_Union[RemoteException, _Mapping]] = ..., elapsed_seconds: _Optional[float] = ..., worker_id: _Optional[str] = ..., result_blob: _Optional[_Union[BlobRef, _Mapping]] = ...) -> None: ...
 
 class BatchRequest(_message.Message):
-    __slots__ = ("function", "items", "call_id", "count")
+    __slots__ = ("function", "items", "call_id", "count", "with_kwargs")
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    WITH_KWARGS_FIELD_NUMBER: _ClassVar[int]
     function: FunctionRef
     items: bytes
     call_id: str
     count: int
-    def __init__(self, function: _Optional[_Union[FunctionRef, _Mapping]] = ..., items: _Optional[bytes] = ..., call_id: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+    with_kwargs: bool
+    def __init__(self, function: _Optional[_Union[FunctionRef, _Mapping]] = ..., items: _Optional[bytes] = ..., call_id: _Optional[str] = ..., count: _Optional[int] = ..., with_kwargs: _Optional[bool] = ...) -> None: ...
 
 class BatchReply(_message.Message):
     __slots__ = ("outcome", "results", "elapsed_seconds", "worker_id")

@@ -1,0 +1,108 @@
+"""Remote ``map``: ordered results, computed in batches as they are consumed."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import time
+from collections import deque
+from typing import Any, Iterator, Optional
+
+from . import _bundle, _serialize
+from ._client import _PID, Dispatcher, _call_ids, _decode_batch, _remaining
+from .v1 import worker_pb2 as pb
+
+
+class MapIterator:
+    """Ordered results of a remote ``map``, computed in batches as consumed.
+
+    At most ``2 * workers`` batches are in flight. Without an explicit
+    ``chunksize`` the batch size starts at 1, doubles while nothing is known,
+    then aims at batches of about ``TARGET_BATCH_SECONDS`` of work as
+    measured by the workers, so that short functions travel in large batches
+    and long ones stay spread over every worker.
+    """
+
+    TARGET_BATCH_SECONDS = 0.02
+    MAX_CHUNK = 8192
+
+    def __init__(self, dispatcher: Dispatcher, target: _bundle.Target, ref: pb.FunctionRef,
+                 items: Iterator[tuple], timeout: Optional[float], chunksize: Optional[int],
+                 retries: int, what: str) -> None:
+        if chunksize is not None and chunksize < 1:
+            raise ValueError("chunksize must be at least 1")
+        self._dispatcher = dispatcher
+        self._target = target
+        self._ref = ref
+        self._items = items
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._fixed = chunksize
+        self._size = 1
+        self._per_item: Optional[float] = None
+        self._retries = retries
+        self._what = what
+        self._pending: deque = deque()
+        self._ready: deque = deque()
+        self._exhausted = False
+        self._max_batches = max(4, 2 * len(dispatcher.connections()))
+        self._fill()
+
+    def _next_size(self) -> int:
+        if self._fixed is not None:
+            return self._fixed
+        if self._per_item is None:
+            size, self._size = self._size, min(self._size * 2, self.MAX_CHUNK)
+            return size
+        return max(1, min(self.MAX_CHUNK, int(self.TARGET_BATCH_SECONDS / max(self._per_item, 1e-7))))
+
+    def _fill(self) -> None:
+        while not self._exhausted and len(self._pending) < self._max_batches:
+            batch = list(itertools.islice(self._items, self._next_size()))
+            if not batch:
+                self._exhausted = True
+                return
+            items = _serialize.dumps(batch, for_worker=True, what="map items")
+            request = pb.BatchRequest(function=self._ref, items=items, call_id=f"{_PID}-{next(_call_ids)}",
+                                      count=len(batch))
+            future = self._dispatcher.submit("CallBatch", request, self._target.bundle, _decode_batch,
+                                             None, self._retries, self._what)
+            self._pending.append((future, len(batch)))
+
+    def __iter__(self) -> "MapIterator":
+        return self
+
+    def __next__(self) -> Any:
+        if not self._ready:
+            if not self._pending:
+                raise StopIteration
+            future, count = self._pending.popleft()
+            try:
+                outcomes, elapsed = future.result(timeout=_remaining(self._deadline))
+            except cf.TimeoutError:
+                self.close()
+                raise TimeoutError(f"map over {self._what[2:]} did not finish before its timeout") from None
+            except BaseException:
+                self.close()
+                raise
+            if count:
+                self._per_item = elapsed / count
+            self._ready.extend(outcomes)
+            self._fill()
+        ok, value = self._ready.popleft()
+        if ok:
+            return value
+        self.close()
+        raise _serialize.unpack_exception(value["exception"], value["type_name"], value["message"],
+                                          value["traceback"])
+
+    def close(self) -> None:
+        """Cancel the batches not yet consumed."""
+        self._exhausted = True
+        while self._pending:
+            future, _ = self._pending.popleft()
+            future.cancel()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
