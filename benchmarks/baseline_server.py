@@ -26,8 +26,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -103,17 +105,18 @@ def _handlers() -> dict:
     return handlers
 
 
-def serve(threads: int) -> None:
+def serve(threads: int, listen: str = "127.0.0.1:0") -> None:
     import grpc
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads),
                          options=[*MESSAGE_OPTIONS, ("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, _handlers()),))
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(listen)
     if not port:
-        raise SystemExit("baseline server: could not bind 127.0.0.1:0")
+        raise SystemExit(f"baseline server: could not bind {listen}")
     server.start()
-    print(port, flush=True)
+    address = listen if listen.startswith("unix:") else f"{listen.rsplit(':', 1)[0]}:{port}"
+    print(address, flush=True)
     try:
         while sys.stdin.buffer.read(65536):  # our parent holds the other end
             pass
@@ -125,7 +128,9 @@ def serve(threads: int) -> None:
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.baseline_server")
     parser.add_argument("--threads", type=int, default=16)
-    serve(parser.parse_args(argv).threads)
+    parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT or unix:PATH")
+    opts = parser.parse_args(argv)
+    serve(opts.threads, opts.listen)
     return 0
 
 
@@ -145,22 +150,31 @@ class BaselineServers:
 
     Calls rotate over the servers, as turbolift's calls spread over its
     workers, so both sides have the same number of server processes.
+    ``transport`` is the one turbolift's local workers use ("unix" sockets
+    in a private directory, or "tcp" on loopback), so that both sides of a
+    comparison cross the same kind of socket.
     """
 
-    def __init__(self, count: int = 2, threads: int = 16, start_timeout: float = 30.0) -> None:
+    def __init__(self, count: int = 2, threads: int = 16, start_timeout: float = 30.0,
+                 transport: str = "tcp") -> None:
         import grpc
 
+        self.transport = transport
         self._processes: list = []
         self.channels: list = []
+        self._socket_dir = tempfile.mkdtemp(prefix="bench-baseline-") if transport == "unix" else None
         try:
-            for _ in range(count):
+            for index in range(count):
+                listen = (f"unix:{self._socket_dir}/baseline-{index}.sock" if self._socket_dir
+                          else "127.0.0.1:0")
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "benchmarks.baseline_server", "--threads", str(threads)],
+                    [sys.executable, "-m", "benchmarks.baseline_server", "--threads", str(threads),
+                     "--listen", listen],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(REPO), env=child_env())
                 self._processes.append(process)
             for process in self._processes:
-                port = _read_port(process, start_timeout)
-                channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=MESSAGE_OPTIONS)
+                address = _read_address(process, start_timeout)
+                channel = grpc.insecure_channel(address, options=MESSAGE_OPTIONS)
                 grpc.channel_ready_future(channel).result(timeout=start_timeout)
                 self.channels.append(channel)
         except BaseException:
@@ -217,6 +231,8 @@ class BaselineServers:
             if process.stdout is not None:
                 process.stdout.close()
         self._processes = []
+        if self._socket_dir:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     def __enter__(self) -> "BaselineServers":
         return self
@@ -225,16 +241,16 @@ class BaselineServers:
         self.close()
 
 
-def _read_port(process: subprocess.Popen, timeout: float) -> int:
+def _read_address(process: subprocess.Popen, timeout: float) -> str:
     import select
 
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], timeout)
-    line = process.stdout.readline() if ready else b""
-    if not line.strip().isdigit():
-        raise RuntimeError(f"baseline server pid {process.pid} did not report its port "
+    line = process.stdout.readline().decode().strip() if ready else ""
+    if not line:
+        raise RuntimeError(f"baseline server pid {process.pid} did not report its address "
                            f"(exit code {process.poll()})")
-    return int(line)
+    return line
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def contenders(mode: Mode, tmp: Path, log: Callable[[str], None]) -> Iterator[Co
     _runtime.enable(queue)
     try:
         started = time.perf_counter()
-        baseline = BaselineServers(mode.workers)
+        baseline = BaselineServers(mode.workers, transport=queue.transport)
         baseline_ready = time.perf_counter() - started
         remote = mark()  # marked after enable: bound to remote stubs
         started = time.perf_counter()

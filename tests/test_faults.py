@@ -84,7 +84,7 @@ def test_with_no_retry_left_the_caller_gets_worker_lost_naming_the_worker(cluste
     os.kill(victim, signal.SIGKILL)
     with pytest.raises(WorkerLost, match=r"died \(killed by SIGKILL\)") as info:
         future.result(timeout=60)
-    assert info.value.worker.startswith("127.0.0.1:")
+    assert info.value.worker and info.value.worker in str(info.value)  # the lost worker's address
 
     # The synchronous path too: kill the worker from another thread mid-call.
     pid_file.unlink()

@@ -1,17 +1,24 @@
 """Stopping user code when its caller no longer wants the result.
 
 When an RPC is cancelled (``Future.cancel()`` in the caller) or its
-deadline passes, gRPC runs the context's callbacks. :class:`Interruptible`
-then raises :class:`CallCancelled` inside the thread running the user's
-function, with ``PyThreadState_SetAsyncExc``. The exception arrives at the
-next Python bytecode the function runs (a blocking C call such as
-``time.sleep`` finishes first), so CPU-bound Python loops stop promptly.
+deadline passes, the call's gRPC context stops being active. One watchdog
+thread per worker looks at the running calls every ``PERIOD`` seconds and
+raises :class:`CallCancelled` inside the thread of each call whose RPC has
+ended, with ``PyThreadState_SetAsyncExc``. The exception arrives at the next
+Python bytecode the function runs (a blocking C call such as ``time.sleep``
+finishes first), so CPU-bound Python loops stop within about ``PERIOD``.
+
+A watchdog rather than a callback per call keeps the per-call cost to two
+dictionary operations: most calls end long before anyone looks.
 """
 from __future__ import annotations
 
 import ctypes
+import itertools
 import threading
 from typing import Any
+
+PERIOD = 0.05
 
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
@@ -25,35 +32,46 @@ class CallCancelled(BaseException):
     """
 
 
-class Interruptible:
-    """Context manager around one call of user code on a gRPC handler thread."""
+class Watchdog:
+    """The calls running on this worker, and the thread that interrupts abandoned ones."""
 
-    __slots__ = ("_lock", "_thread", "_running", "_injected")
-
-    def __init__(self, context: Any) -> None:
+    def __init__(self, period: float = PERIOD) -> None:
+        self._period = period
         self._lock = threading.Lock()
-        self._thread = threading.get_ident()
-        self._running = False
-        self._injected = False
-        if not context.add_callback(self._on_rpc_done):
-            raise CallCancelled("the call was cancelled before it started")
+        self._running: dict[int, Any] = {}     # handler thread id -> its gRPC context
+        self._interrupted: set[int] = set()
+        self._served = itertools.count()
+        self.served = 0
+        self._thread = threading.Thread(target=self._watch, name="turbolift-watchdog", daemon=True)
+        self._thread.start()
 
-    def __enter__(self) -> "Interruptible":
-        self._running = True
-        return self
+    @property
+    def running(self) -> int:
+        return len(self._running)
 
-    def _on_rpc_done(self) -> None:
-        # Runs when the RPC ends for any reason; only interrupt while the
-        # user's function is still running (i.e. nobody awaits its result).
+    def begin(self, context: Any) -> None:
+        """Called by a handler thread before it runs user code."""
+        thread = threading.get_ident()
+        self._interrupted.discard(thread)  # a flag left by an earlier call of this thread
+        self._running[thread] = context
+
+    def end(self) -> None:
+        """Called by the same thread once user code has returned or raised."""
+        thread = threading.get_ident()
         with self._lock:
-            if self._running:
-                self._injected = True
-                _set_async_exc(self._thread, CallCancelled)
-
-    def __exit__(self, *exc_info: object) -> None:
-        with self._lock:
-            self._running = False
-            if self._injected:
+            self._running.pop(thread, None)
+            if thread in self._interrupted:
                 # Withdraw an exception that has not been delivered yet, so it
                 # cannot surface later in code that is not the user's.
-                _set_async_exc(self._thread, None)
+                self._interrupted.discard(thread)
+                _set_async_exc(thread, None)
+        self.served = next(self._served) + 1
+
+    def _watch(self) -> None:
+        stop = threading.Event()
+        while not stop.wait(self._period):
+            with self._lock:
+                for thread, context in list(self._running.items()):
+                    if not context.is_active() and thread not in self._interrupted:
+                        self._interrupted.add(thread)
+                        _set_async_exc(thread, CallCancelled)

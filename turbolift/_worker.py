@@ -25,7 +25,7 @@ from . import __version__, _runtime, _serialize
 from ._auth import TokenInterceptor
 from ._blobs import INLINE_LIMIT, BlobError, BlobStore, assemble, chunks
 from ._bundle_store import BundleStore, LoadedBundle
-from ._cancel import CallCancelled, Interruptible
+from ._cancel import CallCancelled, Watchdog
 from ._tls import TLS
 from .errors import BundleError, EnvironmentMismatch
 from .v1 import worker_pb2 as pb
@@ -52,9 +52,7 @@ class WorkerService(pb_grpc.WorkerServicer):
         self._store = store
         self._blobs = BlobStore()
         self._worker_id = worker_id
-        self._served = 0
-        self._running = 0
-        self._count_lock = threading.Lock()
+        self._watchdog = Watchdog()
 
     # -- helpers -------------------------------------------------------------
     def _bundle(self, ref: pb.FunctionRef, context: grpc.ServicerContext) -> Optional[LoadedBundle]:
@@ -86,15 +84,6 @@ class WorkerService(pb_grpc.WorkerServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"could not deserialise the {what}: {type(exc).__name__}: {exc}")
 
-    def _enter(self) -> None:
-        with self._count_lock:
-            self._running += 1
-
-    def _leave(self) -> None:
-        with self._count_lock:
-            self._running -= 1
-            self._served += 1
-
     # -- RPCs ----------------------------------------------------------------
     def Call(self, request: pb.CallRequest, context: grpc.ServicerContext) -> pb.CallReply:
         bundle = self._bundle(request.function, context)
@@ -116,26 +105,26 @@ class WorkerService(pb_grpc.WorkerServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           "arguments must serialise an (args tuple, kwargs dict) pair")
         args, kwargs = arguments
-        self._enter()
+        watchdog = self._watchdog
         started = time.perf_counter()
         try:
+            watchdog.begin(context)
             try:
-                with Interruptible(context):
-                    value = function(*args, **kwargs)
-                result = _serialize.dumps(value, for_worker=False, what="result")
-            except BaseException as exc:  # the user's exception travels back
-                error = pb.RemoteException(**_serialize.pack_exception(exc))
-                return pb.CallReply(outcome=pb.RAISED, error=error, worker_id=self._worker_id,
-                                    elapsed_seconds=time.perf_counter() - started)
-            elapsed = time.perf_counter() - started
-            if len(result) > INLINE_LIMIT:
-                ref = pb.BlobRef(blob_id=self._blobs.put(result), size=len(result))
-                return pb.CallReply(outcome=pb.RETURNED, result_blob=ref, elapsed_seconds=elapsed,
-                                    worker_id=self._worker_id)
-            return pb.CallReply(outcome=pb.RETURNED, result=result, elapsed_seconds=elapsed,
+                value = function(*args, **kwargs)
+            finally:
+                watchdog.end()
+            result = _serialize.dumps(value, for_worker=False, what="result")
+        except BaseException as exc:  # the user's exception travels back
+            error = pb.RemoteException(**_serialize.pack_exception(exc))
+            return pb.CallReply(outcome=pb.RAISED, error=error, worker_id=self._worker_id,
+                                elapsed_seconds=time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        if len(result) > INLINE_LIMIT:
+            ref = pb.BlobRef(blob_id=self._blobs.put(result), size=len(result))
+            return pb.CallReply(outcome=pb.RETURNED, result_blob=ref, elapsed_seconds=elapsed,
                                 worker_id=self._worker_id)
-        finally:
-            self._leave()
+        return pb.CallReply(outcome=pb.RETURNED, result=result, elapsed_seconds=elapsed,
+                            worker_id=self._worker_id)
 
     def CallBatch(self, request: pb.BatchRequest, context: grpc.ServicerContext) -> pb.BatchReply:
         bundle = self._bundle(request.function, context)
@@ -147,34 +136,33 @@ class WorkerService(pb_grpc.WorkerServicer):
         if type(items) is not list or len(items) != request.count:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"batch items must serialise a list of {request.count} argument tuples")
-        self._enter()
         started = time.perf_counter()
+        outcomes = []
+        pairs = request.with_kwargs
         try:
-            outcomes = []
-            pairs = request.with_kwargs
+            self._watchdog.begin(context)
             try:
-                with Interruptible(context):
-                    for item in items:
-                        try:
-                            if pairs:
-                                args, kwargs = item
-                                outcomes.append((True, function(*args, **kwargs)))
-                            else:
-                                outcomes.append((True, function(*item)))
-                        except CallCancelled:
-                            raise
-                        except BaseException as exc:
-                            outcomes.append((False, _serialize.pack_exception(exc)))
-            except CallCancelled:
-                context.abort(grpc.StatusCode.CANCELLED, "the batch was cancelled by its caller")
-            try:
-                results = _serialize.dumps(outcomes, for_worker=False)
-            except TypeError:
-                results = _serialize.dumps(_one_by_one(outcomes), for_worker=False)
-            return pb.BatchReply(outcome=pb.RETURNED, results=results,
-                                 elapsed_seconds=time.perf_counter() - started, worker_id=self._worker_id)
-        finally:
-            self._leave()
+                for item in items:
+                    try:
+                        if pairs:
+                            args, kwargs = item
+                            outcomes.append((True, function(*args, **kwargs)))
+                        else:
+                            outcomes.append((True, function(*item)))
+                    except CallCancelled:
+                        raise
+                    except BaseException as exc:
+                        outcomes.append((False, _serialize.pack_exception(exc)))
+            finally:
+                self._watchdog.end()
+        except CallCancelled:
+            context.abort(grpc.StatusCode.CANCELLED, "the batch was cancelled by its caller")
+        try:
+            results = _serialize.dumps(outcomes, for_worker=False)
+        except TypeError:
+            results = _serialize.dumps(_one_by_one(outcomes), for_worker=False)
+        return pb.BatchReply(outcome=pb.RETURNED, results=results,
+                             elapsed_seconds=time.perf_counter() - started, worker_id=self._worker_id)
 
     def CallStream(self, request: pb.CallRequest, context: grpc.ServicerContext) -> Iterator[pb.CallEvent]:
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "streamed calls are not supported by this worker yet")
@@ -227,7 +215,8 @@ class WorkerService(pb_grpc.WorkerServicer):
         return pb.DescribeReply(
             worker_id=self._worker_id, pid=os.getpid(), python_version=platform.python_version(),
             implementation=platform.python_implementation().lower(), turbolift_version=__version__,
-            bundles=self._store.ids(), calls_served=self._served, calls_running=self._running,
+            bundles=self._store.ids(), calls_served=self._watchdog.served,
+            calls_running=self._watchdog.running,
             previous_exit=self._previous_exit)
 
 

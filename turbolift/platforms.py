@@ -7,10 +7,12 @@ This module must stay importable without gRPC (local mode imports it).
 from __future__ import annotations
 
 import abc
+import itertools
 import os
 import secrets
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -129,7 +131,7 @@ class Workers(Cluster):
 class _LocalWorker:
     """One worker subprocess and the pipe that ties its life to ours."""
 
-    def __init__(self, index: int, cache_dir: str, token: str, run_dir: str) -> None:
+    def __init__(self, index: int, cache_dir: str, token: Optional[str], run_dir: str, listen: str) -> None:
         self.index = index
         ready_read, ready_write = os.pipe()
         env = dict(os.environ)
@@ -139,7 +141,7 @@ class _LocalWorker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
         command = [
             sys.executable, "-m", "turbolift", "worker",
-            "--listen", "127.0.0.1:0", "--cache-dir", cache_dir,
+            "--listen", listen, "--cache-dir", cache_dir,
             "--ready-fd", str(ready_write), "--token-stdin", "--exit-with-stdin", "--no-restart",
             "--worker-id", f"local-{index}",
         ]
@@ -154,7 +156,7 @@ class _LocalWorker:
             os.close(ready_write)
         self._ready_read = ready_read
         assert self.process.stdin is not None
-        self.process.stdin.write(token.encode() + b"\n")
+        self.process.stdin.write((token or "").encode() + b"\n")
         self.process.stdin.flush()
         self.address: Optional[str] = None
 
@@ -208,22 +210,33 @@ class _LocalWorker:
 
 
 class LocalQueue(Cluster):
-    """Worker processes on this machine, on ephemeral loopback ports.
+    """Worker processes on this machine.
 
     Workers are fresh interpreters (never forks of a process holding gRPC
-    state), protected by a random per-run token, and tied to this process:
-    they exit when it exits, however it exits, SIGKILL included (each
-    worker watches a pipe from this process and leaves at end-of-file).
+    state), tied to this process: they exit when it exits, however it exits,
+    SIGKILL included (each worker watches a pipe from this process and
+    leaves at end-of-file).
+
+    ``transport="unix"`` (the default where available): each worker listens
+    on a unix socket inside a private directory (mode 0700) of this run, so
+    the file system keeps every other user out and calls need no token.
+    ``transport="tcp"``: ephemeral loopback ports, protected by a random
+    per-run token that each call carries.
     """
 
     def __init__(self, workers: Optional[int] = None, *, cache_dir: Optional[str] = None,
-                 start_timeout: float = 60.0) -> None:
+                 start_timeout: float = 60.0, transport: Optional[str] = None) -> None:
         if workers is not None and workers < 1:
             raise ConfigurationError(f"LocalQueue needs at least one worker, got {workers}")
+        transport = transport or ("unix" if hasattr(socket, "AF_UNIX") else "tcp")
+        if transport not in ("unix", "tcp"):
+            raise ConfigurationError(f"LocalQueue transport must be 'unix' or 'tcp', not {transport!r}")
         self.workers = workers or os.cpu_count() or 1
         self.cache_dir = cache_dir or default_cache_dir()
         self.start_timeout = start_timeout
-        self.token = secrets.token_urlsafe(32)
+        self.transport = transport
+        self.token = secrets.token_urlsafe(32) if transport == "tcp" else None
+        self._spawned = itertools.count()
         self._lock = threading.Lock()
         self._procs: list[_LocalWorker] = []
         self._retired: list[_LocalWorker] = []   # replaced after dying; kept for exit_reason
@@ -239,7 +252,11 @@ class LocalQueue(Cluster):
 
     def _spawn(self, index: int) -> _LocalWorker:
         assert self._run_dir is not None
-        return _LocalWorker(index, self.cache_dir, self.token, self._run_dir)
+        if self.transport == "unix":  # a fresh path for a replacement, too
+            listen = f"unix:{self._run_dir}/worker-{index}-{next(self._spawned)}.sock"
+        else:
+            listen = "127.0.0.1:0"
+        return _LocalWorker(index, self.cache_dir, self.token, self._run_dir, listen)
 
     def wait_ready(self, timeout: float) -> list[str]:
         self.start()
@@ -292,7 +309,7 @@ class LocalQueue(Cluster):
             shutil.rmtree(self._run_dir, ignore_errors=True)
 
     def __repr__(self) -> str:
-        return f"LocalQueue(workers={self.workers})"
+        return f"LocalQueue(workers={self.workers}, transport={self.transport!r})"
 
 
 def default_cache_dir() -> str:
