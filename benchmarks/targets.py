@@ -131,6 +131,11 @@ def evaluate(results: dict) -> list:
           "Dask `client.map`")
     r.add("3", "`map` of a ~10 ms CPU function, 2 workers", (mp, "turbolift_map_cpu"), (mp, "local_loop_cpu"),
           "local loop", "≤ 0.556× (≥ 1.8× faster)", lambda q, *_: q > 0 and 1.0 / q >= 1.8)
+    r.add("3", "`map` of a ~10 ms CPU function, 2 workers", (mp, "turbolift_map_cpu"),
+          (mp, "process_pool_cpu"), "bare `ProcessPoolExecutor` of 2 processes (what the cores allow)")
+    r.add("3", "`map` of a ~10 ms CPU function: speed-up over the local loop",
+          (mp, "turbolift_map_cpu_speedup"), (mp, "process_pool_cpu_speedup"),
+          "bare `ProcessPoolExecutor`'s speed-up")
     r.add("3", "`map` of a ~10 ms CPU function: speed-up over the local loop",
           (mp, "turbolift_map_cpu_speedup"), (peers, "ray_map_cpu_speedup"),
           "Ray's speed-up, one task per item")

@@ -15,14 +15,17 @@ from .v1 import worker_pb2 as pb
 class MapIterator:
     """Ordered results of a remote ``map``, computed in batches as consumed.
 
-    At most ``2 * workers`` batches are in flight. Without an explicit
+    At most ``2 * workers`` batches are in flight, and at most twice as many
+    finished batches wait to be consumed: a batch that finishes early frees
+    its worker for the next one even while an earlier batch (whose results
+    come first) is still running elsewhere. Without an explicit
     ``chunksize`` the batch size starts at 1, doubles while nothing is known,
-    then aims at batches of about ``TARGET_BATCH_SECONDS`` of work as
+    then aims at batches of about ``TARGET_BATCH_SECONDS`` of work (80 ms) as
     measured by the workers, so that short functions travel in large batches
     and long ones stay spread over every worker.
     """
 
-    TARGET_BATCH_SECONDS = 0.02
+    TARGET_BATCH_SECONDS = 0.08
     MAX_CHUNK = 8192
 
     def __init__(self, dispatcher: Dispatcher, target: _bundle.Target, ref: pb.FunctionRef,
@@ -43,7 +46,8 @@ class MapIterator:
         self._pending: deque = deque()
         self._ready: deque = deque()
         self._exhausted = False
-        self._max_batches = max(4, 2 * len(dispatcher.connections()))
+        self._max_running = max(4, 2 * len(dispatcher.connections()))
+        self._max_buffered = 2 * self._max_running
         self._fill()
 
     def _next_size(self) -> int:
@@ -54,8 +58,15 @@ class MapIterator:
             return size
         return max(1, min(self.MAX_CHUNK, int(self.TARGET_BATCH_SECONDS / max(self._per_item, 1e-7))))
 
+    def _running(self) -> list:
+        return [future for future, _ in self._pending if not future.done()]
+
     def _fill(self) -> None:
-        while not self._exhausted and len(self._pending) < self._max_batches:
+        """Send batches while fewer than the limits are running or waiting."""
+        running = len(self._running())
+        while (not self._exhausted and running < self._max_running
+               and len(self._pending) < self._max_buffered):
+            running += 1
             batch = list(itertools.islice(self._items, self._next_size()))
             if not batch:
                 self._exhausted = True
@@ -65,7 +76,17 @@ class MapIterator:
                                       count=len(batch))
             future = self._dispatcher.submit("CallBatch", request, self._target.bundle, _decode_batch,
                                              None, self._retries, self._what)
+            future.add_done_callback(self._learn)
             self._pending.append((future, len(batch)))
+
+    def _learn(self, future: cf.Future) -> None:
+        """Track the workers' time per item (an exponential average) as batches finish."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        outcomes, elapsed = future.result()
+        if outcomes:
+            each = elapsed / len(outcomes)
+            self._per_item = each if self._per_item is None else 0.7 * self._per_item + 0.3 * each
 
     def __iter__(self) -> "MapIterator":
         return self
@@ -74,17 +95,22 @@ class MapIterator:
         if not self._ready:
             if not self._pending:
                 raise StopIteration
-            future, count = self._pending.popleft()
+            future, count = self._pending[0]
             try:
-                outcomes, elapsed = future.result(timeout=_remaining(self._deadline))
+                while not future.done():  # refill as other batches finish meanwhile
+                    remaining = _remaining(self._deadline)
+                    if remaining == 0:
+                        raise cf.TimeoutError()
+                    cf.wait(self._running(), timeout=remaining, return_when=cf.FIRST_COMPLETED)
+                    self._fill()
+                self._pending.popleft()
+                outcomes, _ = future.result()
             except cf.TimeoutError:
                 self.close()
                 raise TimeoutError(f"map over {self._what[2:]} did not finish before its timeout") from None
             except BaseException:
                 self.close()
                 raise
-            if count:
-                self._per_item = elapsed / count
             self._ready.extend(outcomes)
             self._fill()
         ok, value = self._ready.popleft()

@@ -12,7 +12,9 @@
   local call takes ~``mode.cpu_ms`` ms, over ``mode.cpu_items`` items:
   ``list(burn.map(...))`` on the cluster against a local loop
   ``[burn(n) for ...]``; the speed-up is the local loop's median time
-  over each turbolift time.
+  over each turbolift time. For reference, the same work on a bare
+  ``ProcessPoolExecutor`` of as many processes as workers (started and
+  warmed before timing): the speed-up this machine's cores allow at all.
 
 Each figure is one sample per repetition (rates for the trivial map,
 seconds for the CPU-bound one); contenders alternate; one warm-up run of
@@ -20,7 +22,9 @@ each is discarded (shorter, to stay within budget).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
+import multiprocessing
 import time
 from collections import deque
 
@@ -115,14 +119,20 @@ def run(ctx) -> dict:
     per_call = summarise([_timed(workloads.burn, n) for _ in range(5)], "s")
     items = [n] * mode.cpu_items
     expected = workloads.burn(n)
-    cpu: dict = {"turbolift_map_cpu": [], "local_loop_cpu": []}
+    cpu: dict = {"turbolift_map_cpu": [], "local_loop_cpu": [], "process_pool_cpu": []}
+    spawn = multiprocessing.get_context("spawn")
+    pool = concurrent.futures.ProcessPoolExecutor(mode.workers, mp_context=spawn)
+    list(pool.map(workloads.burn, [n] * 2 * mode.workers))  # start and warm its processes
     for rep in range(mode.cpu_reps + 1):
         subset = items[: max(2 * mode.workers, len(items) // 10)] if rep == 0 else items
-        order = ["turbolift_map_cpu", "local_loop_cpu"][:: 1 if rep % 2 else -1]
+        order = ["turbolift_map_cpu", "local_loop_cpu", "process_pool_cpu"]
+        order = order[rep % 3:] + order[:rep % 3]
         for name in order:
             began = time.perf_counter()
             if name == "turbolift_map_cpu":
                 values = list(remote.burn.map(subset, timeout=300))
+            elif name == "process_pool_cpu":
+                values = list(pool.map(workloads.burn, subset))
             else:
                 values = [workloads.burn(k) for k in subset]
             seconds = time.perf_counter() - began
@@ -132,11 +142,12 @@ def run(ctx) -> dict:
                 cpu[name].append(seconds)
         if rep and budget.expired():
             break
+    pool.shutdown()
     for name, samples in cpu.items():
         figures[name] = summarise(samples, "s")
     local_median = figures["local_loop_cpu"]["median"]
-    figures["turbolift_map_cpu_speedup"] = summarise(
-        [local_median / seconds for seconds in cpu["turbolift_map_cpu"]], "x")
+    for name in ("turbolift_map_cpu", "process_pool_cpu"):
+        figures[f"{name}_speedup"] = summarise([local_median / seconds for seconds in cpu[name]], "x")
     figures["burn_local_call"] = per_call
     ctx.log(f"map: turbolift {figures['turbolift_map_trivial']['median']:,.0f} items/s, raw batched "
             f"{figures['raw_batched_map_trivial']['median']:,.0f} items/s; cpu map "
