@@ -1,13 +1,14 @@
 """Shared helpers: real worker processes, real sockets, real subprocesses."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import pytest
 
@@ -71,6 +72,26 @@ def make_wheel(directory: Path, name: str, version: str, source: str) -> Path:
         for member, text in files.items():
             archive.writestr(member, text)
     return path
+
+
+@contextlib.contextmanager
+def distributed_on(workers: int, cache: Path) -> Iterator:
+    """Distribution on, over a fresh LocalQueue of ``workers``; off again afterwards."""
+    from turbolift import LocalQueue, _runtime
+
+    queue = LocalQueue(workers=workers, cache_dir=str(cache))
+    _runtime.enable(queue)
+    try:
+        yield queue
+    finally:
+        _runtime.disable()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    """Two local workers, for one test."""
+    with distributed_on(2, tmp_path / "cluster-cache") as queue:
+        yield queue
 
 
 @pytest.fixture

@@ -4,9 +4,8 @@ from __future__ import annotations
 import time
 
 import grpc
-import pytest
 
-from turbolift import LocalQueue, _auth, _runtime, on
+from turbolift import _auth, on
 from turbolift.v1 import worker_pb2 as pb
 from turbolift.v1 import worker_pb2_grpc as pb_grpc
 
@@ -20,14 +19,6 @@ def scale(x, factor=1):
 def nap(seconds):
     time.sleep(seconds)
     return seconds
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    queue = LocalQueue(workers=2, cache_dir=str(tmp_path / "cache"))
-    _runtime.enable(queue)
-    yield queue
-    _runtime.disable()
 
 
 def _messages_served(cluster) -> int:

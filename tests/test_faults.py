@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from turbolift import LocalQueue, WorkerLost, Workers, _runtime, on
+from turbolift import WorkerLost, Workers, _runtime, on
 
 
 def nap_then_pid(seconds, pid_file):
@@ -57,14 +57,6 @@ def _stops_growing(path: Path) -> bool:
     before = path.stat().st_size
     time.sleep(0.5)
     return path.stat().st_size == before
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    queue = LocalQueue(workers=2, cache_dir=str(tmp_path / "cache"))
-    _runtime.enable(queue)
-    yield queue
-    _runtime.disable()
 
 
 def test_a_call_whose_worker_is_killed_is_retried_on_another(cluster, tmp_path):

@@ -5,8 +5,9 @@ import hashlib
 import os
 
 import pytest
+from conftest import distributed_on
 
-from turbolift import LocalQueue, _runtime, on
+from turbolift import on
 from turbolift._blobs import INLINE_LIMIT
 
 
@@ -33,10 +34,8 @@ def peak_rss(pid):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    queue = LocalQueue(workers=1, cache_dir=str(tmp_path_factory.mktemp("cache")))
-    _runtime.enable(queue)
-    yield queue
-    _runtime.disable()
+    with distributed_on(1, tmp_path_factory.mktemp("cache")) as queue:
+        yield queue
 
 
 @pytest.mark.parametrize("size", [INLINE_LIMIT - 100, INLINE_LIMIT + 1, 64 * 1024 * 1024 + 3])

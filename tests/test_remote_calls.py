@@ -7,8 +7,9 @@ import os
 import time
 
 import pytest
+from conftest import distributed_on
 
-from turbolift import LocalQueue, _runtime, on
+from turbolift import _runtime, on
 from turbolift.errors import RemoteTraceback
 
 
@@ -67,10 +68,8 @@ def unpicklable_result():
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    queue = LocalQueue(workers=2, cache_dir=str(tmp_path_factory.mktemp("cache")))
-    _runtime.enable(queue)
-    yield queue
-    _runtime.disable()
+    with distributed_on(2, tmp_path_factory.mktemp("cache")) as queue:
+        yield queue
 
 
 @pytest.fixture(scope="module")
