@@ -169,3 +169,28 @@ def test_no_worker_survives_a_killed_parent(tmp_path, cache_dir, sig):
     process.stdout.close()
     process.stderr.close()
     assert wait_gone(pids) == [], f"workers {pids} outlived a parent killed by {sig.name}"
+
+
+def test_classes_and_lambdas_of_the_main_script_travel_both_ways(tmp_path, cache_dir):
+    write_files(tmp_path, {"shapes.py": """
+        import os
+        from turbolift import on
+
+        class Point:
+            def __init__(self, x, y):
+                self.x, self.y = x, y
+
+        @on()
+        def shift(point, dx):
+            return Point(point.x + dx, point.y), os.getpid()
+
+        @on()
+        def make_adder(n):
+            return lambda x: x + n
+
+        moved, pid = shift(Point(1, 2), 3)
+        print(type(moved) is Point, moved.x, moved.y, make_adder(5)(1), pid != os.getpid())
+    """})
+    out = run_python(["-m", "turbolift", "shapes.py"], tmp_path, cache_dir)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "4", "2", "6", "True"]

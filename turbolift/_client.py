@@ -209,7 +209,7 @@ class Dispatcher:
             from .platforms import _read_token
 
             token = _read_token(None, token_file)
-        self._metadata = metadata_for(token)
+        self._metadata = self.metadata = metadata_for(token)
         self._connections: list[_Connection] = []
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -299,6 +299,25 @@ class Dispatcher:
         rotated = candidates[start:] + candidates[:start]
         return min(rotated, key=lambda c: c.inflight)
 
+    def least_busy(self) -> Optional[_Connection]:
+        """The live connection with the fewest calls in flight, or None; never waits.
+
+        Ties go round-robin, so that even one caller calling in sequence
+        spreads its calls over every worker.
+        """
+        connections = self._connections
+        count = len(connections)
+        if count == 1:
+            only = connections[0]
+            return only if only.alive else None
+        start = next(self._turn)
+        best = None
+        for offset in range(count):
+            connection = connections[(start + offset) % count]
+            if connection.alive and (best is None or connection.inflight < best.inflight):
+                best = connection
+        return best
+
     def _can_retry(self, lost: list[_Connection], retries: int) -> bool:
         if len(lost) > retries:
             return False
@@ -351,15 +370,22 @@ class Dispatcher:
 
     # -- synchronous calls -------------------------------------------------------
     def call(self, method: str, request: Any, bundle: _bundle.Bundle, decode: Callable,
-             deadline: Optional[float], retries: int, what: str, large: Optional[bytes] = None) -> Any:
+             deadline: Optional[float], retries: int, what: str, large: Optional[bytes] = None,
+             lost: Optional[_Connection] = None, details: str = "") -> Any:
         """Run one call and return ``decode(reply, fetched_result)``.
 
         ``large`` is an argument payload too large to travel inline: it is
-        uploaded as a blob to whichever worker the call goes to.
+        uploaded as a blob to whichever worker the call goes to. ``lost`` is
+        a worker an earlier attempt of this call already lost.
         """
-        lost: list[_Connection] = []
+        tried: list[_Connection] = []
+        if lost is not None:
+            tried.append(lost)
+            self._lost(lost)
+            if not self._can_retry(tried, retries):
+                raise self._lost_error(lost, what, 1, details)
         while True:
-            connection = self._pick(lost)
+            connection = self._pick(tried)
             try:
                 if large is not None:
                     request.arguments_blob = connection.put_blob(large, self._metadata, deadline)
@@ -370,11 +396,11 @@ class Dispatcher:
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise _translate(exc, connection.address, what) from None
-                lost.append(connection)
+                tried.append(connection)
                 self._lost(connection)
-                if self._can_retry(lost, retries):
+                if self._can_retry(tried, retries):
                     continue
-                raise self._lost_error(connection, what, len(lost), exc.details()) from None
+                raise self._lost_error(connection, what, len(tried), exc.details()) from None
             return decode(reply, fetched)
 
     def _send(self, connection: _Connection, method: str, request: Any, bundle: _bundle.Bundle,
@@ -556,9 +582,41 @@ class RemoteStub:
         deadline = None if timeout is None else time.monotonic() + float(timeout)
         return deadline, retries
 
-    def _request(self, ref: pb.FunctionRef, args: tuple, kwargs: dict) -> tuple[pb.CallRequest, Any]:
+    def _call_directly(self, dispatcher: Dispatcher, connection: _Connection, target: _bundle.Target,
+                       ref: pb.FunctionRef, arguments: bytes) -> tuple[bool, Any]:
+        """The common case, kept short: one attempt on a live worker that holds the bundle.
+
+        Returns ``(True, value)``, raises the call's exception, or returns
+        ``(False, None)`` when nothing ran (the worker lacked the bundle) so
+        that the general path uploads and calls again. A lost worker hands
+        the call to the general path, which counts this attempt and retries.
+        """
+        timeout = self._function.timeout
+        if timeout is None:
+            timeout = _runtime.setting("timeout")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        connection.enter()
+        try:
+            reply = connection.stub.Call(pb.CallRequest(function=ref, arguments=arguments), timeout=timeout,
+                                         metadata=dispatcher.metadata)
+            if reply.outcome == pb.BUNDLE_MISSING:
+                return False, None
+            fetched = None
+            if reply.HasField("result_blob"):
+                fetched = connection.get_blob(reply.result_blob, dispatcher.metadata, deadline)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise _translate(exc, connection.address, self._what) from None
+            _, retries = self._options()
+            request, large = self._request(ref, arguments)
+            return True, dispatcher.call("Call", request, target.bundle, _decode_call, deadline, retries,
+                                         self._what, large, lost=connection, details=exc.details())
+        finally:
+            connection.leave()
+        return True, _decode_call(reply, fetched)
+
+    def _request(self, ref: pb.FunctionRef, arguments: bytes) -> tuple[pb.CallRequest, Any]:
         """The request, and the payload when it is too large to travel inline."""
-        arguments = _serialize.dumps((args, kwargs), for_worker=True, what="arguments")
         call_id = f"{_PID}-{next(_call_ids)}"
         if len(arguments) > _blobs.INLINE_LIMIT:
             return pb.CallRequest(function=ref, call_id=call_id), arguments
@@ -566,8 +624,16 @@ class RemoteStub:
 
     def call(self, args: tuple, kwargs: dict) -> Any:
         dispatcher, target, ref = self._resolve()
+        arguments = _serialize.dumps((args, kwargs), for_worker=True, what="arguments")
+        connection = dispatcher.least_busy()
+        if (connection is not None and target.bundle.id in connection.bundles
+                and len(arguments) <= _blobs.INLINE_LIMIT):
+            done, value = self._call_directly(dispatcher, connection, target, ref, arguments)
+            if done:
+                return value
         deadline, retries = self._options()
-        request, large = self._request(ref, args, kwargs)
+        request, large = self._request(ref, arguments)
+        del arguments  # a large payload is now held once, by `large`
         return dispatcher.call("Call", request, target.bundle, _decode_call, deadline, retries, self._what,
                                large)
 
@@ -588,7 +654,9 @@ class RemoteStub:
         """Send one call as its own message; ``observe`` learns the worker's time."""
         dispatcher, target, ref = self._resolve()
         deadline, retries = self._options()
-        request, large = self._request(ref, args, kwargs)
+        arguments = _serialize.dumps((args, kwargs), for_worker=True, what="arguments")
+        request, large = self._request(ref, arguments)
+        del arguments
 
         def decode(reply: pb.CallReply, fetched: Optional[bytearray] = None) -> Any:
             observe(reply.elapsed_seconds)

@@ -97,12 +97,42 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
+# Values of these exact types hold no code: the plain C pickler carries them as is.
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
+# pickle.dumps copies its output once more than a BytesIO does: keep large
+# payloads on the path that holds them only once.
+_SMALL = 64 * 1024
+
+
+def _small(value: Any) -> bool:
+    return type(value) not in (bytes, str, bytearray) or len(value) <= _SMALL
+
+
+def _plain_call(obj: Any) -> bool:
+    """True for small ``(args, kwargs)`` whose every value is of a ``_PLAIN`` type (no scan of depth)."""
+    if type(obj) is not tuple or len(obj) != 2:
+        return False
+    args, kwargs = obj
+    return (type(args) is tuple and type(kwargs) is dict
+            and all(type(value) in _PLAIN and _small(value) for value in args)
+            and all(type(value) in _PLAIN and _small(value) for value in kwargs.values()))
+
+
 def dumps(obj: Any, *, for_worker: bool, what: str = "value") -> bytes:
     """Serialise ``obj``; see the module docstring for ``for_worker``.
 
     Raises ``TypeError`` naming ``what`` and the offending type when neither
     pickle nor dill can carry it (a generator, a socket, an open file ...).
     """
+    if (not for_worker and _small(obj)) or _plain_call(obj):
+        # The fast path. On a worker every object pickle takes by reference is
+        # found by the caller too, except ``__main__`` ones, which the plain
+        # pickler refuses (the worker's __main__ is not the caller's): those,
+        # lambdas and closures fall through to the hooked pickler below.
+        try:
+            return pickle.dumps(obj, PROTOCOL)
+        except Exception:
+            pass
     buffer = io.BytesIO()
     try:
         _Pickler(buffer, for_worker).dump(obj)
