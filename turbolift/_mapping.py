@@ -8,7 +8,8 @@ from collections import deque
 from typing import Any, Iterator, Optional
 
 from . import _bundle, _serialize
-from ._client import _PID, Dispatcher, _call_ids, _decode_batch, _remaining
+from ._client import _PID, Dispatcher, _call_ids, _decode_batch
+from ._connection import remaining as _remaining
 from .v1 import worker_pb2 as pb
 
 

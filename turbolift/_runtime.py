@@ -90,7 +90,7 @@ def bind(function: "TurboliftFunction") -> Optional[Any]:
     """Return the remote stub for ``function``, or None to run it locally."""
     if _mode != DISTRIBUTED:
         return None
-    from ._client import RemoteStub
+    from ._stub import RemoteStub
 
     return RemoteStub(function)
 
