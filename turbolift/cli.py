@@ -31,10 +31,15 @@ def _run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m turbolift",
         usage="python -m turbolift [options] (SCRIPT | -m MODULE) [ARGS...]\n"
-              "       python -m turbolift worker --listen HOST:PORT [--token-file FILE]",
-        description="Run a Python program with its marked functions on workers.")
-    parser.add_argument("--cluster", help="cluster URL: local, local:N or grpc://host:port,... "
-                        "(default: $TURBOLIFT_CLUSTER or local)")
+              "       turbolift worker --listen HOST:PORT [--token-file FILE] [--tls-cert ...]\n"
+              "       turbolift install-hook [--print] | uninstall-hook\n"
+              "       turbolift bundle (SCRIPT | -m MODULE) [--json]\n"
+              "       turbolift kube (manifests | cleanup) ...",
+        description="Run a Python program with its marked functions on workers. Each subcommand "
+                    "has its own --help.")
+    parser.add_argument("--cluster", help="cluster URL: local, local:N, grpc://host:port,..., "
+                        "grpcs://host:port?ca=FILE or k8s://NAMESPACE?image=IMAGE "
+                        "(default: $TURBOLIFT_CLUSTER, configuration, or local)")
     parser.add_argument("--workers", type=int, help="number of local workers (default: one per CPU)")
     parser.add_argument("--remote", action="append", default=[], metavar="MODULE:QUALNAME",
                         help="also distribute this undecorated function (repeatable)")
