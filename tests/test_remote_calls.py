@@ -180,3 +180,11 @@ def test_timeout_raises_timeout_error(remote):
     with pytest.raises(TimeoutError):
         remote(nap_pid, timeout=0.2)(2)
     assert remote(add)(2, 2) == 4
+
+
+def test_a_future_callback_may_wait_on_another_remote_call(remote):
+    """Callbacks run off gRPC's channel thread, so waiting inside one cannot starve replies."""
+    f = remote(add)
+    chained: concurrent.futures.Future = concurrent.futures.Future()
+    f.submit(1, 1).add_done_callback(lambda done: chained.set_result(f.submit(done.result(), 1).result(10)))
+    assert chained.result(timeout=30) == 3

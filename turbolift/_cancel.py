@@ -20,8 +20,14 @@ from typing import Any
 
 PERIOD = 0.05
 
-_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
-_set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+def _set_async_exc(thread: int, exception: Any) -> None:
+    """Raise ``exception`` in ``thread`` at its next bytecode; None withdraws a pending one.
+
+    No ``argtypes``: ctypes must pass None as NULL (which withdraws), not as
+    ``Py_None`` (which would raise SystemError in the thread).
+    """
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread), ctypes.py_object(exception) if exception is not None else None)
 
 
 class CallCancelled(BaseException):
@@ -58,6 +64,7 @@ class Watchdog:
     def end(self) -> None:
         """Called by the same thread once user code has returned or raised."""
         thread = threading.get_ident()
+        self.served = next(self._served) + 1
         with self._lock:
             self._running.pop(thread, None)
             if thread in self._interrupted:
@@ -65,7 +72,6 @@ class Watchdog:
                 # cannot surface later in code that is not the user's.
                 self._interrupted.discard(thread)
                 _set_async_exc(thread, None)
-        self.served = next(self._served) + 1
 
     def _watch(self) -> None:
         stop = threading.Event()

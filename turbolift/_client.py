@@ -112,6 +112,7 @@ class Dispatcher:
         self._changed = threading.Condition(self._lock)
         self._turn = itertools.count()
         self._background = cf.ThreadPoolExecutor(max_workers=16, thread_name_prefix="turbolift-client")
+        self._delivery = cf.ThreadPoolExecutor(max_workers=8, thread_name_prefix="turbolift-deliver")
         self._closed = False
 
     # -- lifecycle -----------------------------------------------------------
@@ -166,6 +167,7 @@ class Dispatcher:
         for connection in connections:
             connection.close()
         self._background.shutdown(wait=False, cancel_futures=True)
+        self._delivery.shutdown(wait=False)
         self.cluster.stop()
 
     # -- choosing and losing workers -------------------------------------------
@@ -346,14 +348,37 @@ class Dispatcher:
         if attempt.out.cancelled():
             return
         connection.enter()
-        rpc = getattr(connection.stub, attempt.method)
-        future = rpc.future(attempt.request, timeout=_remaining(attempt.deadline),
-                            metadata=self._metadata)
+        try:
+            rpc = getattr(connection.stub, attempt.method)
+            future = rpc.future(attempt.request, timeout=_remaining(attempt.deadline),
+                                metadata=self._metadata)
+        except BaseException as exc:  # e.g. the channel was closed meanwhile: never lose the call
+            connection.leave()
+            _settle(attempt.out, exc=exc)
+            return
         attempt.grpc_future = future
         future.add_done_callback(lambda done: self._on_reply(attempt, connection, done))
 
+    def _later(self, pool: cf.ThreadPoolExecutor, attempt: _Attempt, step: Callable, *args: Any) -> None:
+        """Run ``step`` on ``pool``; whatever it raises settles the call instead of vanishing."""
+        def guarded() -> None:
+            try:
+                step(attempt, *args)
+            except BaseException as exc:
+                _settle(attempt.out, exc=exc)
+        try:
+            pool.submit(guarded)
+        except RuntimeError:  # the dispatcher is closing: answer now
+            guarded()
+
     def _on_reply(self, attempt: _Attempt, connection: Connection, done: Any) -> None:
+        # gRPC's channel thread delivers every reply of the channel: hand the
+        # work (decoding, and the user's own future callbacks, which may wait
+        # on other calls) to a delivery thread rather than block it.
         connection.leave()
+        self._later(self._delivery, attempt, self._handle_reply, connection, done)
+
+    def _handle_reply(self, attempt: _Attempt, connection: Connection, done: Any) -> None:
         if attempt.out.cancelled():
             return
         try:
@@ -365,9 +390,7 @@ class Dispatcher:
             if exc.code() != grpc.StatusCode.UNAVAILABLE:
                 _settle(attempt.out, exc=_translate(exc, connection.address, attempt.what))
                 return
-            attempt.lost.append(connection)
-            self._lost(connection)
-            self._background.submit(self._retry_or_fail, attempt, connection, exc.details())
+            self._lose(attempt, connection, exc.details())
             return
         if reply.outcome == pb.BUNDLE_MISSING:
             if attempt.uploaded:
@@ -375,11 +398,11 @@ class Dispatcher:
                     f"worker {connection.address} lost bundle {attempt.bundle.id} right after "
                     "it was uploaded; is its cache directory writable?"))
                 return
-            self._background.submit(self._upload_then_try, attempt, connection)
+            self._later(self._background, attempt, self._upload_then_try, connection)
             return
         connection.bundles.add(attempt.bundle.id)
         if attempt.method == "Call" and reply.HasField("result_blob"):
-            self._background.submit(self._fetch_then_settle, attempt, connection, reply)
+            self._later(self._background, attempt, self._fetch_then_settle, connection, reply)
             return
         try:
             value = attempt.decode(reply)
@@ -388,11 +411,20 @@ class Dispatcher:
         else:
             _settle(attempt.out, value=value)
 
+    def _lose(self, attempt: _Attempt, connection: Connection, details: str) -> None:
+        """The worker went away mid-call: retry elsewhere (on a background thread) or fail."""
+        attempt.lost.append(connection)
+        self._lost(connection)
+        self._later(self._background, attempt, self._retry_or_fail, connection, details)
+
     def _fetch_then_settle(self, attempt: _Attempt, connection: Connection, reply: Any) -> None:
         try:
             fetched = connection.get_blob(reply.result_blob, self._metadata, attempt.deadline)
             value = attempt.decode(reply, fetched)
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                self._lose(attempt, connection, exc.details())
+                return
             _settle(attempt.out, exc=_translate(exc, connection.address, attempt.what))
         except BaseException as exc:
             _settle(attempt.out, exc=exc)
@@ -410,6 +442,9 @@ class Dispatcher:
         try:
             connection.ensure_bundle(attempt.bundle, self._metadata, attempt.deadline)
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                self._lose(attempt, connection, exc.details())
+                return
             _settle(attempt.out, exc=_translate(exc, connection.address, "a bundle upload"))
             return
         attempt.uploaded = True
