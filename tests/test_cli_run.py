@@ -194,3 +194,53 @@ def test_classes_and_lambdas_of_the_main_script_travel_both_ways(tmp_path, cache
     out = run_python(["-m", "turbolift", "shapes.py"], tmp_path, cache_dir)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "4", "2", "6", "True"]
+
+
+def test_rebinding_a_global_of_the_main_script_reaches_the_worker(tmp_path, cache_dir):
+    write_files(tmp_path, {"scaled.py": """
+        from turbolift import on
+
+        SCALE = 1
+
+        @on()
+        def scaled(x):
+            return x * SCALE
+
+        first = scaled(2)
+        SCALE = 10
+        futures = [scaled.submit(2) for _ in range(3)]
+        print(first, scaled(2), [f.result() for f in futures], list(scaled.map([1, 2])))
+    """})
+    local = run_python(["scaled.py"], tmp_path, cache_dir)
+    distributed = run_python(["-m", "turbolift", "scaled.py"], tmp_path, cache_dir)
+    assert distributed.returncode == 0, distributed.stderr
+    assert distributed.stdout == local.stdout == "2 20 [20, 20, 20] [10, 20]\n"
+
+
+def test_calls_of_two_bundles_run_side_by_side_on_one_worker(tmp_path, cache_dir):
+    """A call importing lazily is not disturbed by a call of another bundle arriving meanwhile."""
+    write_files(tmp_path, {
+        "a_helper.py": "VALUE = 'a ok'\n",
+        "mod_a.py": """
+            import time
+
+            def f():
+                time.sleep(1)
+                import a_helper
+                return a_helper.VALUE
+        """,
+        "mod_b.py": "def g():\n    return 'g ok'\n",
+        "app.py": """
+            import time
+            from turbolift import on
+            import mod_a, mod_b
+
+            f, g = on()(mod_a.f), on()(mod_b.g)
+            pending = f.submit()
+            time.sleep(0.3)
+            print(g(), pending.result())
+        """,
+    })
+    out = run_python(["-m", "turbolift", "--workers", "1", "app.py"], tmp_path, cache_dir)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "g ok a ok"

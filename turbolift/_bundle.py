@@ -20,6 +20,7 @@ import os
 import platform
 import sys
 import threading
+import types
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -44,10 +45,34 @@ class Bundle:
 
 @dataclass(frozen=True)
 class Target:
-    """A function as a worker addresses it."""
+    """A function as a worker addresses it.
+
+    ``watched`` holds, for a function shipped by value, the globals it reads
+    as they were when it was serialised: ``(namespace, name, value)``.
+    """
     bundle: Bundle
     module: str
     qualname: str
+    watched: tuple = ()
+
+    def is_current(self) -> bool:
+        """False once a global the function reads has been rebound since it was shipped."""
+        for namespace, name, value in self.watched:
+            if namespace.get(name, _ABSENT) is not value:
+                return False
+        return True
+
+
+_ABSENT = object()
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    """Names a code object (and the functions nested in it) may read as globals."""
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            names |= _global_names(constant)
+    return names
 
 
 def python_tag() -> dict:
@@ -307,4 +332,10 @@ def _by_value_target(function: Any, fn: Callable, module_name: str) -> Target:
     extra[pickled_name] = _serialize.dumps(function, for_worker=True)
     bundle = build(collector, extra, {"installed": [], "pickled": {key: pickled_name},
                                       "sources": scripts})
-    return Target(bundle, module_name, key)
+    # A function shipped by value carries its globals' values of this moment;
+    # watch them, so that rebinding one (SCALE = 10) ships the function anew.
+    namespace = getattr(fn, "__globals__", {})
+    code = getattr(fn, "__code__", None)
+    names = _global_names(code) if code is not None else set()
+    watched = tuple((namespace, name, namespace[name]) for name in sorted(names) if name in namespace)
+    return Target(bundle, module_name, key, watched)

@@ -93,6 +93,14 @@ def _safe_extract(archive_path: str, destination: str) -> None:
         archive.extractall(destination)
 
 
+def _file_digest(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except OSError:
+        return ""
+
+
 class LoadedBundle:
     """An unpacked, verified bundle whose functions can be resolved."""
 
@@ -107,6 +115,10 @@ class LoadedBundle:
         self.paths = (path,) + ((environment,) if environment else ())
         self.shadowed = _requirements.top_level_names(environment) if environment else set()
         self.module_names = tuple(manifest.get("modules", {}))
+        # What each shipped module contains: bundles whose copies of a module
+        # are identical can share one module object, and need no swapping.
+        self.digests = {name: _file_digest(os.path.join(path, arcname))
+                        for name, arcname in manifest.get("modules", {}).items()}
         self._modules: dict[str, Any] = {}
         self._functions: dict[tuple[str, str], Callable] = {}
         self._generation = -1
@@ -164,8 +176,8 @@ class BundleStore:
         self.lock = threading.RLock()
         self.generation = 0
         self._loaded: dict[str, LoadedBundle] = {}
-        self._active_paths: tuple = ()
         self._parked_base: dict[str, Any] = {}   # the worker's own modules a bundle shadows
+        self._in_place: dict[str, str] = {}      # module name -> digest of the version import finds
 
     def _zip_path(self, digest: str) -> str:
         return os.path.join(self.root, digest + ".zip")
@@ -253,34 +265,49 @@ class BundleStore:
     def activate(self, bundle: LoadedBundle) -> None:
         """Make ``bundle``'s modules the ones ``import`` finds.
 
-        Two bundles may hold different versions of the same module (or pin
-        different versions of a library); each keeps its own module objects,
-        parked while another bundle is active. Functions keep the globals of
-        their own version; the active bundle's directories lead ``sys.path``.
+        Bundles whose copies of a module are identical share it, and their
+        directories all stay on ``sys.path``: calls of different functions
+        run side by side without swapping anything. Only a module of which
+        another bundle holds a *different* version (the caller changed the
+        code) is swapped: the other version is parked until its bundle is
+        active again. Functions keep the globals of their own version, but
+        an import executed lazily while the other version is active sees it.
         """
         with self.lock:
+            if not bundle.shadowed and all(self._in_place.get(name, digest) == digest
+                                           for name, digest in bundle.digests.items()):
+                # Nothing to swap: every module it shares with the bundles in
+                # place is the same version. Just make its own modules findable.
+                missing = [path for path in bundle.paths if path not in sys.path]
+                if missing:
+                    sys.path[0:0] = missing
+                    importlib.invalidate_caches()
+                self._in_place.update(bundle.digests)
+                bundle._generation = self.generation
+                return
             others = [b for b in self._loaded.values() if b is not bundle]
             for name, module in list(sys.modules.items()):
                 where = getattr(module, "__file__", None) or ""
-                top = name.partition(".")[0]
                 if not where:
                     continue
+                top = name.partition(".")[0]
                 owner = next((b for b in others if where.startswith(b.paths)), None)
                 if owner is not None:
-                    owner._modules[name] = module
-                    del sys.modules[name]
+                    if name in bundle.digests and owner.digests.get(name) != bundle.digests[name]:
+                        owner._modules[name] = module  # a different version: parked
+                        del sys.modules[name]
                 elif top in bundle.shadowed and not where.startswith(bundle.paths):
                     self._parked_base[name] = module
                     del sys.modules[name]
-            for path in self._active_paths:
-                if path in sys.path:
+            for path in bundle.paths:  # this bundle's directories first, the others kept
+                while path in sys.path:
                     sys.path.remove(path)
             sys.path[0:0] = bundle.paths
-            self._active_paths = bundle.paths
             importlib.invalidate_caches()
             for name in [n for n in self._parked_base if n.partition(".")[0] not in bundle.shadowed]:
                 sys.modules.setdefault(name, self._parked_base.pop(name))
             sys.modules.update(bundle._modules)
             bundle._modules = {}
+            self._in_place.update(bundle.digests)
             self.generation += 1
             bundle._generation = self.generation

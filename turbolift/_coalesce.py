@@ -33,7 +33,7 @@ class Coalescer:
                  options: Callable[[], tuple]) -> None:
         self._dispatcher = dispatcher
         self._bundle = bundle
-        self._ref = ref
+        self._ref = self.ref = ref
         self._what = what
         self._direct = direct          # sends one call as a Call message
         self._options = options        # -> (deadline, retries)

@@ -33,11 +33,14 @@ class RemoteStub:
 
     def _resolve(self) -> tuple[Dispatcher, _bundle.Target, pb.FunctionRef]:
         resolved = self._resolved
+        if resolved is not None and resolved[1].watched and not resolved[1].is_current():
+            resolved = None  # a global it reads was rebound: ship the function anew
         if resolved is None and self._parent is not None:
             resolved = self._resolved = self._parent._resolve()
         if resolved is None:
             with self._lock:
-                if self._resolved is None:
+                current = self._resolved
+                if current is None or not current[1].is_current():
                     dispatcher = _runtime.dispatcher(self._function.cluster)
                     dispatcher.start()
                     # Deadlines cover calls, not the cluster's first start-up.
@@ -115,13 +118,13 @@ class RemoteStub:
                                large)
 
     def submit(self, args: tuple, kwargs: dict) -> cf.Future:
+        dispatcher, target, ref = self._resolve()
         coalescer = self._coalescer
-        if coalescer is None:
+        if coalescer is None or coalescer.ref is not ref:  # first use, or the function was shipped anew
             from ._coalesce import Coalescer
 
-            dispatcher, target, ref = self._resolve()
             with self._lock:
-                if self._coalescer is None:
+                if self._coalescer is None or self._coalescer.ref is not ref:
                     self._coalescer = Coalescer(dispatcher, target.bundle, ref, self._what, self._submit_one,
                                                 self._options)
             coalescer = self._coalescer
