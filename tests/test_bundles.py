@@ -108,3 +108,34 @@ def test_oversize_bundles_are_refused_naming_the_largest_files():
     collector = _bundle._Collector()
     with pytest.raises(BundleError, match=r"big\.bin .*exceeds|largest files: big\.bin"):
         _bundle.build(collector, {"big.bin": b"x" * 2000, "small.py": b"y"}, {}, limit=1000)
+
+
+def test_the_cache_is_checked_against_the_archive_before_use(tmp_path, project):
+    import calc.core  # noqa: F401
+
+    bundle = _bundle._module_bundle("calc.core")
+    first = BundleStore(str(tmp_path / "store"))
+    first.put(bundle.id, len(bundle.data), [bundle.data])
+    directory = first.load(bundle.id).path
+    # Someone edits the unpacked copy: a fresh worker unpacks the archive again.
+    with open(f"{directory}/calc/helpers.py", "w") as handle:
+        handle.write("def twice(x):\n    return 'planted'\n")
+    for name in [m for m in sys.modules if m == "calc" or m.startswith("calc.")]:
+        del sys.modules[name]
+    second = BundleStore(str(tmp_path / "store"))
+    assert second.load(bundle.id).resolve("calc.core", "work")(3) == 7
+    # A damaged archive is dropped, so that the caller uploads it again.
+    archive = tmp_path / "store" / "bundles" / (bundle.id[7:] + ".zip")
+    damaged = bytearray(archive.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    archive.write_bytes(bytes(damaged))
+    assert BundleStore(str(tmp_path / "store")).load(bundle.id) is None
+    assert not archive.exists()
+
+
+def test_a_cache_other_users_can_write_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(SystemExit, match="writable by other users"):
+        BundleStore(str(shared))

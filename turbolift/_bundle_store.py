@@ -93,6 +93,29 @@ def _safe_extract(archive_path: str, destination: str) -> None:
         archive.extractall(destination)
 
 
+def _archive_digest(path: str) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def _matches_archive(directory: str, archive_path: str) -> bool:
+    """True when every file of ``archive_path`` is in ``directory`` with the same bytes."""
+    try:
+        with zipfile.ZipFile(archive_path) as archive:
+            for info in archive.infolist():
+                if info.is_dir():
+                    continue
+                with open(os.path.join(directory, info.filename), "rb") as handle:
+                    if handle.read() != archive.read(info):
+                        return False
+    except (OSError, zipfile.BadZipFile, zlib.error):
+        return False
+    return True
+
+
 def _file_digest(path: str) -> str:
     try:
         with open(path, "rb") as handle:
@@ -172,7 +195,13 @@ class BundleStore:
         self.cache_root = root
         self.root = os.path.join(root, "bundles")
         self.install_requirements = install_requirements
-        os.makedirs(self.root, exist_ok=True)
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        for directory in (root, self.root):
+            # What is in the cache gets run: nobody else may be able to put it there.
+            if os.stat(directory).st_mode & 0o022:
+                raise SystemExit(f"refusing the bundle cache {directory}: it is writable by other users, "
+                                 "who could plant code this worker would run. Use a directory only this "
+                                 f"user can write (chmod go-w {directory}), or another --cache-dir.")
         self.lock = threading.RLock()
         self.generation = 0
         self._loaded: dict[str, LoadedBundle] = {}
@@ -237,9 +266,15 @@ class BundleStore:
             archive = self._zip_path(digest)
             if not os.path.exists(archive):
                 return None
+            if _archive_digest(archive) != digest:  # corrupted (or tampered with) since it was stored
+                os.unlink(archive)
+                shutil.rmtree(os.path.join(self.root, digest), ignore_errors=True)
+                return None  # the caller uploads it again
             directory = os.path.join(self.root, digest)
             # Checked again here: the cache may hold archives from older workers.
             manifest = read_manifest(archive)
+            if os.path.isdir(directory) and not _matches_archive(directory, archive):
+                shutil.rmtree(directory, ignore_errors=True)
             if not os.path.isdir(directory):
                 staging = tempfile.mkdtemp(dir=self.root, prefix=".unpack-")
                 try:

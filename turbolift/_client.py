@@ -69,10 +69,11 @@ def _decode_call(reply: pb.CallReply, fetched: Optional[bytearray] = None) -> An
     raise TurboliftError(f"worker sent an unexpected outcome {reply.outcome}")
 
 
-def _decode_batch(reply: pb.BatchReply, fetched: Optional[bytearray] = None) -> tuple[list, float]:
+def _decode_batch(reply: pb.BatchReply, fetched: Optional[bytearray] = None) -> tuple[list, float, int]:
+    """``(outcomes, seconds the worker spent, bytes of the results)``."""
     if reply.outcome != pb.RETURNED:
         raise TurboliftError(f"worker sent an unexpected batch outcome {reply.outcome}")
-    return _serialize.loads(reply.results), reply.elapsed_seconds
+    return _serialize.loads(reply.results), reply.elapsed_seconds, len(reply.results)
 
 
 class _Attempt:

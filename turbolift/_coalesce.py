@@ -18,7 +18,7 @@ import concurrent.futures as cf
 import threading
 from typing import Any, Callable, Optional
 
-from . import _serialize
+from . import _blobs, _serialize
 from .v1 import worker_pb2 as pb
 
 CHEAP_SECONDS = 0.001
@@ -56,6 +56,8 @@ class Coalescer:
             cheap = self._seconds is not None and self._seconds < CHEAP_SECONDS
             if cheap and self._in_flight >= self._limit():
                 future: cf.Future = cf.Future()
+                # The deadline counts from now, not from when the batch leaves.
+                future.turbolift_deadline = self._options()[0]  # type: ignore[attr-defined]
                 self._waiting.append((future, args, kwargs))
                 return future
             self._in_flight += 1
@@ -91,12 +93,15 @@ class Coalescer:
             items = _serialize.dumps([(args, kwargs) for _, args, kwargs in batch], for_worker=True,
                                      what="arguments")
         except TypeError:
-            # One item cannot travel: send each alone so only it fails.
-            self._message_done(None)
+            items = None  # one item cannot travel: send each alone so only it fails
+        if items is None or (len(items) > _blobs.INLINE_LIMIT and len(batch) > 1):
+            self._message_done(None)   # (large arguments: each alone, streamed as a blob)
             for future, args, kwargs in batch:
                 self._forward(future, args, kwargs)
             return
-        deadline, retries = self._options()
+        _, retries = self._options()
+        deadlines = [future.turbolift_deadline for future, _, _ in batch]
+        deadline = None if None in deadlines else min(deadlines)
         request = pb.BatchRequest(function=self._ref, items=items, count=len(batch), with_kwargs=True)
         from ._client import _decode_batch
 
@@ -118,7 +123,7 @@ class Coalescer:
 
     def _settle(self, done: cf.Future, batch: list[tuple[cf.Future, tuple, dict]]) -> None:
         try:
-            outcomes, elapsed = done.result()
+            outcomes, elapsed, _ = done.result()
         except BaseException as exc:
             for future, _, _ in batch:
                 _fail(future, exc)

@@ -28,10 +28,11 @@ class MapIterator:
 
     TARGET_BATCH_SECONDS = 0.08
     MAX_CHUNK = 8192
+    MAX_BATCH_BYTES = 2 * 1024 * 1024   # of arguments or of results per batch
 
     def __init__(self, dispatcher: Dispatcher, target: _bundle.Target, ref: pb.FunctionRef,
                  items: Iterator[tuple], timeout: Optional[float], chunksize: Optional[int],
-                 retries: int, what: str) -> None:
+                 retries: int, what: str, per_item_timeout: Optional[float] = None) -> None:
         if chunksize is not None and chunksize < 1:
             raise ValueError("chunksize must be at least 1")
         self._dispatcher = dispatcher
@@ -39,6 +40,8 @@ class MapIterator:
         self._ref = ref
         self._items = items
         self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._per_item_timeout = per_item_timeout   # the function's own deadline, for each item
+        self._bytes_per_item: Optional[float] = None
         self._fixed = chunksize
         self._size = 1
         self._per_item: Optional[float] = None
@@ -56,8 +59,11 @@ class MapIterator:
             return self._fixed
         if self._per_item is None:
             size, self._size = self._size, min(self._size * 2, self.MAX_CHUNK)
-            return size
-        return max(1, min(self.MAX_CHUNK, int(self.TARGET_BATCH_SECONDS / max(self._per_item, 1e-7))))
+        else:
+            size = max(1, min(self.MAX_CHUNK, int(self.TARGET_BATCH_SECONDS / max(self._per_item, 1e-7))))
+        if self._bytes_per_item:  # and small enough to travel as one ordinary message
+            size = max(1, min(size, int(self.MAX_BATCH_BYTES / self._bytes_per_item)))
+        return size
 
     def _running(self) -> list:
         return [future for future, _ in self._pending if not future.done()]
@@ -75,17 +81,26 @@ class MapIterator:
             items = _serialize.dumps(batch, for_worker=True, what="map items")
             request = pb.BatchRequest(function=self._ref, items=items, call_id=f"{_PID}-{next(_call_ids)}",
                                       count=len(batch))
+            self._note_bytes(len(items), len(batch))
+            deadline = None
+            if self._per_item_timeout is not None:  # each item keeps the deadline a call of it would have
+                deadline = time.monotonic() + self._per_item_timeout * len(batch)
             future = self._dispatcher.submit("CallBatch", request, self._target.bundle, _decode_batch,
-                                             None, self._retries, self._what)
+                                             deadline, self._retries, self._what)
             future.add_done_callback(self._learn)
             self._pending.append((future, len(batch)))
+
+    def _note_bytes(self, size: int, count: int) -> None:
+        each = size / max(count, 1)
+        self._bytes_per_item = max(each, self._bytes_per_item or 0.0)
 
     def _learn(self, future: cf.Future) -> None:
         """Track the workers' time per item (an exponential average) as batches finish."""
         if future.cancelled() or future.exception() is not None:
             return
-        outcomes, elapsed = future.result()
+        outcomes, elapsed, reply_bytes = future.result()
         if outcomes:
+            self._note_bytes(reply_bytes, len(outcomes))
             each = elapsed / len(outcomes)
             self._per_item = each if self._per_item is None else 0.7 * self._per_item + 0.3 * each
 
@@ -105,7 +120,7 @@ class MapIterator:
                     cf.wait(self._running(), timeout=remaining, return_when=cf.FIRST_COMPLETED)
                     self._fill()
                 self._pending.popleft()
-                outcomes, _ = future.result()
+                outcomes, _, _ = future.result()
             except cf.TimeoutError:
                 self.close()
                 raise TimeoutError(f"map over {self._what[2:]} did not finish before its timeout") from None

@@ -73,7 +73,7 @@ class TurboliftFunction:
         remote = self._remote
         if remote is not None:
             return remote.map(iterables, timeout=timeout, chunksize=chunksize)
-        return map(self._fn, *iterables)
+        return _local_map(self._fn, iterables)
 
     async def aio(self, *args: Any, **kwargs: Any) -> Any:
         """Await the call from asynchronous code."""
@@ -140,6 +140,12 @@ class _BoundMethod:
 
     async def aio(self, *args: Any, **kwargs: Any) -> Any:
         return await self._function.aio(self._instance, *args, **kwargs)
+
+
+def _local_map(fn: Callable, iterables: tuple) -> Iterator:
+    """``map`` as the remote one behaves: after an item raises, the iterator is done."""
+    for args in zip(*iterables):
+        yield fn(*args)
 
 
 def _rebuild(fn: Callable, timeout: Optional[float], retries: Optional[int]) -> TurboliftFunction:

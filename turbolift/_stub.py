@@ -148,6 +148,10 @@ class RemoteStub:
             chunksize: Optional[int] = None) -> Iterator:
         dispatcher, target, ref = self._resolve()
         _, retries = self._options()
+        per_item = self._function.timeout
+        if per_item is None:
+            per_item = _runtime.setting("timeout")
         from ._mapping import MapIterator
 
-        return MapIterator(dispatcher, target, ref, zip(*iterables), timeout, chunksize, retries, self._what)
+        return MapIterator(dispatcher, target, ref, zip(*iterables), timeout, chunksize, retries, self._what,
+                           per_item)
