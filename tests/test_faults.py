@@ -150,3 +150,29 @@ def test_a_killed_local_worker_is_restarted_and_the_program_goes_on(cluster):
     results = {f.submit().result(timeout=60) for _ in range(10)}
     assert results and not results & set(first)
     assert len(cluster.pids()) == 2
+
+
+def test_health_and_describe_answer_while_every_call_slot_is_busy(start_worker):
+    """Probes must not queue behind long calls (Kubernetes would restart a busy pod)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from turbolift.v1 import worker_pb2 as pb
+    from turbolift.v1 import worker_pb2_grpc as pb_grpc
+
+    worker = start_worker(extra_args=("--threads", "2"))
+    _runtime.enable(Workers(worker.address))
+    try:
+        f = on()(nap_then_pid)
+        busy = [f.submit(2.0, os.devnull) for _ in range(6)]  # 2 run, 4 wait for a slot
+        time.sleep(0.5)
+        with grpc.insecure_channel(worker.address) as channel:
+            started = time.monotonic()
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+            described = pb_grpc.WorkerStub(channel).Describe(pb.DescribeRequest(), timeout=1.0)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        assert time.monotonic() - started < 1.0
+        assert described.calls_running == 2  # no more than --threads run user code at once
+        assert len({fut.result(timeout=60) for fut in busy}) == 1
+    finally:
+        _runtime.disable()

@@ -41,8 +41,12 @@ class CallCancelled(BaseException):
 class Watchdog:
     """The calls running on this worker, and the thread that interrupts abandoned ones."""
 
-    def __init__(self, period: float = PERIOD) -> None:
+    def __init__(self, period: float = PERIOD, slots: int = 16) -> None:
         self._period = period
+        # At most ``slots`` calls run user code at once; more wait for a slot
+        # (holding a gRPC thread, of which the server has plenty to spare, so
+        # that health checks and uploads are never stuck behind long calls).
+        self._slots = threading.Semaphore(slots)
         self._lock = threading.Lock()
         self._running: dict[int, Any] = {}     # handler thread id -> its gRPC context
         self._interrupted: set[int] = set()
@@ -56,7 +60,13 @@ class Watchdog:
         return len(self._running)
 
     def begin(self, context: Any) -> None:
-        """Called by a handler thread before it runs user code."""
+        """Called by a handler thread before it runs user code; waits for a free slot.
+
+        Raises CallCancelled if the call is abandoned while it waits.
+        """
+        while not self._slots.acquire(timeout=self._period):
+            if not context.is_active():
+                raise CallCancelled("the call was abandoned while it waited for a free slot")
         thread = threading.get_ident()
         self._interrupted.discard(thread)  # a flag left by an earlier call of this thread
         self._running[thread] = context
@@ -65,6 +75,7 @@ class Watchdog:
         """Called by the same thread once user code has returned or raised."""
         thread = threading.get_ident()
         self.served = next(self._served) + 1
+        self._slots.release()
         with self._lock:
             self._running.pop(thread, None)
             if thread in self._interrupted:

@@ -32,6 +32,7 @@ from .v1 import worker_pb2 as pb
 from .v1 import worker_pb2_grpc as pb_grpc
 
 SERVICE_NAME = "turbolift.v1.Worker"
+SPARE_THREADS = 128   # gRPC threads beyond those running user code (waiting calls, health, uploads)
 MESSAGE_LIMIT = 2**31 - 1
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
@@ -47,12 +48,13 @@ SERVER_OPTIONS = [
 
 
 class WorkerService(pb_grpc.WorkerServicer):
-    def __init__(self, store: BundleStore, worker_id: str, previous_exit: Optional[str] = None) -> None:
+    def __init__(self, store: BundleStore, worker_id: str, previous_exit: Optional[str] = None,
+                 threads: int = 16) -> None:
         self._previous_exit = previous_exit or ""
         self._store = store
         self._blobs = BlobStore()
         self._worker_id = worker_id
-        self._watchdog = Watchdog()
+        self._watchdog = Watchdog(slots=threads)
 
     # -- helpers -------------------------------------------------------------
     def _bundle(self, ref: pb.FunctionRef, context: grpc.ServicerContext) -> Optional[LoadedBundle]:
@@ -320,9 +322,12 @@ def serve(listen: str, *, cache_dir: str, token: Optional[str] = None, threads: 
     store = BundleStore(cache_dir, install_requirements=install_requirements)
     worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
     interceptors = [TokenInterceptor(token)] if token else []
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="turbolift-call"),
-                         interceptors=interceptors, options=SERVER_OPTIONS)
-    server.add_generic_rpc_handlers((_handlers(WorkerService(store, worker_id, previous_exit)),))
+    # ``threads`` calls run user code at once; the pool has room beyond that
+    # so that health checks, uploads and Describe are answered meanwhile.
+    pool = futures.ThreadPoolExecutor(max_workers=threads + SPARE_THREADS,
+                                      thread_name_prefix="turbolift-call")
+    server = grpc.server(pool, interceptors=interceptors, options=SERVER_OPTIONS)
+    server.add_generic_rpc_handlers((_handlers(WorkerService(store, worker_id, previous_exit, threads)),))
     health_service = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     if tls is not None:
