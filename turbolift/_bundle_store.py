@@ -93,14 +93,6 @@ def _safe_extract(archive_path: str, destination: str) -> None:
         archive.extractall(destination)
 
 
-def _archive_digest(path: str) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
-
-
 def _matches_archive(directory: str, archive_path: str) -> bool:
     """True when every file of ``archive_path`` is in ``directory`` with the same bytes."""
     try:
@@ -117,11 +109,15 @@ def _matches_archive(directory: str, archive_path: str) -> bool:
 
 
 def _file_digest(path: str) -> str:
+    """The sha256 hex digest of a file, read in blocks; "" when it cannot be read."""
+    hasher = hashlib.sha256()
     try:
         with open(path, "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest()
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(block)
     except OSError:
         return ""
+    return hasher.hexdigest()
 
 
 class LoadedBundle:
@@ -266,7 +262,7 @@ class BundleStore:
             archive = self._zip_path(digest)
             if not os.path.exists(archive):
                 return None
-            if _archive_digest(archive) != digest:  # corrupted (or tampered with) since it was stored
+            if _file_digest(archive) != digest:  # corrupted (or tampered with) since it was stored
                 os.unlink(archive)
                 shutil.rmtree(os.path.join(self.root, digest), ignore_errors=True)
                 return None  # the caller uploads it again

@@ -193,11 +193,7 @@ class Dispatcher:
         if not candidates:
             raise WorkerLost(f"every worker of {self.cluster!r} was lost",
                              worker=avoid[-1].address if avoid else "")
-        if len(candidates) == 1:
-            return candidates[0]
-        start = next(self._turn) % len(candidates)
-        rotated = candidates[start:] + candidates[:start]
-        return min(rotated, key=lambda c: c.inflight)
+        return self._fewest_in_flight(candidates)
 
     def least_busy(self) -> Optional[Connection]:
         """The live connection with the fewest calls in flight, or None; never waits.
@@ -206,15 +202,21 @@ class Dispatcher:
         spreads its calls over every worker.
         """
         connections = self._connections
-        count = len(connections)
-        if count == 1:
+        if len(connections) == 1:
             only = connections[0]
             return only if only.alive else None
+        return self._fewest_in_flight([c for c in connections if c.alive])
+
+    def _fewest_in_flight(self, candidates: list) -> Optional[Connection]:
+        """The candidate with the fewest calls in flight; ties go round-robin."""
+        count = len(candidates)
+        if count <= 1:
+            return candidates[0] if candidates else None
         start = next(self._turn)
         best = None
         for offset in range(count):
-            connection = connections[(start + offset) % count]
-            if connection.alive and (best is None or connection.inflight < best.inflight):
+            connection = candidates[(start + offset) % count]
+            if best is None or connection.inflight < best.inflight:
                 best = connection
         return best
 

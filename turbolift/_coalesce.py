@@ -19,6 +19,7 @@ import threading
 from typing import Any, Callable, Optional
 
 from . import _blobs, _serialize
+from ._client import _decode_batch, _settle
 from .v1 import worker_pb2 as pb
 
 CHEAP_SECONDS = 0.001
@@ -81,7 +82,7 @@ class Coalescer:
             self._send(batch)
         except BaseException as exc:  # never lose a waiting call
             for future, _, _ in batch:
-                _fail(future, exc)
+                _settle(future, exc=exc)
             self._message_done(None)
 
     def _send(self, batch: list[tuple[cf.Future, tuple, dict]]) -> None:
@@ -103,8 +104,6 @@ class Coalescer:
         deadlines = [future.turbolift_deadline for future, _, _ in batch]
         deadline = None if None in deadlines else min(deadlines)
         request = pb.BatchRequest(function=self._ref, items=items, count=len(batch), with_kwargs=True)
-        from ._client import _decode_batch
-
         message = self._dispatcher.submit("CallBatch", request, self._bundle, _decode_batch, deadline,
                                           retries, self._what)
         message.add_done_callback(lambda done: self._settle(done, batch))
@@ -116,7 +115,7 @@ class Coalescer:
             inner = self._direct(args, kwargs, self.observe)
         except BaseException as exc:
             self._message_done(None)
-            _fail(future, exc)
+            _settle(future, exc=exc)
             return
         inner.add_done_callback(self._message_done)
         inner.add_done_callback(lambda done: _copy(done, future))
@@ -126,7 +125,7 @@ class Coalescer:
             outcomes, elapsed, _ = done.result()
         except BaseException as exc:
             for future, _, _ in batch:
-                _fail(future, exc)
+                _settle(future, exc=exc)
         else:
             self.observe(elapsed, len(outcomes))
             for (future, _, _), (ok, value) in zip(batch, outcomes):
@@ -138,22 +137,10 @@ class Coalescer:
         self._message_done(None)
 
 
-def _fail(future: cf.Future, exc: BaseException) -> None:
-    try:
-        future.set_exception(exc)
-    except cf.InvalidStateError:
-        pass
-
-
 def _copy(source: cf.Future, target: cf.Future) -> None:
     try:
         value = source.result()
     except BaseException as exc:
-        _fail(target, exc)
+        _settle(target, exc=exc)
     else:
-        try:
-            target.set_result(value)
-        except cf.InvalidStateError:
-            pass
-
-
+        _settle(target, value=value)

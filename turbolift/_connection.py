@@ -19,7 +19,6 @@ from .errors import ClusterError
 from .v1 import worker_pb2 as pb
 from .v1 import worker_pb2_grpc as pb_grpc
 
-UPLOAD_CHUNK = 1024 * 1024
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MESSAGE_LIMIT),
     ("grpc.max_send_message_length", MESSAGE_LIMIT),
@@ -116,8 +115,6 @@ class Connection:
 
 
 def _chunks(bundle: _bundle.Bundle) -> Iterator[pb.BundleChunk]:
-    data = memoryview(bundle.data)
-    header = pb.BundleHeader(bundle_id=bundle.id, size=len(data))
-    yield pb.BundleChunk(header=header, data=bytes(data[:UPLOAD_CHUNK]))
-    for start in range(UPLOAD_CHUNK, len(data), UPLOAD_CHUNK):
-        yield pb.BundleChunk(data=bytes(data[start:start + UPLOAD_CHUNK]))
+    header = pb.BundleHeader(bundle_id=bundle.id, size=len(bundle.data))
+    for index, part in enumerate(_blobs.chunks(bundle.data)):
+        yield pb.BundleChunk(header=header if index == 0 else None, data=bytes(part))

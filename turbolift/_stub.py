@@ -52,10 +52,13 @@ class RemoteStub:
                 resolved = self._resolved
         return resolved
 
-    def _options(self) -> tuple[Optional[float], int]:
+    def _timeout(self) -> Optional[float]:
+        """The per-call deadline in seconds: the function's own, else the configured default."""
         timeout = self._function.timeout
-        if timeout is None:
-            timeout = _runtime.setting("timeout")
+        return _runtime.setting("timeout") if timeout is None else timeout
+
+    def _options(self) -> tuple[Optional[float], int]:
+        timeout = self._timeout()
         retries = self._function.retries
         if retries is None:
             retries = _runtime.setting("retries", DEFAULT_RETRIES)
@@ -71,9 +74,7 @@ class RemoteStub:
         that the general path uploads and calls again. A lost worker hands
         the call to the general path, which counts this attempt and retries.
         """
-        timeout = self._function.timeout
-        if timeout is None:
-            timeout = _runtime.setting("timeout")
+        timeout = self._timeout()
         deadline = None if timeout is None else time.monotonic() + timeout
         connection.enter()
         try:
@@ -148,10 +149,7 @@ class RemoteStub:
             chunksize: Optional[int] = None) -> Iterator:
         dispatcher, target, ref = self._resolve()
         _, retries = self._options()
-        per_item = self._function.timeout
-        if per_item is None:
-            per_item = _runtime.setting("timeout")
         from ._mapping import MapIterator
 
         return MapIterator(dispatcher, target, ref, zip(*iterables), timeout, chunksize, retries, self._what,
-                           per_item)
+                           self._timeout())

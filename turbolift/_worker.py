@@ -175,14 +175,8 @@ class WorkerService(pb_grpc.WorkerServicer):
         if first is None or not first.HasField("header"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first bundle chunk must carry a header")
         header = first.header
-
-        def chunks() -> Iterator[bytes]:
-            yield first.data
-            for chunk in request_iterator:
-                yield chunk.data
-
         try:
-            stored = self._store.put(header.bundle_id, header.size, chunks())
+            stored = self._store.put(header.bundle_id, header.size, _data_of(first, request_iterator))
         except BundleError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return pb.PutBundleReply(bundle_id=header.bundle_id, already_present=not stored)
@@ -191,14 +185,8 @@ class WorkerService(pb_grpc.WorkerServicer):
         first = next(request_iterator, None)
         if first is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an empty blob upload: send at least one chunk")
-
-        def parts() -> Iterator[bytes]:
-            yield first.data
-            for chunk in request_iterator:
-                yield chunk.data
-
         try:
-            data = assemble(first.size, parts())
+            data = assemble(first.size, _data_of(first, request_iterator))
         except BlobError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return pb.BlobRef(blob_id=self._blobs.put(data), size=len(data))
@@ -268,6 +256,13 @@ def _handlers(service: WorkerService) -> grpc.GenericRpcHandler:
 
 def _serialize_message(message: Any) -> bytes:
     return message.SerializeToString()
+
+
+def _data_of(first: Any, rest: Iterator[Any]) -> Iterator[bytes]:
+    """The bytes of an upload's chunks, the first one already read."""
+    yield first.data
+    for chunk in rest:
+        yield chunk.data
 
 
 def _one_by_one(outcomes: list) -> list:

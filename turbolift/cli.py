@@ -139,13 +139,9 @@ def worker(argv: Sequence[str]) -> int:
     if not opts.no_restart:
         from . import _nanny
 
-        passed = [a for a in argv]
-        for option in ("--listen",):
-            while option in passed:
-                index = passed.index(option)
-                del passed[index:index + 2]
-        passed = [a for a in passed if not a.startswith("--listen=")]
-        return _nanny.supervise(passed, opts.listen)
+        # The supervisor appends its own --listen (the port it fixed), which
+        # argparse lets override the one among ``argv``.
+        return _nanny.supervise(list(argv), opts.listen)
     tls = None
     if opts.tls_cert or opts.tls_key or opts.tls_ca:
         from ._tls import TLS
