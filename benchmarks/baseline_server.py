@@ -12,7 +12,7 @@ message-size limits as a turbolift worker. Methods of ``bench.Baseline``:
   carries exactly the bytes turbolift sends);
 * ``Call_<fn>`` ("dill-echo"): unpickles ``(args, kwargs)``, runs
   ``workloads.<fn>``, pickles the result, with turbolift's own serialiser
-  (``turbolift._serialize``: the C pickler, dill for what it cannot carry);
+  (``turbolift._wire.serialize``: the C pickler, dill for what it cannot carry);
   the least work any worker must do for the call;
 * ``Batch_<fn>``: the same for a pickled list of argument tuples, replying
   ``[(True, result), ...]`` as a turbolift worker does for ``map``;
@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 def _handlers() -> dict:
     import grpc
 
-    from turbolift import _serialize
+    from turbolift._wire import serialize as _serialize
 
     from . import workloads
 

@@ -5,7 +5,7 @@
 processes (:mod:`benchmarks.baseline_server`), so every in-process figure
 is measured against its baseline with the same number of server
 processes, in the same run. Turbolift is used as a program would use it:
-distribution is switched on with ``turbolift._runtime.enable`` and the
+distribution is switched on with ``turbolift._enabling.switch.enable`` and the
 functions of :mod:`benchmarks.workloads` are marked with ``turbolift.on``
 afterwards, which binds them to remote stubs; workers receive the
 ``benchmarks`` package as a bundle.
@@ -41,6 +41,7 @@ class Contenders:
 def contenders(mode: Mode, tmp: Path, log: Callable[[str], None]) -> Iterator[Contenders]:
     import turbolift
     from turbolift import _runtime
+    from turbolift._enabling import switch
 
     queue = turbolift.LocalQueue(workers=mode.workers, cache_dir=str(tmp / "turbolift-cache"))
 
@@ -50,7 +51,7 @@ def contenders(mode: Mode, tmp: Path, log: Callable[[str], None]) -> Iterator[Co
 
     local_marked = mark()  # distribution is still off: these run in-process
     baseline = None
-    _runtime.enable(queue)
+    switch.enable(queue)
     try:
         started = time.perf_counter()
         baseline = BaselineServers(mode.workers, transport=queue.transport)

@@ -2,8 +2,8 @@
 
 ``python -m benchmarks.import_probe [--hook] LISTFILE`` imports turbolift's
 hook and runtime modules (outside the timed region, in both variants), installs the import hook as
-``python -m turbolift`` does (``turbolift._hook.install([])`` then
-``turbolift._runtime.enable()``) when ``--hook`` is given, then imports
+``python -m turbolift`` does (``turbolift._enabling.switch.enable()``,
+which installs the import hook) when ``--hook`` is given, then imports
 every module named in LISTFILE (one per line) and prints one JSON line:
 the import time (``perf_counter``), the modules that failed to import, and
 how many modules the imports added to ``sys.modules``.
@@ -20,11 +20,10 @@ def main(argv: list) -> int:
     names = [line.strip() for line in open(argv[-1]) if line.strip()]
     # Both variants import the same turbolift modules before timing; only
     # installing the hook and switching distribution on differ.
-    from turbolift import _hook, _runtime
+    from turbolift._enabling import switch
 
     if hook:
-        _hook.install([])
-        _runtime.enable()
+        switch.enable()
     before = len(sys.modules)
     failed = []
     clock = time.perf_counter

@@ -111,7 +111,7 @@ class Ledger:
 
 
 class RetryCounter:
-    """Counts retry decisions by wrapping ``Dispatcher._retry_or_fail`` on one dispatcher."""
+    """Counts retry decisions by wrapping ``_retry_or_fail`` of one dispatcher's asynchronous path."""
 
     def __init__(self, dispatcher: Any) -> None:
         self.lock = threading.Lock()
@@ -132,7 +132,7 @@ class RetryCounter:
 
 
 def _worker_pids(queue: Any) -> list:
-    return list(queue.pids())
+    return list(queue.local_pids())
 
 
 def run(calls: int = CALLS, in_flight: int = IN_FLIGHT, workers: int = WORKERS,
@@ -141,6 +141,7 @@ def run(calls: int = CALLS, in_flight: int = IN_FLIGHT, workers: int = WORKERS,
         log: Callable[[str], None] = lambda message: None) -> dict:
     """Run the load test; return its figures and its verdict (``figures["correct"]``)."""
     from turbolift import LocalQueue, _runtime, on
+    from turbolift._enabling import switch
 
     # Under `python -m benchmarks.load_test` this file is __main__; import it by
     # name so that the workers receive `benchmarks.load_test` as a module.
@@ -148,10 +149,10 @@ def run(calls: int = CALLS, in_flight: int = IN_FLIGHT, workers: int = WORKERS,
     own_cache = cache_dir is None
     cache = cache_dir or tempfile.mkdtemp(prefix="turbolift-load-")
     queue = LocalQueue(workers=workers, cache_dir=str(cache))
-    _runtime.enable(queue)
+    client = switch.enable(queue)
     try:
         remote = on(queue)(module.square)
-        counter = RetryCounter(_runtime.dispatcher(queue))
+        counter = RetryCounter(client.dispatcher(queue).futures)
         warm = [remote.submit(-1 - n) for n in range(4 * workers)]  # start workers, upload the bundle
         for future in warm:
             future.result(timeout=120)

@@ -78,9 +78,10 @@ def make_wheel(directory: Path, name: str, version: str, source: str) -> Path:
 def distributed_on(workers: int, cache: Path) -> Iterator:
     """Distribution on, over a fresh LocalQueue of ``workers``; off again afterwards."""
     from turbolift import LocalQueue, _runtime
+    from turbolift._enabling import switch
 
     queue = LocalQueue(workers=workers, cache_dir=str(cache))
-    _runtime.enable(queue)
+    switch.enable(queue)
     try:
         yield queue
     finally:

@@ -2,7 +2,7 @@
 
 No API server, kubelet or container engine can run on this machine, so this
 class plays their part behind the boundary the platform talks to
-(:class:`turbolift._kube_api.Api`: create, read, list, delete, watch and
+(:class:`turbolift.platforms.kubernetes.api.Api`: create, read, list, delete, watch and
 pod_log on plain dicts). What it runs is real: the "pods" of a Deployment are
 real ``turbolift worker`` processes started from the Deployment's own
 container command, with the token Secret's data written to the mounted
@@ -49,7 +49,7 @@ import grpc
 import kubernetes_validate
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from turbolift._kube_api import KubeApiError
+from turbolift.platforms.kubernetes.api import KubeApiError
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MARKER = "TURBOLIFT_STANDIN_ID"
@@ -135,7 +135,7 @@ class StandInKubernetes:
         self._closed = False
         self.marker = secrets.token_hex(8)
 
-    # -- the API boundary (turbolift._kube_api.Api) ------------------------------------
+    # -- the API boundary (turbolift.platforms.kubernetes.api.Api) ------------------------------------
     def create(self, obj: dict) -> dict:
         kind, meta = obj["kind"], obj["metadata"]
         namespace, name = meta["namespace"], meta["name"]

@@ -10,9 +10,9 @@ import dill
 import pytest
 from conftest import write_files
 
-from turbolift import _bundle
-from turbolift._bundle_store import BundleStore
-from turbolift.errors import BundleError
+from turbolift._caller import bundling as _bundle
+from turbolift._worker.bundle_store import BundleStore
+from turbolift.errors import BundleError, ConfigurationError
 
 
 @pytest.fixture
@@ -137,5 +137,5 @@ def test_a_cache_other_users_can_write_is_refused(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    with pytest.raises(SystemExit, match="writable by other users"):
+    with pytest.raises(ConfigurationError, match="writable by other users"):
         BundleStore(str(shared))

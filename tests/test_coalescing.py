@@ -5,7 +5,8 @@ import time
 
 import grpc
 
-from turbolift import _auth, on
+from turbolift import on
+from turbolift._wire import auth as _auth
 from turbolift.v1 import worker_pb2 as pb
 from turbolift.v1 import worker_pb2_grpc as pb_grpc
 

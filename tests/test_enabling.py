@@ -8,7 +8,8 @@ import sys
 import pytest
 from conftest import run_python, write_files
 
-from turbolift import _config, _site
+from turbolift._enabling import config as _config
+from turbolift._enabling import site as _site
 from turbolift.errors import ConfigurationError
 
 APP = """

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from turbolift import WorkerLost, Workers, _runtime, on
+from turbolift._enabling import switch
 
 
 def nap_then_pid(seconds, pid_file):
@@ -104,7 +105,7 @@ def test_a_function_that_kills_its_process_is_a_clear_error_and_work_goes_on(clu
 
 def test_a_hand_started_worker_keeps_serving_after_user_code_kills_its_process(start_worker):
     worker = start_worker()
-    _runtime.enable(Workers(worker.address))
+    switch.enable(Workers(worker.address))
     try:
         with pytest.raises(WorkerLost, match="was lost|died"):
             on(retries=0)(segfault)()
@@ -161,7 +162,7 @@ def test_health_and_describe_answer_while_every_call_slot_is_busy(start_worker):
     from turbolift.v1 import worker_pb2_grpc as pb_grpc
 
     worker = start_worker(extra_args=("--threads", "2"))
-    _runtime.enable(Workers(worker.address))
+    switch.enable(Workers(worker.address))
     try:
         f = on()(nap_then_pid)
         busy = [f.submit(2.0, os.devnull) for _ in range(6)]  # 2 run, 4 wait for a slot

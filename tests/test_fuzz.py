@@ -52,8 +52,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from turbolift import _blobs, _bundle, _serialize
-from turbolift._auth import metadata_for
+from turbolift._caller import bundling as _bundle
+from turbolift._wire import blobs as _blobs
+from turbolift._wire import serialize as _serialize
+from turbolift._wire.auth import metadata_for
 from turbolift.v1 import worker_pb2 as pb
 
 SC = grpc.StatusCode

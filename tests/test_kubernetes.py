@@ -35,12 +35,16 @@ from conftest import REPO, child_env, wait_gone
 from kube_standin import StandInKubernetes, image_without_turbolift, turbolift_image, wait_until
 from kubernetes.client import ApiClient, models
 
-from turbolift import _kube_cli, _kube_diagnose, _runtime, _worker, on
-from turbolift import _kube_objects as kobjects
-from turbolift._kube_api import KubeApi, KubeApiError
+from turbolift import _runtime, on
+from turbolift._enabling import switch
+from turbolift._wire.protocol import SERVICE_NAME
 from turbolift.errors import ClusterError, ConfigurationError
 from turbolift.kubernetes import Kubernetes, ready_addresses, resources_for
 from turbolift.platforms import resolve
+from turbolift.platforms.kubernetes import command as _kube_cli
+from turbolift.platforms.kubernetes import diagnose as _kube_diagnose
+from turbolift.platforms.kubernetes import objects as kobjects
+from turbolift.platforms.kubernetes.api import KubeApi, KubeApiError
 
 IMAGE = "registry.example/turbolift-worker:test"
 NS = "team-a"
@@ -135,7 +139,7 @@ def test_probes_are_native_grpc_probes_on_the_port_the_worker_listens_on(variant
         assert handlers == {"grpc"}, kind
         assert probe["grpc"]["port"] == listen_port
         # the service the worker itself registers in grpc.health.v1
-        assert probe["grpc"]["service"] == _worker.SERVICE_NAME
+        assert probe["grpc"]["service"] == SERVICE_NAME
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -253,7 +257,7 @@ def test_importing_the_platform_and_building_manifests_stays_light():
     code = (
         "import sys, turbolift\n"
         "from turbolift.platforms import resolve\n"
-        "from turbolift import _kube_cli\n"
+        "from turbolift.platforms.kubernetes import command as _kube_cli\n"
         "cluster = resolve('k8s://team-a?image=x')\n"
         "assert turbolift.Kubernetes is type(cluster)\n"
         "_kube_cli.render(cluster.objects(), 'json')\n"
@@ -378,7 +382,7 @@ def spread(where, pods: int) -> set[str]:
 
 def test_calls_run_on_the_pods_and_follow_them_as_they_come_and_go(standin, distributed):
     cluster = Kubernetes(NS, image=IMAGE, replicas=2, api=standin, start_timeout=60)
-    _runtime.enable(cluster)
+    switch.enable(cluster)
     where = on(cluster)(kube_payload.where)
     assert on(cluster)(kube_payload.square)(7) == 49
     pods = standin.ready_pods(NS)
@@ -451,7 +455,7 @@ def test_a_user_managed_token_secret_is_read_and_left_alone(standin, distributed
     standin.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "team-token", "namespace": NS},
                     "data": {"worker-token": base64.b64encode(token.encode()).decode()}})
     assert cluster.token == token
-    _runtime.enable(cluster)
+    switch.enable(cluster)
     assert on(cluster)(kube_payload.square)(9) == 81   # the pod got the same token from the Secret
     _runtime.disable()
     assert standin.read("Secret", NS, "team-token")
@@ -528,7 +532,7 @@ def test_manifests_applied_by_hand_can_be_attached_to_and_cleaned_up(standin, di
     for obj in yaml.safe_load_all(capsys.readouterr().out):   # what `kubectl apply -f -` would do
         standin.create(obj)
     cluster = Kubernetes.from_url(f"k8s://{NS}?attach=1&run_id=applied", api=standin)
-    _runtime.enable(cluster)
+    switch.enable(cluster)
     where = on(cluster)(kube_payload.where)
     assert spread(where, 2) == standin.ready_pods(NS)
     _runtime.disable()
@@ -566,7 +570,7 @@ def test_scaling_down_lets_calls_in_flight_finish(tmp_path, distributed):
     standin = StandInKubernetes(tmp_path / "standin", images={IMAGE: turbolift_image}, termination_grace=10)
     cluster = Kubernetes(NS, image=IMAGE, replicas=2, api=standin)
     try:
-        _runtime.enable(cluster)
+        switch.enable(cluster)
         where = on(cluster)(kube_payload.where)
         assert len(spread(where, 2)) == 2                      # both pods hold the bundle now
         futures = [where.submit(2.0) for _ in range(4)]        # in flight on both pods

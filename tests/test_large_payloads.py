@@ -8,7 +8,7 @@ import pytest
 from conftest import distributed_on
 
 from turbolift import on
-from turbolift._blobs import INLINE_LIMIT
+from turbolift._wire.blobs import INLINE_LIMIT
 
 
 def digest_of(data):

@@ -35,6 +35,7 @@ import pytest
 from conftest import child_env, wait_gone
 
 from turbolift import Workers, _runtime, on
+from turbolift._enabling import switch
 
 PORT = 50051
 HOST_ENV = "TURBOLIFT_TEST_HOST"
@@ -253,7 +254,7 @@ def test_calls_spread_over_two_hosts_and_move_to_the_survivor_when_one_is_cut_of
     network, token_file, log_dir = two_hosts
     host_a, host_b = network.hosts
     cluster = Workers(host_a.endpoint, host_b.endpoint, token_file=str(token_file))
-    _runtime.enable(cluster)
+    switch.enable(cluster)
     remote = on(cluster)(where)
 
     # Phase 1: a cold, concurrent start (each host's cache is empty, so each receives the bundle),
@@ -329,7 +330,7 @@ def test_the_first_submitted_call_to_workers_with_separate_caches_succeeds(start
     """
     first, second = start_worker(), start_worker()  # each gets a cache directory of its own
     cluster = Workers(first.address, second.address)
-    _runtime.enable(cluster)
+    switch.enable(cluster)
     try:
         i, square, _, _ = on(cluster)(where).submit(7, 0.0, str(tmp_path)).result(timeout=60)
         assert (i, square) == (7, 49)

@@ -9,8 +9,8 @@ import grpc
 import pytest
 from conftest import child_env
 
-from turbolift import ClusterError, WorkerLost, Workers, _runtime, on
-from turbolift._tls import TLS
+from turbolift import TLS, ClusterError, ConfigurationError, WorkerLost, Workers, _runtime, on
+from turbolift._enabling import switch
 from turbolift.v1 import worker_pb2 as pb
 from turbolift.v1 import worker_pb2_grpc as pb_grpc
 
@@ -56,7 +56,7 @@ def tls_worker(start_worker, pki):
 
 
 def _call_with(cluster):
-    _runtime.enable(cluster)
+    switch.enable(cluster)
     try:
         return on(retries=0)(triple)(4)
     finally:
@@ -90,10 +90,10 @@ def test_mutual_tls_requires_a_client_certificate_from_the_trusted_ca(tls_worker
 
 
 def test_off_loopback_a_worker_needs_a_token_or_mutual_tls(tmp_path, pki):
-    from turbolift._worker import check_exposure
+    from turbolift._worker.server import check_exposure
 
     server_only = TLS(cert=str(pki / "server.pem"), key=str(pki / "server.key"))
-    with pytest.raises(SystemExit, match="mutual TLS"):
+    with pytest.raises(ConfigurationError, match="mutual TLS"):
         check_exposure("0.0.0.0:50051", None, server_only)
     check_exposure("0.0.0.0:50051", "a-token", server_only)
     check_exposure("0.0.0.0:50051", None, TLS(ca=str(pki / "ca.pem"), cert=str(pki / "server.pem"),

@@ -10,6 +10,7 @@ import pytest
 from conftest import child_env
 
 from turbolift import Workers, _runtime, on
+from turbolift._enabling import switch
 from turbolift.errors import ClusterError
 from turbolift.v1 import worker_pb2 as pb
 from turbolift.v1 import worker_pb2_grpc as pb_grpc
@@ -43,7 +44,7 @@ def protected(start_worker, token_file):
 
 @pytest.fixture
 def distributed(protected, token_file):
-    _runtime.enable(Workers(protected.address, token_file=str(token_file)))
+    switch.enable(Workers(protected.address, token_file=str(token_file)))
     yield protected
     _runtime.disable()
 
@@ -90,7 +91,7 @@ def test_health_stays_open_for_probes(protected):
 
 
 def test_a_caller_without_the_token_gets_a_clear_error(protected):
-    _runtime.enable(f"grpc://{protected.address}")
+    switch.enable(f"grpc://{protected.address}")
     try:
         with pytest.raises(ClusterError, match="token"):
             on()(triple)(2)

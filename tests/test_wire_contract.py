@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from turbolift import _protogen
+from turbolift._wire import protogen as _protogen
 
-PACKAGE = Path(_protogen.__file__).resolve().parent
+PACKAGE = Path(_protogen.__file__).resolve().parent.parent
 
 
 def test_generated_code_has_not_drifted_from_the_proto(tmp_path):

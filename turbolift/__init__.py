@@ -7,6 +7,8 @@ functions run on worker processes over gRPC, with the same API.
 Importing this package in local mode imports no gRPC module.
 """
 from ._marker import TurboliftFunction, on
+from ._version import __version__
+from ._wire.tls import TLS
 from .errors import (
                      BundleError,
                      ClusterError,
@@ -18,20 +20,18 @@ from .errors import (
 )
 from .platforms import Cluster, LocalQueue, Workers
 
-__version__ = "0.1.0"
-
 
 def __getattr__(name: str):
     # The Kubernetes platform is an optional extra: load its module on first use only.
     if name == "Kubernetes":
-        from .kubernetes import Kubernetes
+        from .platforms.kubernetes import Kubernetes
 
         return Kubernetes
     raise AttributeError(f"module 'turbolift' has no attribute {name!r}")
 
 
 __all__ = [
-    "on", "TurboliftFunction", "Cluster", "LocalQueue", "Workers", "Kubernetes",
+    "on", "TurboliftFunction", "Cluster", "LocalQueue", "Workers", "Kubernetes", "TLS",
     "TurboliftError", "ConfigurationError", "ClusterError", "WorkerLost", "BundleError",
     "EnvironmentMismatch", "RemoteError", "__version__",
 ]

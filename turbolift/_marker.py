@@ -13,6 +13,8 @@ import itertools
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from . import _runtime
+from ._wire.by_value import travels_by_value
+from .platforms.base import Cluster
 
 
 class TurboliftFunction:
@@ -110,7 +112,7 @@ class TurboliftFunction:
     def __reduce__(self) -> Any:
         # By reference when importable, so a worker finds the very function;
         # by value (through the serializer's dill path) for __main__ and locals.
-        if self.__module__ == "__main__" or "<locals>" in self.__qualname__:
+        if travels_by_value(self.__module__, self.__qualname__):
             return _rebuild, (self._fn, self.timeout, self.retries)
         return self.__qualname__
 
@@ -163,16 +165,10 @@ def on(cluster: Any = None, *, timeout: Optional[float] = None,
     local one). ``timeout`` is the per-call deadline in seconds; ``retries``
     how often a call whose worker died is tried on another worker.
     """
-    if callable(cluster) and not _looks_like_cluster(cluster):
+    if callable(cluster) and not isinstance(cluster, Cluster):
         return TurboliftFunction(cluster, timeout=timeout, retries=retries)
 
     def mark(fn: Callable) -> TurboliftFunction:
         return TurboliftFunction(fn, cluster, timeout=timeout, retries=retries)
 
     return mark
-
-
-def _looks_like_cluster(obj: Any) -> bool:
-    from .platforms import Cluster
-
-    return isinstance(obj, Cluster)

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Callable
 
-from turbolift import _serialize
+from turbolift._wire import serialize as _serialize
 
 from ..measure import Budget, rate_summary, summarise
 

@@ -28,7 +28,7 @@ import multiprocessing
 import time
 from collections import deque
 
-from turbolift import _serialize
+from turbolift._wire import serialize as _serialize
 
 from .. import workloads
 from ..measure import Budget, rate_summary, summarise

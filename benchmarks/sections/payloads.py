@@ -4,7 +4,7 @@ For each size (1 MB and 100 MB; 1 GB in full mode when the machine has
 the memory), in both directions:
 
 * upload (an argument): turbolift ``size_of(data)`` against a raw grpcio
-  call to ``Sink`` carrying ``turbolift._serialize.dumps(((data,), {}))``,
+  call to ``Sink`` carrying ``turbolift._wire.serialize.dumps(((data,), {}))``,
   the very bytes turbolift sends (built outside the timed region, after
   turbolift's turn, and freed right after the call, so that they never
   inflate turbolift's memory figure);
@@ -41,7 +41,7 @@ import os
 import time
 from typing import Callable, Optional
 
-from turbolift import _serialize
+from turbolift._wire import serialize as _serialize
 
 from .. import memory, workloads
 from ..measure import Budget, summarise

@@ -7,7 +7,7 @@ One call at a time, each timed on its own with ``perf_counter``:
   ``/turbolift.v1.Worker/Call`` each);
 * ``raw_echo_noop`` / ``raw_echo_add``: a bare grpcio unary echo of the very
   bytes turbolift puts in its request for those calls
-  (``turbolift._serialize.dumps((args, kwargs), for_worker=True)``),
+  (``turbolift._wire.serialize.dumps((args, kwargs), for_worker=True)``),
   pre-serialised once: the limit of the transport;
 * ``dill_echo_noop`` / ``dill_echo_add``: the same bytes to a handler that
   unpickles them, runs the function and pickles the result: the least
@@ -31,7 +31,7 @@ import itertools
 import timeit
 from typing import Callable
 
-from turbolift import _serialize
+from turbolift._wire import serialize as _serialize
 
 from .. import workloads
 from ..baseline_server import MESSAGE_OPTIONS
@@ -94,7 +94,8 @@ def _worker_direct(ctx, name: str, arguments: bytes, channels: list) -> Callable
     """A call of ``name`` as bare grpcio bytes straight to the turbolift workers, rotating."""
     import grpc
 
-    from turbolift import _auth, _bundle
+    from turbolift._caller import bundling as _bundle
+    from turbolift._wire import auth as _auth
     from turbolift.v1 import worker_pb2 as pb
 
     queue = ctx.contenders.queue

@@ -1,0 +1,334 @@
+"""Bundles: what a worker needs to run a marked function.
+
+A bundle is a deterministic zip holding the function's module and the
+project modules it imports (found by reading their ``import`` statements),
+plus ``__turbolift__/manifest.json``: the caller's Python version and the
+exact versions of the third-party distributions the shipped code imports.
+Functions that cannot be imported on a worker (those of ``__main__`` and
+closures) travel serialised by value inside the bundle. The bundle id is the
+sha256 of the zip, so identical code yields the identical id on every run
+and a worker's cache can be reused across runs.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import sys
+import threading
+import types
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from .._wire import serialize
+from .._wire.bundle_format import FORMAT, MANIFEST, python_tag
+from .._wire.by_value import travels_by_value
+from ..errors import BundleError
+from .projects import is_project_file, is_stdlib
+
+DEFAULT_SIZE_LIMIT = int(os.environ.get("TURBOLIFT_BUNDLE_LIMIT", 100 * 1024 * 1024))
+_FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    id: str                                   # "sha256:<hex>"
+    data: bytes                               # the zip archive
+    manifest: dict = field(repr=False)
+    files: tuple = field(repr=False)          # ((archive name, size), ...)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A function as a worker addresses it.
+
+    ``watched`` holds, for a function shipped by value, the globals it reads
+    as they were when it was serialised: ``(namespace, name, value)``.
+    """
+    bundle: Bundle
+    module: str
+    qualname: str
+    watched: tuple = ()
+
+    def is_current(self) -> bool:
+        """False once a global the function reads has been rebound since it was shipped."""
+        for namespace, name, value in self.watched:
+            if namespace.get(name, _ABSENT) is not value:
+                return False
+        return True
+
+
+_ABSENT = object()
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    """Names a code object (and the functions nested in it) may read as globals."""
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            names |= _global_names(constant)
+    return names
+
+
+# -- finding the project modules a module imports -------------------------
+
+def _imported_names(source: str, module_name: str, is_package: bool) -> set[str]:
+    """Absolute names of every module an ``import`` statement may refer to."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    package = module_name if is_package else module_name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".") if package else []
+                if node.level - 1 > len(base_parts):
+                    continue
+                base_parts = base_parts[:len(base_parts) - (node.level - 1)]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            if not base:
+                continue
+            parts = base.split(".")
+            found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+            # `from pkg import name` may name a submodule
+            found.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+    return found
+
+
+def _locate(name: str) -> Optional[tuple[str, bool]]:
+    """(origin path, is_package) of module ``name``, or None."""
+    module = sys.modules.get(name)
+    spec = getattr(module, "__spec__", None) if module is not None else None
+    if spec is None:
+        parent = name.rpartition(".")[0]
+        if parent and parent not in sys.modules:
+            return None  # never import a parent just to look: it runs code
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError, AttributeError):
+            return None
+    if spec is None or not spec.origin or not spec.has_location:
+        return None
+    return spec.origin, spec.submodule_search_locations is not None
+
+
+def _archive_name(name: str, is_package: bool) -> str:
+    return name.replace(".", "/") + ("/__init__.py" if is_package else ".py")
+
+
+class _Collector:
+    """Walks imports from some roots; gathers project files and pins."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, str] = {}        # archive name -> local path
+        self.modules: dict[str, str] = {}      # module name -> archive name
+        self.third_party: set[str] = set()     # top-level import names
+
+    def add_module(self, name: str, path: str, is_package: bool) -> None:
+        if name in self.modules:
+            return
+        arcname = _archive_name(name, is_package)
+        self.modules[name] = arcname
+        self.files[arcname] = path
+        parent = name.rpartition(".")[0]
+        if parent:  # a package's __init__ runs before its submodules
+            located = _locate(parent)
+            if located and is_project_file(located[0]):
+                self.add_module(parent, *located)
+        self.scan(path, name, is_package)
+
+    def scan(self, path: str, name: str, is_package: bool) -> None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                source = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BundleError(f"cannot read {path} to bundle it: {exc}") from exc
+        for imported in sorted(_imported_names(source, name, is_package)):
+            if imported in self.modules:
+                continue
+            top = imported.partition(".")[0]
+            if top == "turbolift" or is_stdlib(top):
+                continue
+            located = _locate(imported)
+            if located is None:
+                continue
+            if is_project_file(located[0]):
+                self.add_module(imported, *located)
+            else:
+                self.third_party.add(top)
+
+
+# -- requirements ----------------------------------------------------------
+
+_distributions_lock = threading.Lock()
+_distributions: Optional[dict] = None
+
+
+def pinned_requirements(top_level_names: set[str]) -> dict[str, str]:
+    """Map the distributions providing ``top_level_names`` to their versions."""
+    global _distributions
+    if not top_level_names:
+        return {}
+    import importlib_metadata
+
+    with _distributions_lock:
+        if _distributions is None:
+            _distributions = importlib_metadata.packages_distributions()
+    pins: dict[str, str] = {}
+    for top in sorted(top_level_names):
+        for dist in _distributions.get(top, []):
+            try:
+                pins[dist] = importlib_metadata.version(dist)
+            except importlib_metadata.PackageNotFoundError:
+                continue
+    return pins
+
+
+# -- packing ---------------------------------------------------------------
+
+def _pack(entries: dict[str, bytes], limit: int) -> bytes:
+    total = sum(len(v) for v in entries.values())
+    if total > limit:
+        largest = sorted(entries.items(), key=lambda kv: -len(kv[1]))[:5]
+        listing = ", ".join(f"{name} ({len(data):,} bytes)" for name, data in largest)
+        raise BundleError(
+            f"bundle of {total:,} bytes exceeds the limit of {limit:,} bytes; largest files: "
+            f"{listing}. Move data out of the imported modules or raise TURBOLIFT_BUNDLE_LIMIT.")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, entries[name])
+    return buffer.getvalue()
+
+
+def build(collector: _Collector, extra: dict[str, bytes], manifest_extra: dict,
+          limit: int = DEFAULT_SIZE_LIMIT) -> Bundle:
+    entries: dict[str, bytes] = dict(extra)
+    for arcname, path in collector.files.items():
+        with open(path, "rb") as handle:
+            entries[arcname] = handle.read()
+    manifest = {"format": FORMAT, **python_tag(),
+                "modules": dict(sorted(collector.modules.items())),
+                "requirements": pinned_requirements(collector.third_party),
+                **manifest_extra}
+    entries[MANIFEST] = json.dumps(manifest, sort_keys=True, indent=1).encode()
+    data = _pack(entries, limit)
+    files = tuple(sorted((name, len(blob)) for name, blob in entries.items()))
+    return Bundle("sha256:" + hashlib.sha256(data).hexdigest(), data, manifest, files)
+
+
+_module_bundles: dict[str, Bundle] = {}
+_module_lock = threading.Lock()
+
+
+def _by_value_key(fn: Callable) -> str:
+    return fn.__qualname__.replace("<", "_").replace(">", "_")
+
+
+def target_for(function: Any) -> Target:
+    """The bundle and address of a marked function (``TurboliftFunction``).
+
+    Functions of importable modules share one bundle per module; functions
+    of ``__main__`` and closures are serialised by value into a bundle of
+    their own, so the script's top-level code never runs on a worker.
+    """
+    fn = function.__wrapped__
+    module_name = getattr(fn, "__module__", None) or "__main__"
+    qualname = fn.__qualname__
+    if travels_by_value(module_name, qualname):
+        return _by_value_target(function, fn, module_name)
+    with _module_lock:
+        bundle = _module_bundles.get(module_name)
+        if bundle is None:
+            bundle = _module_bundle(module_name)
+            _module_bundles[module_name] = bundle
+    return Target(bundle, module_name, qualname)
+
+
+def _module_bundle(module_name: str) -> Bundle:
+    collector = _Collector()
+    located = _locate(module_name)
+    installed: list[str] = []
+    if located and is_project_file(located[0]):
+        collector.add_module(module_name, *located)
+    else:
+        # An installed library: the worker imports its own copy, pinned.
+        collector.third_party.add(module_name.partition(".")[0])
+        installed.append(module_name)
+    return build(collector, {}, {"installed": installed, "pickled": {}})
+
+
+def bundle_for_module(module_name: str) -> Bundle:
+    """Import ``module_name`` (locally) and build the bundle workers would receive."""
+    importlib.import_module(module_name)
+    return _module_bundle(module_name)
+
+
+def bundle_for_script(path: str) -> Bundle:
+    """The project modules a script imports, as shipped with its functions.
+
+    The script is read, not run; its marked functions, which travel
+    serialised inside the real bundle, are therefore not listed.
+    """
+    collector = _Collector()
+    collector.scan(path, "__main__", False)
+    with open(path, "rb") as handle:
+        source = handle.read()
+    return build(collector, {"__turbolift__/source/" + os.path.basename(path): source},
+                 {"installed": [], "pickled": {}})
+
+
+def describe(bundle: Bundle) -> dict:
+    """A report of what ``bundle`` ships, for ``turbolift bundle``."""
+    return {"id": bundle.id, "size": len(bundle.data), "python": bundle.manifest["python"],
+            "implementation": bundle.manifest["implementation"], "files": list(bundle.files),
+            "requirements": bundle.manifest["requirements"]}
+
+
+def _by_value_target(function: Any, fn: Callable, module_name: str) -> Target:
+    collector = _Collector()
+    module = sys.modules.get(module_name)
+    path = getattr(module, "__file__", None)
+    extra: dict[str, bytes] = {}
+    scripts: dict[str, str] = {}
+    if path and path.endswith(".py") and os.path.exists(path):
+        # The module's imports are shipped; the module itself is not run.
+        spec = getattr(module, "__spec__", None)
+        is_package = bool(spec and spec.submodule_search_locations is not None)
+        if module_name != "__main__" and is_project_file(path):
+            collector.add_module(module_name, path, is_package)
+        else:
+            collector.scan(path, module_name if module_name != "__main__" else "__main__", False)
+            with open(path, "rb") as handle:  # for readable remote tracebacks
+                arc = "__turbolift__/source/" + os.path.basename(path)
+                extra[arc] = handle.read()
+                # Keyed as the code objects name the file, which may be relative.
+                scripts[getattr(getattr(fn, "__code__", None), "co_filename", path)] = arc
+                scripts[os.path.abspath(path)] = arc
+    key = _by_value_key(fn)
+    pickled_name = f"__turbolift__/functions/{key}.pkl"
+    extra[pickled_name] = serialize.dumps(function, for_worker=True)
+    bundle = build(collector, extra, {"installed": [], "pickled": {key: pickled_name},
+                                      "sources": scripts})
+    # A function shipped by value carries its globals' values of this moment;
+    # watch them, so that rebinding one (SCALE = 10) ships the function anew.
+    namespace = getattr(fn, "__globals__", {})
+    code = getattr(fn, "__code__", None)
+    names = _global_names(code) if code is not None else set()
+    watched = tuple((namespace, name, namespace[name]) for name in sorted(names) if name in namespace)
+    return Target(bundle, module_name, key, watched)

@@ -1,0 +1,142 @@
+"""Coalescing concurrent ``submit`` calls of a cheap function.
+
+A remote call of a function that runs in microseconds costs a gRPC round
+trip of CPU on both sides; with many calls in flight that overhead, not the
+function, sets the pace. When a function is cheap (its calls take under
+``CHEAP_SECONDS`` on the worker, as the workers report) and it already has
+``2 x workers`` messages in flight, further ``submit``s wait in a queue and
+leave together, as one CallBatch message, as soon as one of those messages
+returns (as Nagle's algorithm does for small TCP segments). A lone call, or
+a call of an expensive or blocking function, is never held back.
+
+Each submitted call keeps its own future, result and exception. A call
+cancelled while it waits is dropped; once its batch has left it runs.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+from typing import Any, Optional
+
+from .._wire import outcomes, serialize
+from .._wire.blobs import INLINE_LIMIT
+from ..v1 import worker_pb2 as pb
+from .bundling import Target
+from .calls import WorkEstimate, deadline_after
+from .futures import copy_outcome, settle
+
+CHEAP_SECONDS = 0.001
+MAX_ITEMS = 256
+
+
+class _Waiting:
+    """A submitted call waiting for a batch, with the deadline it got when it was submitted."""
+
+    __slots__ = ("future", "args", "kwargs", "deadline")
+
+    def __init__(self, args: tuple, kwargs: dict, deadline: Optional[float]) -> None:
+        self.future: cf.Future = cf.Future()
+        self.args = args
+        self.kwargs = kwargs
+        self.deadline = deadline
+
+
+class Coalescer:
+    """The submit path of one marked function on one dispatcher.
+
+    ``stub`` is the function's :class:`~.stub.RemoteStub`: it sends single
+    calls (``submit_one``) and builds batch calls (``batch_of``).
+    """
+
+    def __init__(self, dispatcher: Any, target: Target, ref: pb.FunctionRef, stub: Any) -> None:
+        self._dispatcher = dispatcher
+        self._target = target
+        self.ref = ref
+        self._stub = stub
+        self._lock = threading.Lock()
+        self._waiting: list[_Waiting] = []
+        self._in_flight = 0            # messages (calls or batches) of this function
+        self._cost = WorkEstimate()
+
+    def _limit(self) -> int:
+        return 2 * max(1, len(self._dispatcher.connections()))
+
+    def submit(self, args: tuple, kwargs: dict) -> cf.Future:
+        with self._lock:
+            seconds = self._cost.seconds
+            if seconds is not None and seconds < CHEAP_SECONDS and self._in_flight >= self._limit():
+                # The deadline counts from now, not from when the batch leaves.
+                waiting = _Waiting(args, kwargs, deadline_after(self._stub.timeout()))
+                self._waiting.append(waiting)
+                return waiting.future
+            self._in_flight += 1
+        try:
+            future = self._stub.submit_one(self._target, self.ref, args, kwargs, self._cost.observe)
+        except BaseException:
+            self._message_done(None)
+            raise
+        future.add_done_callback(self._message_done)
+        return future
+
+    def _message_done(self, _: Any) -> None:
+        """A message of this function returned: send what waited meanwhile."""
+        with self._lock:
+            self._in_flight -= 1
+            if not self._waiting:
+                return
+            batch, self._waiting = self._waiting[:MAX_ITEMS], self._waiting[MAX_ITEMS:]
+            self._in_flight += 1
+        try:
+            self._send(batch)
+        except BaseException as exc:  # never lose a waiting call
+            for waiting in batch:
+                settle(waiting.future, exc=exc)
+            self._message_done(None)
+
+    def _send(self, batch: list[_Waiting]) -> None:
+        batch = [waiting for waiting in batch if waiting.future.set_running_or_notify_cancel()]
+        if not batch:
+            self._message_done(None)
+            return
+        try:
+            items = serialize.dumps([(w.args, w.kwargs) for w in batch], for_worker=True, what="arguments")
+        except TypeError:
+            items = None  # one item cannot travel: send each alone so only it fails
+        if items is None or (len(items) > INLINE_LIMIT and len(batch) > 1):
+            self._message_done(None)   # (large arguments: each alone, streamed as a blob)
+            for waiting in batch:
+                self._forward(waiting)
+            return
+        deadlines = [waiting.deadline for waiting in batch]
+        deadline = None if None in deadlines else min(deadlines)
+        call = self._stub.batch_of(self._target, self.ref, items, len(batch), deadline, with_kwargs=True)
+        message = self._dispatcher.submit(call)
+        message.add_done_callback(lambda done: self._settle(done, batch))
+
+    def _forward(self, waiting: _Waiting) -> None:
+        with self._lock:
+            self._in_flight += 1
+        try:
+            inner = self._stub.submit_one(self._target, self.ref, waiting.args, waiting.kwargs,
+                                          self._cost.observe)
+        except BaseException as exc:
+            self._message_done(None)
+            settle(waiting.future, exc=exc)
+            return
+        inner.add_done_callback(self._message_done)
+        inner.add_done_callback(lambda done: copy_outcome(done, waiting.future))
+
+    def _settle(self, done: cf.Future, batch: list[_Waiting]) -> None:
+        try:
+            results, elapsed, _ = done.result()
+        except BaseException as exc:
+            for waiting in batch:
+                settle(waiting.future, exc=exc)
+        else:
+            self._cost.observe(elapsed, len(results))
+            for waiting, (ok, value) in zip(batch, results):
+                try:
+                    waiting.future.set_result(outcomes.item_value(ok, value))
+                except BaseException as exc:
+                    waiting.future.set_exception(exc)
+        self._message_done(None)

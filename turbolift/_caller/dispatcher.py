@@ -1,0 +1,305 @@
+"""Sending calls to the workers of one cluster.
+
+A :class:`Dispatcher` owns one cluster: one :class:`Connection` per worker
+(reused for every call), the knowledge of which worker holds which bundle,
+and the choice of worker (fewest calls in flight, ties in turn). It runs
+synchronous calls itself; :mod:`.asynchronous` runs the ones that return
+futures, with the same reply handling (:meth:`Dispatcher.next_step`).
+
+Calls are optimistic about bundles: a call is sent straight away, and only a
+worker that answers BUNDLE_MISSING gets the bundle uploaded, once, before the
+call is sent again. A call whose worker is lost (UNAVAILABLE) is sent to
+another worker, since marked functions are assumed pure.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import threading
+import time
+from typing import Any, Optional
+
+import grpc
+
+from ..errors import BundleError, ClusterError, WorkerLost
+from ..platforms.base import Cluster
+from ..v1 import worker_pb2 as pb
+from .calls import DONE, FETCH, UPLOAD, Call
+from .connection import Connection
+from .failures import is_lost, translate
+
+READY_TIMEOUT = 60.0
+UPLOADS_PER_CALL = 2    # a worker restarted at the same address may lose the first upload
+
+
+class Dispatcher:
+    """Sends calls for one cluster; started lazily, closed at exit."""
+
+    def __init__(self, cluster: Cluster, token: Optional[str] = None) -> None:
+        self.cluster = cluster
+        self._token = cluster.token if cluster.token is not None else token
+        self._connections: list[Connection] = []
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._turn = itertools.count()
+        self.closed = False
+        self._futures: Any = None       # the asynchronous path, made on first use
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self) -> None:
+        self.cluster.start()
+
+    def connect(self, address: str) -> Connection:
+        return Connection(address, self.cluster.tls, self._token)
+
+    def connections(self) -> list[Connection]:
+        """The connections, once every worker is healthy (blocks the first time)."""
+        if self._connections:
+            return self._connections
+        with self._lock:
+            if self.closed:
+                raise ClusterError("this cluster has been shut down")
+            if not self._connections:
+                timeout = self.cluster.ready_timeout
+                addresses = self.cluster.wait_ready(timeout)
+                if not addresses:
+                    raise ClusterError(f"{self.cluster!r} has no workers")
+                fresh = [self.connect(address) for address in addresses]
+                for connection in fresh:
+                    connection.wait_healthy(timeout)
+                self._connections = fresh
+                self.cluster.subscribe(self._addresses_changed)
+        return self._connections
+
+    @property
+    def futures(self) -> Any:
+        """The asynchronous path (:class:`.asynchronous.AsyncCalls`) of this dispatcher."""
+        if self._futures is None:
+            with self._lock:
+                if self._futures is None:
+                    from .asynchronous import AsyncCalls
+
+                    self._futures = AsyncCalls(self)
+        return self._futures
+
+    def _addresses_changed(self, addresses: list[str]) -> None:
+        """Follow a platform whose workers come and go (keep known ones' state)."""
+        with self._lock:
+            if self.closed:
+                return
+            known = {c.address: c for c in self._connections}
+            updated = [known.get(address) or self.connect(address) for address in addresses]
+            gone = [c for c in self._connections if c.address not in set(addresses)]
+            self._connections = updated
+        for connection in gone:
+            connection.alive = False
+            # A departing worker (a pod scaled away) may still finish what it
+            # runs: close its channel once its calls are done, not before.
+            threading.Thread(target=self._close_when_idle, args=(connection,), daemon=True,
+                             name=f"turbolift-drain-{connection.address}").start()
+
+    @staticmethod
+    def _close_when_idle(connection: Connection, limit: float = 600.0) -> None:
+        deadline = time.monotonic() + limit
+        while connection.inflight > 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        connection.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
+        if self._futures is not None:
+            self._futures.close()
+        self.cluster.stop()
+
+    # -- choosing and losing workers -------------------------------------------
+    def pick(self, avoid: list[Connection]) -> Connection:
+        """The live worker with the fewest calls in flight, not in ``avoid``.
+
+        While lost workers are being replaced and no other is live, wait
+        (bounded) for a replacement rather than failing at once.
+        """
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            connections = self.connections()
+            candidates = [c for c in connections if c.alive and c not in avoid]
+            if candidates or time.monotonic() > deadline:
+                break
+            if not any(c.recovering for c in connections):
+                break
+            with self._changed:
+                self._changed.wait(0.25)
+        if not candidates:  # every live worker was tried: one may have come back
+            candidates = [c for c in connections if c.alive] or [c for c in connections if c not in avoid]
+        if not candidates:
+            raise WorkerLost(f"every worker of {self.cluster!r} was lost",
+                             worker=avoid[-1].address if avoid else "")
+        chosen = self._fewest_in_flight(candidates)
+        assert chosen is not None
+        return chosen
+
+    def least_busy(self) -> Optional[Connection]:
+        """The live connection with the fewest calls in flight, or None; never waits."""
+        connections = self._connections
+        if len(connections) == 1:
+            only = connections[0]
+            return only if only.alive else None
+        return self._fewest_in_flight([c for c in connections if c.alive])
+
+    def _fewest_in_flight(self, candidates: list[Connection]) -> Optional[Connection]:
+        """The candidate with the fewest calls in flight; ties go round-robin, so that
+        even one caller calling in sequence spreads its calls over every worker."""
+        count = len(candidates)
+        if count <= 1:
+            return candidates[0] if candidates else None
+        start = next(self._turn)
+        best = None
+        for offset in range(count):
+            connection = candidates[(start + offset) % count]
+            if best is None or connection.inflight < best.inflight:
+                best = connection
+        return best
+
+    def can_retry(self, lost: list[Connection], retries: int) -> bool:
+        if len(lost) > retries:
+            return False
+        return any(c not in lost or c.recovering for c in self.connections())
+
+    def lost_error(self, connection: Connection, what: str, attempts: int, details: str) -> WorkerLost:
+        reason = self.cluster.exit_reason(connection.address, timeout=1.0)
+        died = f"died ({reason})" if reason else f"was lost ({details})"
+        hint = ("; when this happens on every worker, the function itself ends its process "
+                "(os._exit, a crash in native code) or runs out of memory") if reason else ""
+        return WorkerLost(f"worker {connection.address} {died} during {what}, after {attempts} "
+                          f"attempt(s){hint}", worker=connection.address)
+
+    def lose(self, connection: Connection) -> None:
+        """Mark ``connection``'s worker lost and start replacing it (once)."""
+        with self._lock:
+            if not connection.alive or connection.recovering:
+                return
+            connection.alive = False
+            connection.recovering = True
+        # A thread of its own: recovery may take seconds and must never wait
+        # behind the retries that are waiting for it.
+        threading.Thread(target=self._recover, args=(connection,), daemon=True,
+                         name=f"turbolift-recover-{connection.address}").start()
+
+    def _recover(self, connection: Connection) -> None:
+        """Replace a lost worker if the platform can; else probe it again later."""
+        try:
+            address = self.cluster.replace(connection.address, READY_TIMEOUT)
+        except Exception:
+            address = None
+        fresh = None
+        if address is not None:
+            fresh = self.connect(address)
+            try:
+                fresh.wait_healthy(READY_TIMEOUT)
+            except ClusterError:
+                fresh.close()
+                fresh = None
+        else:
+            time.sleep(1.0)  # a static worker: give its supervisor time to restart it
+        with self._changed:
+            if fresh is not None:
+                self._connections = [fresh if c is connection else c for c in self._connections]
+            else:
+                connection.alive = True  # let the next call find out
+            connection.recovering = False
+            self._changed.notify_all()
+        if fresh is not None:
+            connection.close()
+
+    # -- what a reply means ------------------------------------------------------
+    def next_step(self, call: Call, connection: Connection, reply: Any, uploads: int) -> str:
+        """UPLOAD (the worker lacks the bundle), FETCH (the result is a blob) or DONE.
+
+        ``uploads`` is how often this call already uploaded the bundle to
+        this worker; a worker that loses it again is an error.
+        """
+        if reply.outcome == pb.BUNDLE_MISSING:
+            if uploads >= UPLOADS_PER_CALL:
+                raise BundleError(f"worker {connection.address} lost bundle {call.bundle.id} right after "
+                                  "it was uploaded; is its cache directory writable?")
+            connection.bundles.discard(call.bundle.id)
+            return UPLOAD
+        connection.bundles.add(call.bundle.id)
+        if call.method == "Call" and reply.HasField("result_blob"):
+            return FETCH
+        return DONE
+
+    @staticmethod
+    def finish(call: Call, connection: Connection, reply: Any, step: str) -> Any:
+        """The value of a call that ran (``step`` FETCH or DONE): fetch a result blob, then decode."""
+        fetched = connection.get_blob(reply.result_blob, call.deadline) if step == FETCH else None
+        return call.decode(reply, fetched)
+
+    # -- synchronous calls -------------------------------------------------------
+    def call(self, call: Call) -> Any:
+        """Run ``call`` and return its decoded value (or raise its exception)."""
+        connection = self.least_busy()
+        if connection is not None and call.large is None and call.bundle.id in connection.bundles:
+            # The common case, kept short: one attempt on a live worker that
+            # holds the bundle. Anything unusual continues on the general path.
+            connection.enter()
+            try:
+                reply = connection.send(call.method, call.request, call.deadline)
+                step = self.next_step(call, connection, reply, 0)
+                if step != UPLOAD:  # it ran: never send it again
+                    return self.finish(call, connection, reply, step)
+            except grpc.RpcError as exc:
+                if not is_lost(exc):
+                    raise translate(exc, connection.address, call.what) from None
+                return self._call(call, lost=connection, details=exc.details())
+            finally:
+                connection.leave()
+        return self._call(call)
+
+    def _call(self, call: Call, lost: Optional[Connection] = None, details: str = "") -> Any:
+        """The general path: uploads, result blobs and retries on other workers.
+
+        ``lost`` is a worker an earlier attempt of this call already lost.
+        """
+        tried: list[Connection] = []
+        if lost is not None:
+            tried.append(lost)
+            self.lose(lost)
+            if not self.can_retry(tried, call.retries):
+                raise self.lost_error(lost, call.what, 1, details)
+        while True:
+            connection = self.pick(tried)
+            try:
+                return self._attempt(call, connection)
+            except grpc.RpcError as exc:
+                if not is_lost(exc):
+                    raise translate(exc, connection.address, call.what) from None
+                tried.append(connection)
+                self.lose(connection)
+                if not self.can_retry(tried, call.retries):
+                    raise self.lost_error(connection, call.what, len(tried), exc.details()) from None
+
+    def _attempt(self, call: Call, connection: Connection) -> Any:
+        """One attempt on ``connection``: send, upload the bundle if missing, fetch a large result."""
+        connection.enter()
+        try:
+            if call.large is not None:
+                call.request.arguments_blob = connection.put_blob(call.large, call.deadline)
+            uploads = 0
+            while True:
+                reply = connection.send(call.method, call.request, call.deadline)
+                step = self.next_step(call, connection, reply, uploads)
+                if step == UPLOAD:
+                    connection.ensure_bundle(call.bundle, call.deadline)
+                    uploads += 1
+                    continue
+                return self.finish(call, connection, reply, step)
+        finally:
+            connection.leave()
+
+    def submit(self, call: Call) -> cf.Future:
+        """Start ``call``; return a future of its value."""
+        return self.futures.submit(call)

@@ -1,0 +1,144 @@
+"""Remote ``map``: ordered results, computed in batches as they are consumed."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import time
+from collections import deque
+from typing import Any, Callable, Iterator, Optional
+
+from .._wire import outcomes, serialize
+from .calls import Call, WorkEstimate, remaining
+from .dispatcher import Dispatcher
+
+
+class MapIterator:
+    """Ordered results of a remote ``map``, computed in batches as consumed.
+
+    At most ``2 * workers`` batches are in flight, and at most twice as many
+    finished batches wait to be consumed: a batch that finishes early frees
+    its worker for the next one even while an earlier batch (whose results
+    come first) is still running elsewhere. Without an explicit
+    ``chunksize`` the batch size starts at 1, doubles while nothing is known,
+    then aims at batches of about ``TARGET_BATCH_SECONDS`` of work (80 ms) as
+    measured by the workers, so that short functions travel in large batches
+    and long ones stay spread over every worker.
+    """
+
+    TARGET_BATCH_SECONDS = 0.08
+    MAX_CHUNK = 8192
+    MAX_BATCH_BYTES = 2 * 1024 * 1024   # of arguments or of results per batch
+
+    def __init__(self, dispatcher: Dispatcher, batch_of: Callable[[bytes, int, Optional[float]], Call],
+                 items: Iterator[tuple], *, timeout: Optional[float], chunksize: Optional[int],
+                 per_item_timeout: Optional[float], what: str) -> None:
+        """``batch_of(items, count, deadline)`` makes the CallBatch of ``count`` serialised items."""
+        if chunksize is not None and chunksize < 1:
+            raise ValueError("chunksize must be at least 1")
+        self._dispatcher = dispatcher
+        self._batch_of = batch_of
+        self._items = items
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._per_item_timeout = per_item_timeout   # the function's own deadline, for each item
+        self._bytes_per_item: Optional[float] = None
+        self._fixed = chunksize
+        self._size = 1
+        self._cost = WorkEstimate()
+        self._what = what
+        self._pending: deque = deque()
+        self._ready: deque = deque()
+        self._exhausted = False
+        self._max_running = max(4, 2 * len(dispatcher.connections()))
+        self._max_buffered = 2 * self._max_running
+        self._fill()
+
+    def _next_size(self) -> int:
+        if self._fixed is not None:
+            return self._fixed
+        per_item = self._cost.seconds
+        if per_item is None:
+            size, self._size = self._size, min(self._size * 2, self.MAX_CHUNK)
+        else:
+            size = max(1, min(self.MAX_CHUNK, int(self.TARGET_BATCH_SECONDS / max(per_item, 1e-7))))
+        if self._bytes_per_item:  # and small enough to travel as one ordinary message
+            size = max(1, min(size, int(self.MAX_BATCH_BYTES / self._bytes_per_item)))
+        return size
+
+    def _running(self) -> list:
+        return [future for future, _ in self._pending if not future.done()]
+
+    def _fill(self) -> None:
+        """Send batches while fewer than the limits are running or waiting."""
+        running = len(self._running())
+        while (not self._exhausted and running < self._max_running
+               and len(self._pending) < self._max_buffered):
+            running += 1
+            batch = list(itertools.islice(self._items, self._next_size()))
+            if not batch:
+                self._exhausted = True
+                return
+            items = serialize.dumps(batch, for_worker=True, what="map items")
+            self._note_bytes(len(items), len(batch))
+            deadline = None
+            if self._per_item_timeout is not None:  # each item keeps the deadline a call of it would have
+                deadline = time.monotonic() + self._per_item_timeout * len(batch)
+            future = self._dispatcher.submit(self._batch_of(items, len(batch), deadline))
+            future.add_done_callback(self._learn)
+            self._pending.append((future, len(batch)))
+
+    def _note_bytes(self, size: int, count: int) -> None:
+        each = size / max(count, 1)
+        self._bytes_per_item = max(each, self._bytes_per_item or 0.0)
+
+    def _learn(self, future: cf.Future) -> None:
+        """Learn the workers' time per item as batches finish."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        results, elapsed, reply_bytes = future.result()
+        if results:
+            self._note_bytes(reply_bytes, len(results))
+            self._cost.observe(elapsed, len(results))
+
+    def __iter__(self) -> "MapIterator":
+        return self
+
+    def __next__(self) -> Any:
+        if not self._ready:
+            if not self._pending:
+                raise StopIteration
+            future, count = self._pending[0]
+            try:
+                while not future.done():  # refill as other batches finish meanwhile
+                    left = remaining(self._deadline)
+                    if left == 0:
+                        raise cf.TimeoutError()
+                    cf.wait(self._running(), timeout=left, return_when=cf.FIRST_COMPLETED)
+                    self._fill()
+                self._pending.popleft()
+                results, _, _ = future.result()
+            except cf.TimeoutError:
+                self.close()
+                raise TimeoutError(f"map over {self._what[2:]} did not finish before its timeout") from None
+            except BaseException:
+                self.close()
+                raise
+            self._ready.extend(results)
+            self._fill()
+        ok, value = self._ready.popleft()
+        if ok:
+            return value
+        self.close()
+        return outcomes.item_value(ok, value)
+
+    def close(self) -> None:
+        """Cancel the batches not yet consumed."""
+        self._exhausted = True
+        while self._pending:
+            future, _ = self._pending.popleft()
+            future.cancel()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,124 @@
+"""The client stub behind a marked function when distribution is on.
+
+It turns a call into a :class:`~.calls.Call` (the function's bundle and
+address, the serialised arguments, deadline and retries) and hands it to
+the dispatcher of the function's cluster; it never touches connections.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+from typing import Any, Callable, Iterator, Optional
+
+from .._wire import outcomes, serialize
+from .._wire.blobs import INLINE_LIMIT
+from ..v1 import worker_pb2 as pb
+from .bundling import Target, target_for
+from .calls import Call, deadline_after, new_call_id
+from .dispatcher import Dispatcher
+
+
+class RemoteStub:
+    """The client stub behind one marked function (``TurboliftFunction``)."""
+
+    def __init__(self, function: Any, client: Any) -> None:
+        self._function = function
+        self._client = client              # the turbolift._caller.client.Client that made it
+        self._lock = threading.Lock()
+        self._resolved: Optional[tuple[Dispatcher, Target, pb.FunctionRef]] = None
+        self._parent: Optional[RemoteStub] = None
+        self._coalescer: Any = None
+        self._what = f"a call of {function.__module__}.{function.__qualname__}"
+
+    def with_function(self, function: Any) -> "RemoteStub":
+        """A stub for a copy of the function with other options (same target)."""
+        stub = RemoteStub(function, self._client)
+        stub._parent = self
+        return stub
+
+    def _resolve(self) -> tuple[Dispatcher, Target, pb.FunctionRef]:
+        resolved = self._resolved
+        if resolved is not None and resolved[1].watched and not resolved[1].is_current():
+            resolved = None  # a global it reads was rebound: ship the function anew
+        if resolved is None and self._parent is not None:
+            resolved = self._resolved = self._parent._resolve()
+        if resolved is None:
+            with self._lock:
+                current = self._resolved
+                if current is None or not current[1].is_current():
+                    dispatcher = self._client.dispatcher(self._function.cluster)
+                    dispatcher.start()
+                    # Deadlines cover calls, not the cluster's first start-up.
+                    dispatcher.connections()
+                    target = target_for(self._function)
+                    ref = pb.FunctionRef(bundle_id=target.bundle.id, module=target.module,
+                                         qualname=target.qualname)
+                    self._resolved = (dispatcher, target, ref)
+                resolved = self._resolved
+        return resolved
+
+    def timeout(self) -> Optional[float]:
+        """The per-call deadline in seconds: the function's own, else the configured default."""
+        timeout = self._function.timeout
+        return self._client.settings.timeout if timeout is None else timeout
+
+    def retries(self) -> int:
+        retries = self._function.retries
+        return self._client.settings.retries_or_default if retries is None else retries
+
+    def _call_of(self, target: Target, ref: pb.FunctionRef, args: tuple, kwargs: dict) -> Call:
+        arguments = serialize.dumps((args, kwargs), for_worker=True, what="arguments")
+        request = pb.CallRequest(function=ref, call_id=new_call_id())
+        large = None
+        if len(arguments) > INLINE_LIMIT:
+            large = arguments  # held once, here: it travels as a blob
+        else:
+            request.arguments = arguments
+        return Call("Call", request, target.bundle, outcomes.call_result, deadline_after(self.timeout()),
+                    self.retries(), self._what, large)
+
+    def batch_of(self, target: Target, ref: pb.FunctionRef, items: bytes, count: int,
+                 deadline: Optional[float], with_kwargs: bool) -> Call:
+        """A CallBatch of ``count`` serialised items (``(args, kwargs)`` pairs when ``with_kwargs``)."""
+        request = pb.BatchRequest(function=ref, items=items, call_id=new_call_id(), count=count,
+                                  with_kwargs=with_kwargs)
+        return Call("CallBatch", request, target.bundle, outcomes.batch_result, deadline, self.retries(),
+                    self._what)
+
+    def call(self, args: tuple, kwargs: dict) -> Any:
+        dispatcher, target, ref = self._resolve()
+        return dispatcher.call(self._call_of(target, ref, args, kwargs))
+
+    def submit(self, args: tuple, kwargs: dict) -> cf.Future:
+        dispatcher, target, ref = self._resolve()
+        coalescer = self._coalescer
+        if coalescer is None or coalescer.ref is not ref:  # first use, or the function was shipped anew
+            from .coalesce import Coalescer
+
+            with self._lock:
+                if self._coalescer is None or self._coalescer.ref is not ref:
+                    self._coalescer = Coalescer(dispatcher, target, ref, self)
+            coalescer = self._coalescer
+        return coalescer.submit(args, kwargs)
+
+    def submit_one(self, target: Target, ref: pb.FunctionRef, args: tuple, kwargs: dict,
+                   observe: Callable[[float], None]) -> cf.Future:
+        """Send one call as its own message; ``observe`` learns the seconds it took on the worker."""
+        dispatcher, _, _ = self._resolve()
+        call = self._call_of(target, ref, args, kwargs)
+
+        def decode(reply: pb.CallReply, fetched: Optional[bytearray]) -> Any:
+            observe(reply.elapsed_seconds)
+            return outcomes.call_result(reply, fetched)
+
+        call.decode = decode
+        return dispatcher.submit(call)
+
+    def map(self, iterables: tuple, timeout: Optional[float] = None,
+            chunksize: Optional[int] = None) -> Iterator:
+        dispatcher, target, ref = self._resolve()
+        from .mapping import MapIterator
+
+        return MapIterator(dispatcher, lambda items, count, deadline: self.batch_of(
+            target, ref, items, count, deadline, with_kwargs=False), zip(*iterables), timeout=timeout,
+            chunksize=chunksize, per_item_timeout=self.timeout(), what=self._what)

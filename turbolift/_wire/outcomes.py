@@ -1,0 +1,87 @@
+"""What a reply carries back, and how the caller reads it.
+
+A call ends in one of three ways on the wire: a return value (serialised),
+an exception the user's function raised (a ``RemoteException``: the
+exception itself when it pickles, its type name, message and formatted
+traceback), or ``BUNDLE_MISSING`` (the caller uploads the bundle and calls
+again). Batches carry a list of ``(ok, value)`` pairs, an exception packed
+as the same fields in a dict.
+"""
+from __future__ import annotations
+
+import os
+import traceback
+from typing import Any, Optional
+
+from ..errors import RemoteError, RemoteTraceback, TurboliftError
+from ..v1 import worker_pb2 as pb
+from . import serialize
+
+# Frames of turbolift itself are cut from remote tracebacks: the user wants their code.
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def pack_exception(exc: BaseException) -> dict:
+    """Describe ``exc`` for the wire: the fields of a ``RemoteException`` message."""
+    frames = exc.__traceback__
+    while frames is not None and frames.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frames = frames.tb_next
+    tb = "".join(traceback.format_exception(type(exc), exc, frames))
+    try:
+        payload = serialize.dumps(exc, for_worker=False)
+    except Exception:  # the caller falls back to RemoteError
+        payload = b""
+    cls = type(exc)
+    return {
+        "exception": payload,
+        "type_name": f"{cls.__module__}.{cls.__qualname__}",
+        "message": str(exc),
+        "traceback": tb,
+    }
+
+
+def unpack_exception(packed: dict) -> BaseException:
+    """Rebuild a remote exception (fields as :func:`pack_exception` gives them).
+
+    The remote traceback becomes its ``__cause__``. The original type is kept
+    when it can be rebuilt; otherwise the result is a :class:`RemoteError`
+    naming the remote type.
+    """
+    type_name, message = packed["type_name"], packed["message"]
+    exc: BaseException
+    try:
+        exc = serialize.loads(packed["exception"]) if packed["exception"] else RemoteError(type_name, message)
+        if not isinstance(exc, BaseException):
+            exc = RemoteError(type_name, message)
+    except Exception:
+        exc = RemoteError(type_name, message)
+    exc.__cause__ = RemoteTraceback(packed["traceback"])
+    return exc
+
+
+def _fields(error: pb.RemoteException) -> dict:
+    return {"exception": error.exception, "type_name": error.type_name, "message": error.message,
+            "traceback": error.traceback}
+
+
+def call_result(reply: pb.CallReply, fetched: Optional[bytearray] = None) -> Any:
+    """The return value of a call, or raise its remote exception; ``fetched`` is a result blob."""
+    if reply.outcome == pb.RETURNED:
+        return serialize.loads(reply.result if fetched is None else fetched)
+    if reply.outcome == pb.RAISED:
+        raise unpack_exception(_fields(reply.error))
+    raise TurboliftError(f"worker sent an unexpected outcome {reply.outcome}")
+
+
+def batch_result(reply: pb.BatchReply, fetched: Optional[bytearray] = None) -> tuple[list, float, int]:
+    """``(outcomes, seconds the worker spent, bytes of the results)`` of a batch."""
+    if reply.outcome != pb.RETURNED:
+        raise TurboliftError(f"worker sent an unexpected batch outcome {reply.outcome}")
+    return serialize.loads(reply.results), reply.elapsed_seconds, len(reply.results)
+
+
+def item_value(ok: bool, value: Any) -> Any:
+    """The value of one batch item, or raise the exception it carries."""
+    if ok:
+        return value
+    raise unpack_exception(value)

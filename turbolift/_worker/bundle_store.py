@@ -1,0 +1,348 @@
+"""The worker's side of bundles: a content-addressed on-disk cache.
+
+Bundles arrive as bytes, are checked against their sha256 id, unpacked
+safely, checked against this interpreter (the manifest), and their modules
+imported with marking disabled so the real functions run. Several workers
+may share one cache directory: every write goes to a private temporary
+name first and is published with an atomic rename.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import linecache
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import zipfile
+import zlib
+from typing import Any, Callable, Iterable, Optional
+
+from .._marker import TurboliftFunction
+from .._wire import serialize
+from .._wire.bundle_format import BUNDLE_ID, FORMAT, MANIFEST
+from ..errors import BundleError, ConfigurationError
+from . import requirements
+
+MAX_BUNDLE_BYTES = 512 * 1024 * 1024
+MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
+MAX_ENTRIES = 20_000
+
+
+def check_id(bundle_id: str) -> str:
+    """Return the hex digest of a well-formed bundle id, else raise BundleError."""
+    if not BUNDLE_ID.fullmatch(bundle_id):
+        raise BundleError(f"malformed bundle id {bundle_id[:80]!r}; expected 'sha256:' and 64 hex digits")
+    return bundle_id[7:]
+
+
+_MANIFEST_FIELDS = {
+    "format": int, "python": str, "implementation": str, "modules": dict, "requirements": dict,
+    "installed": list, "pickled": dict, "sources": dict,
+}
+
+
+def read_manifest(archive_path: str) -> dict:
+    """The manifest of a stored bundle archive, checked for shape; else BundleError."""
+    try:
+        with zipfile.ZipFile(archive_path) as archive:
+            bad = archive.testzip()
+            if bad is not None:
+                raise BundleError(f"bundle entry {bad!r} is corrupt")
+            manifest = json.loads(archive.read(MANIFEST))
+    except KeyError:
+        raise BundleError(f"the bundle has no {MANIFEST}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as exc:
+        raise BundleError(f"the bundle is not a readable zip archive with a JSON manifest: {exc}") from None
+    if type(manifest) is not dict:
+        raise BundleError("the bundle manifest is not a JSON object")
+    for key, kind in _MANIFEST_FIELDS.items():
+        if key in manifest and type(manifest[key]) is not kind:
+            raise BundleError(f"the bundle manifest's {key!r} should be a {kind.__name__}")
+    for key in ("modules", "requirements", "pickled", "sources"):
+        if not all(type(k) is str and type(v) is str for k, v in manifest.get(key, {}).items()):
+            raise BundleError(f"the bundle manifest's {key!r} should map strings to strings")
+    if not all(type(name) is str for name in manifest.get("installed", [])):
+        raise BundleError("the bundle manifest's 'installed' should list module names")
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"the bundle has format {manifest.get('format')!r}; this worker reads format "
+                          f"{FORMAT}: use the same turbolift version on both sides")
+    return manifest
+
+
+def _safe_extract(archive_path: str, destination: str) -> None:
+    with zipfile.ZipFile(archive_path) as archive:
+        infos = archive.infolist()
+        if len(infos) > MAX_ENTRIES:
+            raise BundleError(f"bundle has {len(infos)} entries; the limit is {MAX_ENTRIES}")
+        if sum(info.file_size for info in infos) > MAX_UNPACKED_BYTES:
+            raise BundleError("bundle unpacks to more than the allowed size; refusing it")
+        root = os.path.realpath(destination)
+        for info in infos:
+            name = info.filename
+            if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/") or ":" in name:
+                raise BundleError(f"bundle entry {name!r} would escape the bundle directory")
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                raise BundleError(f"bundle entry {name!r} is a symbolic link; links are refused")
+            target = os.path.realpath(os.path.join(root, name))
+            if not target.startswith(root + os.sep):
+                raise BundleError(f"bundle entry {name!r} would escape the bundle directory")
+        archive.extractall(destination)
+
+
+def _matches_archive(directory: str, archive_path: str) -> bool:
+    """True when every file of ``archive_path`` is in ``directory`` with the same bytes."""
+    try:
+        with zipfile.ZipFile(archive_path) as archive:
+            for info in archive.infolist():
+                if info.is_dir():
+                    continue
+                with open(os.path.join(directory, info.filename), "rb") as handle:
+                    if handle.read() != archive.read(info):
+                        return False
+    except (OSError, zipfile.BadZipFile, zlib.error):
+        return False
+    return True
+
+
+def _file_digest(path: str) -> str:
+    """The sha256 hex digest of a file, read in blocks; "" when it cannot be read."""
+    hasher = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(block)
+    except OSError:
+        return ""
+    return hasher.hexdigest()
+
+
+class LoadedBundle:
+    """An unpacked, verified bundle whose functions can be resolved."""
+
+    def __init__(self, store: "BundleStore", bundle_id: str, path: str, manifest: dict,
+                 environment: Optional[str] = None) -> None:
+        self._store = store
+        self.id = bundle_id
+        self.path = path
+        self.manifest = manifest
+        # Where this bundle's code comes from: its own files, then the pinned
+        # requirements pip installed for it (if the worker had to).
+        self.paths = (path,) + ((environment,) if environment else ())
+        self.shadowed = requirements.top_level_names(environment) if environment else set()
+        self.module_names = tuple(manifest.get("modules", {}))
+        # What each shipped module contains: bundles whose copies of a module
+        # are identical can share one module object, and need no swapping.
+        self.digests = {name: _file_digest(os.path.join(path, arcname))
+                        for name, arcname in manifest.get("modules", {}).items()}
+        # Managed by the store: this bundle's versions of modules while another
+        # version is in sys.modules, and the store generation it was made active in.
+        self.parked: dict[str, Any] = {}
+        self.active_generation = -1
+        self._functions: dict[tuple[str, str], Callable] = {}
+        for original, arcname in manifest.get("sources", {}).items():
+            self._register_source(original, os.path.join(path, arcname))
+
+    @staticmethod
+    def _register_source(original: str, local: str) -> None:
+        try:
+            with open(local, encoding="utf-8") as handle:
+                lines = handle.read().splitlines(True)
+        except OSError:
+            return
+        linecache.cache[original] = (len(lines), None, lines, original)
+
+    def activate(self) -> None:
+        """Make this bundle's modules the ones ``import`` finds (cheap if already)."""
+        if self.active_generation == self._store.generation:
+            return
+        self._store.activate(self)
+
+    def resolve(self, module: str, qualname: str) -> Callable:
+        """The real function ``module.qualname`` (marking disabled)."""
+        key = (module, qualname)
+        found = self._functions.get(key)
+        if found is not None:
+            return found
+        with self._store.lock:
+            self.activate()
+            pickled = self.manifest.get("pickled", {}).get(qualname)
+            if pickled:
+                with open(os.path.join(self.path, pickled), "rb") as handle:
+                    obj = serialize.loads(handle.read())
+            else:
+                if module not in self.module_names and module not in self.manifest.get("installed", []):
+                    raise LookupError(f"module {module!r} is not in bundle {self.id}")
+                obj = importlib.import_module(module)
+                for part in qualname.split("."):
+                    obj = getattr(obj, part)
+            if isinstance(obj, TurboliftFunction):  # marked: run the function it wraps
+                obj = obj.__wrapped__
+            if not callable(obj):
+                raise LookupError(f"{module}.{qualname} is a {type(obj).__name__}, not a function")
+            self._functions[key] = obj
+            return obj
+
+
+class BundleStore:
+    """Bundles on disk under ``root``, loaded lazily and kept in memory."""
+
+    def __init__(self, root: str, install_requirements: bool = False) -> None:
+        self.cache_root = root
+        self.root = os.path.join(root, "bundles")
+        self.install_requirements = install_requirements
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        for directory in (root, self.root):
+            # What is in the cache gets run: nobody else may be able to put it there.
+            if os.stat(directory).st_mode & 0o022:
+                raise ConfigurationError(
+                    f"refusing the bundle cache {directory}: it is writable by other users, who could "
+                    "plant code this worker would run. Use a directory only this user can write "
+                    f"(chmod go-w {directory}), or another --cache-dir.")
+        self.lock = threading.RLock()
+        self.generation = 0
+        self._loaded: dict[str, LoadedBundle] = {}
+        self._parked_base: dict[str, Any] = {}   # the worker's own modules a bundle shadows
+        self._in_place: dict[str, str] = {}      # module name -> digest of the version import finds
+
+    def _zip_path(self, digest: str) -> str:
+        return os.path.join(self.root, digest + ".zip")
+
+    def has(self, bundle_id: str) -> bool:
+        if bundle_id in self._loaded:
+            return True
+        return os.path.exists(self._zip_path(check_id(bundle_id)))
+
+    def ids(self) -> list[str]:
+        return sorted("sha256:" + name[:-4] for name in os.listdir(self.root) if name.endswith(".zip"))
+
+    def put(self, bundle_id: str, size: int, chunks: Iterable[bytes]) -> bool:
+        """Store a bundle from ``chunks``; False if it was already present.
+
+        The content must hash to ``bundle_id`` and be exactly ``size`` bytes.
+        """
+        digest = check_id(bundle_id)
+        if size > MAX_BUNDLE_BYTES:
+            raise BundleError(f"bundle of {size:,} bytes exceeds the worker limit of {MAX_BUNDLE_BYTES:,}")
+        if self.has(bundle_id):
+            for _ in chunks:  # drain the stream; nothing to store
+                pass
+            return False
+        hasher = hashlib.sha256()
+        received = 0
+        fd, temp = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in chunks:
+                    received += len(chunk)
+                    if received > size:
+                        raise BundleError(f"bundle {bundle_id} sent more than its declared {size:,} bytes")
+                    hasher.update(chunk)
+                    handle.write(chunk)
+            if received != size:
+                raise BundleError(f"bundle {bundle_id} ended after {received:,} of {size:,} bytes")
+            if hasher.hexdigest() != digest:
+                raise BundleError(f"bundle content does not match its id {bundle_id}; refusing it")
+            read_manifest(temp)  # junk that hashes right is refused here, not at every call
+            os.replace(temp, self._zip_path(digest))
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+        return True
+
+    def load(self, bundle_id: str) -> Optional[LoadedBundle]:
+        """The loaded bundle, or None when this worker does not hold it."""
+        found = self._loaded.get(bundle_id)
+        if found is not None:
+            return found
+        digest = check_id(bundle_id)
+        with self.lock:
+            found = self._loaded.get(bundle_id)
+            if found is not None:
+                return found
+            archive = self._zip_path(digest)
+            if not os.path.exists(archive):
+                return None
+            if _file_digest(archive) != digest:  # corrupted (or tampered with) since it was stored
+                os.unlink(archive)
+                shutil.rmtree(os.path.join(self.root, digest), ignore_errors=True)
+                return None  # the caller uploads it again
+            directory = os.path.join(self.root, digest)
+            # Checked again here: the cache may hold archives from older workers.
+            manifest = read_manifest(archive)
+            if os.path.isdir(directory) and not _matches_archive(directory, archive):
+                shutil.rmtree(directory, ignore_errors=True)
+            if not os.path.isdir(directory):
+                staging = tempfile.mkdtemp(dir=self.root, prefix=".unpack-")
+                try:
+                    _safe_extract(archive, staging)
+                    try:
+                        os.rename(staging, directory)
+                    except OSError:  # another worker published it first
+                        pass
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+            environment = None
+            found = requirements.differences(manifest, sys.path)
+            if found and self.install_requirements and all(
+                    what not in ("python", "implementation") for what, _, _ in found):
+                environment = requirements.ensure_environment(self.cache_root, manifest["requirements"])
+                found = requirements.differences(manifest, [environment, *sys.path])
+            if found:
+                raise requirements.mismatch(found, self.install_requirements)
+            loaded = LoadedBundle(self, bundle_id, directory, manifest, environment)
+            self._loaded[bundle_id] = loaded
+            return loaded
+
+    def activate(self, bundle: LoadedBundle) -> None:
+        """Make ``bundle``'s modules the ones ``import`` finds.
+
+        Bundles whose copies of a module are identical share it, and their
+        directories all stay on ``sys.path``: calls of different functions
+        run side by side without swapping anything. Only a module of which
+        another bundle holds a *different* version (the caller changed the
+        code) is swapped: the other version is parked until its bundle is
+        active again. Functions keep the globals of their own version, but
+        an import executed lazily while the other version is active sees it.
+        """
+        with self.lock:
+            if not bundle.shadowed and all(self._in_place.get(name, digest) == digest
+                                           for name, digest in bundle.digests.items()):
+                # Nothing to swap: every module it shares with the bundles in
+                # place is the same version. Just make its own modules findable.
+                missing = [path for path in bundle.paths if path not in sys.path]
+                if missing:
+                    sys.path[0:0] = missing
+                    importlib.invalidate_caches()
+                self._in_place.update(bundle.digests)
+                bundle.active_generation = self.generation
+                return
+            others = [b for b in self._loaded.values() if b is not bundle]
+            for name, module in list(sys.modules.items()):
+                where = getattr(module, "__file__", None) or ""
+                if not where:
+                    continue
+                top = name.partition(".")[0]
+                owner = next((b for b in others if where.startswith(b.paths)), None)
+                if owner is not None:
+                    if name in bundle.digests and owner.digests.get(name) != bundle.digests[name]:
+                        owner.parked[name] = module  # a different version: parked
+                        del sys.modules[name]
+                elif top in bundle.shadowed and not where.startswith(bundle.paths):
+                    self._parked_base[name] = module
+                    del sys.modules[name]
+            for path in bundle.paths:  # this bundle's directories first, the others kept
+                while path in sys.path:
+                    sys.path.remove(path)
+            sys.path[0:0] = bundle.paths
+            importlib.invalidate_caches()
+            for name in [n for n in self._parked_base if n.partition(".")[0] not in bundle.shadowed]:
+                sys.modules.setdefault(name, self._parked_base.pop(name))
+            sys.modules.update(bundle.parked)
+            bundle.parked = {}
+            self._in_place.update(bundle.digests)
+            self.generation += 1
+            bundle.active_generation = self.generation

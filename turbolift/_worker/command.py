@@ -1,0 +1,70 @@
+"""``turbolift worker``: serve calls from shipped bundles.
+
+Without ``--no-restart`` the server runs under a supervisor that restarts
+it when user code kills its process; the supervisor starts this same
+command with ``--no-restart`` for each server process.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from .._wire.auth import read_token
+from .._wire.tls import TLS
+from ..errors import TurboliftError
+from .launcher import default_cache_dir
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Serve turbolift calls from shipped bundles.")
+    parser.add_argument("--listen", default="127.0.0.1:50051",
+                        help="HOST:PORT or unix:PATH (default 127.0.0.1:50051; port 0 picks a free one)")
+    parser.add_argument("--token-file", help="require this token from callers (needed off loopback)")
+    parser.add_argument("--cache-dir", default=None, help="bundle cache (default: ~/.cache/turbolift)")
+    parser.add_argument("--threads", type=int, default=16, help="calls of user code run at once")
+    parser.add_argument("--worker-id", help="name reported by Describe")
+    parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--token-stdin", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tls-cert", help="serve TLS with this PEM certificate (with --tls-key)")
+    parser.add_argument("--tls-key", help="the PEM private key of --tls-cert")
+    parser.add_argument("--tls-ca", help="require client certificates signed by this CA (mutual TLS)")
+    parser.add_argument("--no-restart", action="store_true",
+                        help="serve in this process; do not restart the server when user code kills it")
+    parser.add_argument("--previous-exit", help=argparse.SUPPRESS)
+    parser.add_argument("--install-requirements", action="store_true",
+                        help="pip-install a bundle's pinned requirements into the cache "
+                        "instead of refusing the bundle")
+    return parser
+
+
+def main(argv: Sequence[str], prog: str = "turbolift worker") -> int:
+    opts = _parser(prog).parse_args(list(argv))
+    try:
+        if not opts.no_restart:
+            from .supervisor import supervise
+
+            # The supervisor appends its own --listen (the port it fixed), which
+            # argparse lets override the one among ``argv``.
+            return supervise(list(argv), opts.listen)
+        return _serve(opts)
+    except TurboliftError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(opts: argparse.Namespace) -> int:
+    from .server import WorkerOptions, run
+
+    tls: Optional[TLS] = None
+    if opts.tls_cert or opts.tls_key or opts.tls_ca:
+        tls = TLS(ca=opts.tls_ca, cert=opts.tls_cert, key=opts.tls_key)
+    token = read_token(None, opts.token_file) if opts.token_file else None
+    if opts.token_stdin:
+        token = sys.stdin.buffer.readline().decode().strip() or None
+    options = WorkerOptions(listen=opts.listen, cache_dir=opts.cache_dir or default_cache_dir(), token=token,
+                            threads=opts.threads, worker_id=opts.worker_id,
+                            install_requirements=opts.install_requirements, previous_exit=opts.previous_exit,
+                            tls=tls)
+    return run(options, ready_fd=opts.ready_fd, exit_with_stdin=opts.exit_with_stdin)

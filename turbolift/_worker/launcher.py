@@ -1,0 +1,148 @@
+"""Starting ``turbolift worker`` processes and learning when they are ready.
+
+Used by the local platform, by the supervisor of a hand-started worker and
+(through the supervisor) by the command line. A worker is always a fresh
+interpreter, never a fork of a process that holds gRPC state. It reports
+the address it listens on through a pipe (``--ready-fd``) once it serves,
+and with ``--exit-with-stdin`` it exits when the pipe on its stdin closes,
+which happens however its parent ends (SIGKILL included).
+
+This module imports no gRPC: ``import turbolift`` loads it.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..errors import ClusterError
+
+# Variables that would make a worker distribute its calls in turn.
+_SWITCHES = ("TURBOLIFT", "TURBOLIFT_CLUSTER")
+_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent.parent)
+
+
+def default_cache_dir() -> str:
+    """Where bundles are cached: $TURBOLIFT_CACHE_DIR, else the user's cache directory."""
+    explicit = os.environ.get("TURBOLIFT_CACHE_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "turbolift")
+
+
+def describe_exit(returncode: int) -> str:
+    """'exit code 3' or 'killed by SIGSEGV' for a child's return code."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def report_ready(ready_fd: int, address: str) -> None:
+    """In the worker: tell the launching process where it listens."""
+    os.write(ready_fd, (address + "\n").encode())
+    os.close(ready_fd)
+
+
+class WorkerProcess:
+    """One worker server process started by this process.
+
+    ``args`` are the options of ``turbolift worker`` (``--listen`` among
+    them); the launcher adds ``--no-restart``, ``--ready-fd`` and
+    ``--exit-with-stdin``. A ``token`` is handed over on stdin (never on
+    the command line or in the environment). ``name`` is how errors refer
+    to the worker.
+    """
+
+    def __init__(self, args: Sequence[str], *, name: str = "worker", token: Optional[str] = None,
+                 cwd: Optional[str] = None, new_session: bool = False) -> None:
+        self.name = name
+        ready_read, ready_write = os.pipe()
+        env = {key: value for key, value in os.environ.items() if key not in _SWITCHES}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+        command = [sys.executable, "-m", "turbolift", "worker", *args, "--no-restart",
+                   "--ready-fd", str(ready_write), "--exit-with-stdin"]
+        if token is not None:
+            command.append("--token-stdin")
+        try:
+            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, cwd=cwd, env=env,
+                                            pass_fds=(ready_write,), start_new_session=new_session)
+        finally:
+            os.close(ready_write)
+        self._ready_read: Optional[int] = ready_read
+        if token is not None:
+            assert self.process.stdin is not None
+            self.process.stdin.write(token.encode() + b"\n")
+            self.process.stdin.flush()
+        self.address: Optional[str] = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_address(self, deadline: float) -> str:
+        """Block until the worker reports its address; ClusterError if it exits or time runs out."""
+        if self.address is not None:
+            return self.address
+        assert self._ready_read is not None, "the worker was stopped before it reported its address"
+        data = b""
+        while not data.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ClusterError(f"{self.name} did not start in time")
+            readable, _, _ = select.select([self._ready_read], [], [], remaining)
+            if readable:
+                chunk = os.read(self._ready_read, 1024)
+                if not chunk:
+                    code = self.process.poll()
+                    ended = describe_exit(code) if code is not None else "closed its pipe"
+                    raise ClusterError(f"{self.name} exited during start-up ({ended}); its error output "
+                                       "is above")
+                data += chunk
+        self._close_ready()
+        self.address = data.decode().strip()
+        return self.address
+
+    def exit_reason(self, timeout: float = 0.0) -> Optional[str]:
+        """How the process ended ('killed by SIGKILL'), waiting up to ``timeout``; None while it runs."""
+        try:
+            return describe_exit(self.process.wait(timeout))
+        except subprocess.TimeoutExpired:
+            return None
+
+    def signal_stop(self) -> None:
+        """Ask the worker to exit now, without waiting for it."""
+        process = self.process
+        if process.stdin is not None:
+            try:
+                process.stdin.close()  # the cue a worker also gets if we die
+            except OSError:
+                pass
+        if process.poll() is None:
+            process.terminate()  # nobody awaits its calls any more: no graceful drain
+        self._close_ready()
+
+    def stop(self, grace: float) -> None:
+        """Stop the worker, killing it if it has not exited after ``grace`` seconds."""
+        self.signal_stop()
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def _close_ready(self) -> None:
+        if self._ready_read is not None:
+            try:
+                os.close(self._ready_read)
+            except OSError:
+                pass
+            self._ready_read = None

@@ -1,0 +1,221 @@
+"""Starting and running the worker's gRPC server.
+
+:func:`serve` starts a server for :class:`WorkerOptions` and returns it with
+the address it listens on; :func:`run` serves until stopped (by a signal,
+or, for a worker started by a launcher, when its parent goes away).
+Problems with the options raise :class:`~turbolift.errors.ConfigurationError`
+instead of exiting, so that the command line decides how to report them.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from .. import _runtime
+from .._wire.protocol import MESSAGE_LIMIT, SERVICE_NAME
+from .._wire.tls import TLS
+from ..errors import ConfigurationError
+from ..v1 import worker_pb2 as pb
+from .bundle_store import BundleStore
+from .interceptor import TokenInterceptor
+from .launcher import default_cache_dir, report_ready
+from .service import WorkerService
+
+SPARE_THREADS = 128   # gRPC threads beyond those running user code (waiting calls, health, uploads)
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+    ("grpc.max_send_message_length", MESSAGE_LIMIT),
+    ("grpc.so_reuseport", 0),
+    # Callers ping every few seconds to notice a dead link; allow it.
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker serves. ``listen`` is ``HOST:PORT`` (port 0 picks one) or ``unix:PATH``."""
+
+    listen: str = "127.0.0.1:50051"
+    cache_dir: str = field(default_factory=default_cache_dir)
+    token: Optional[str] = None
+    threads: int = 16                      # calls of user code running at once
+    worker_id: Optional[str] = None        # the name Describe reports
+    install_requirements: bool = False
+    previous_exit: Optional[str] = None    # how the previous server at this address ended
+    tls: Optional[TLS] = None
+
+
+def is_loopback(listen: str) -> bool:
+    if listen.startswith("unix:"):
+        return True
+    host = listen.rsplit(":", 1)[0]
+    return host in LOOPBACK_HOSTS
+
+
+def check_exposure(listen: str, token: Optional[str], tls: Optional[TLS]) -> None:
+    """Refuse to serve beyond loopback unless callers are authenticated.
+
+    A token, or mutual TLS (a CA that client certificates must chain to),
+    authenticates callers; TLS without client certificates only encrypts,
+    so alone it is not enough.
+    """
+    if is_loopback(listen) or token or (tls is not None and tls.mutual):
+        return
+    raise ConfigurationError(
+        f"refusing to listen on {listen} without authentication: a worker runs any code its callers "
+        "send. Give it a token (--token-file FILE, the same file the callers use) or mutual TLS "
+        "(--tls-cert, --tls-key and --tls-ca), or listen on 127.0.0.1.")
+
+
+def _parsing(method: Callable, message_type: Any, streaming: bool) -> Callable:
+    """Wrap ``method`` so that a malformed message is INVALID_ARGUMENT, not INTERNAL.
+
+    gRPC's own deserialisation failure answers a bare "Exception
+    deserializing request!"; parsing here lets the caller know what was wrong.
+    """
+    name = message_type.DESCRIPTOR.full_name
+
+    def parse(raw: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            return message_type.FromString(raw)
+        except DecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {name} message: {exc}")
+
+    if streaming:
+        def handle_stream(raw_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+            return method((parse(raw, context) for raw in raw_iterator), context)
+        return handle_stream
+
+    def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
+        return method(parse(raw, context), context)
+    return handle
+
+
+def _serialize_message(message: Any) -> bytes:
+    return message.SerializeToString()
+
+
+def _handlers(service: WorkerService) -> grpc.GenericRpcHandler:
+    serialize = _serialize_message
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, {
+        "Call": grpc.unary_unary_rpc_method_handler(
+            _parsing(service.Call, pb.CallRequest, False), response_serializer=serialize),
+        "CallBatch": grpc.unary_unary_rpc_method_handler(
+            _parsing(service.CallBatch, pb.BatchRequest, False), response_serializer=serialize),
+        "CallStream": grpc.unary_stream_rpc_method_handler(
+            _parsing(service.CallStream, pb.CallRequest, False), response_serializer=serialize),
+        "PutBundle": grpc.stream_unary_rpc_method_handler(
+            _parsing(service.PutBundle, pb.BundleChunk, True), response_serializer=serialize),
+        "PutBlob": grpc.stream_unary_rpc_method_handler(
+            _parsing(service.PutBlob, pb.BlobChunk, True), response_serializer=serialize),
+        "GetBlob": grpc.unary_stream_rpc_method_handler(
+            _parsing(service.GetBlob, pb.BlobRef, False), response_serializer=serialize),
+        "Describe": grpc.unary_unary_rpc_method_handler(
+            _parsing(service.Describe, pb.DescribeRequest, False), response_serializer=serialize),
+    })
+
+
+def serve(options: WorkerOptions) -> tuple[grpc.Server, str]:
+    """Start a worker server; return it and the address it listens on.
+
+    Raises ConfigurationError for a non-loopback address without
+    authentication, or an address it cannot listen on.
+    """
+    listen = options.listen
+    check_exposure(listen, options.token, options.tls)
+    _runtime.enter_worker_mode()
+    # `python -m` put the current directory first on sys.path: a worker must
+    # find the program's modules only in the bundles it was sent.
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
+    store = BundleStore(options.cache_dir, install_requirements=options.install_requirements)
+    worker_id = options.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    interceptors = [TokenInterceptor(options.token)] if options.token else []
+    # ``threads`` calls run user code at once; the pool has room beyond that
+    # so that health checks, uploads and Describe are answered meanwhile.
+    pool = futures.ThreadPoolExecutor(max_workers=options.threads + SPARE_THREADS,
+                                      thread_name_prefix="turbolift-call")
+    server = grpc.server(pool, interceptors=interceptors, options=SERVER_OPTIONS)
+    service = WorkerService(store, worker_id, options.previous_exit, options.threads)
+    server.add_generic_rpc_handlers((_handlers(service),))
+    health_service = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
+    try:
+        if options.tls is not None:
+            port = server.add_secure_port(listen, options.tls.server_credentials())
+        else:
+            port = server.add_insecure_port(listen)
+        bound = port != 0 or listen.startswith("unix:")
+    except RuntimeError:  # newer grpc raises when it cannot bind
+        bound = False
+    if not bound:
+        raise ConfigurationError(f"could not listen on {listen}: is the address in use, or not an "
+                                 "address of this host?")
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_service.set(name, health_pb2.HealthCheckResponse.SERVING)
+    address = listen if listen.startswith("unix:") else f"{listen.rsplit(':', 1)[0]}:{port}"
+    return server, address
+
+
+def _parent_gone() -> threading.Event:
+    """An event set when stdin reaches end-of-file or our parent changes (the launcher went away)."""
+    parent = os.getppid()
+    gone = threading.Event()
+
+    def on_stdin_closed() -> None:
+        try:
+            while sys.stdin.buffer.read(65536):
+                pass
+        except (OSError, ValueError):
+            pass
+        gone.set()
+
+    def on_parent_changed() -> None:
+        while not gone.wait(1.0):
+            if os.getppid() != parent:
+                gone.set()
+
+    threading.Thread(target=on_stdin_closed, daemon=True, name="turbolift-stdin").start()
+    threading.Thread(target=on_parent_changed, daemon=True, name="turbolift-parent").start()
+    return gone
+
+
+def run(options: WorkerOptions, *, ready_fd: Optional[int] = None, exit_with_stdin: bool = False) -> int:
+    """Serve until stopped; return the exit status.
+
+    ``ready_fd`` is the launcher's pipe, which receives the address once the
+    server serves (otherwise the address is printed). With ``exit_with_stdin``
+    the server stops when stdin closes or the parent process changes.
+    """
+    server, address = serve(options)
+    if ready_fd is not None:
+        report_ready(ready_fd, address)
+    else:
+        print(f"turbolift worker listening on {address}", flush=True)
+    if exit_with_stdin:
+        gone = _parent_gone()
+        try:
+            gone.wait()
+        except KeyboardInterrupt:
+            pass
+        server.stop(grace=0.5).wait()
+        return 0
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:
+        server.stop(grace=1.0).wait()
+    return 0

@@ -1,0 +1,123 @@
+"""Worker processes on this machine: the default platform (``local``, ``local:N``)."""
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from typing import Optional
+
+from .._worker.launcher import WorkerProcess, default_cache_dir
+from ..errors import ConfigurationError
+from .base import Cluster
+
+
+class LocalQueue(Cluster):
+    """Worker processes on this machine.
+
+    Workers are fresh interpreters (never forks of a process holding gRPC
+    state), tied to this process: they exit when it exits, however it exits,
+    SIGKILL included (each worker watches a pipe from this process and
+    leaves at end-of-file).
+
+    ``transport="unix"`` (the default where available): each worker listens
+    on a unix socket inside a private directory (mode 0700) of this run, so
+    the file system keeps every other user out and calls need no token.
+    ``transport="tcp"``: ephemeral loopback ports, protected by a random
+    per-run token that each call carries. ``start_timeout`` is how long
+    callers wait for the workers to start.
+    """
+
+    def __init__(self, workers: Optional[int] = None, *, cache_dir: Optional[str] = None,
+                 start_timeout: float = 60.0, transport: Optional[str] = None) -> None:
+        super().__init__()
+        if workers is not None and workers < 1:
+            raise ConfigurationError(f"LocalQueue needs at least one worker, got {workers}")
+        transport = transport or ("unix" if hasattr(socket, "AF_UNIX") else "tcp")
+        if transport not in ("unix", "tcp"):
+            raise ConfigurationError(f"LocalQueue transport must be 'unix' or 'tcp', not {transport!r}")
+        self.workers = workers or os.cpu_count() or 1
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.ready_timeout = start_timeout
+        self.transport = transport
+        self.token = secrets.token_urlsafe(32) if transport == "tcp" else None
+        self._spawned = itertools.count()
+        self._lock = threading.Lock()
+        self._procs: list[WorkerProcess] = []
+        self._retired: list[WorkerProcess] = []   # replaced after dying; kept for exit_reason
+        self._run_dir: Optional[str] = None
+        self._stopped = False
+
+    def start(self) -> None:
+        with self._lock:
+            if self._procs or self._stopped:
+                return
+            self._run_dir = tempfile.mkdtemp(prefix="turbolift-run-")
+            self._procs = [self._spawn(i) for i in range(self.workers)]
+
+    def _spawn(self, index: int) -> WorkerProcess:
+        assert self._run_dir is not None
+        if self.transport == "unix":  # a fresh path for a replacement, too
+            listen = f"unix:{self._run_dir}/worker-{index}-{next(self._spawned)}.sock"
+        else:
+            listen = "127.0.0.1:0"
+        args = ["--listen", listen, "--cache-dir", self.cache_dir, "--worker-id", f"local-{index}"]
+        # A neutral cwd: the project must reach the worker only as bundles.
+        # A new session: Ctrl-C in the terminal is the caller's to handle.
+        return WorkerProcess(args, name=f"local worker {index}", token=self.token, cwd=self._run_dir,
+                             new_session=True)
+
+    def wait_ready(self, timeout: float) -> list[str]:
+        self.start()
+        deadline = time.monotonic() + timeout
+        return [proc.wait_address(deadline) for proc in list(self._procs)]
+
+    def replace(self, address: str, timeout: float) -> Optional[str]:
+        with self._lock:
+            if self._stopped:
+                return None
+            for slot, proc in enumerate(self._procs):
+                if proc.address == address:
+                    if proc.exit_reason(2.0) is None:  # a killed process may take a moment to go
+                        return None  # still alive: the connection failed, not the worker
+                    proc.stop(0)
+                    self._retired.append(proc)
+                    fresh = self._procs[slot] = self._spawn(slot)
+                    break
+            else:
+                return None
+        return fresh.wait_address(time.monotonic() + timeout)
+
+    def exit_reason(self, address: str, timeout: float = 0.0) -> Optional[str]:
+        for proc in list(self._procs) + list(self._retired):
+            if proc.address == address:
+                return proc.exit_reason(timeout)
+        return None
+
+    def local_pids(self) -> list[int]:
+        return [proc.pid for proc in self._procs]
+
+    pids = local_pids  # the name it had first
+
+    @property
+    def start_timeout(self) -> float:
+        """How long callers wait for the workers to start (the ``ready_timeout`` of the interface)."""
+        return self.ready_timeout
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            procs, self._procs = self._procs, []
+        for proc in procs:  # all at once: they exit in parallel
+            proc.signal_stop()
+        for proc in procs:
+            proc.stop(grace=2.0)
+        if self._run_dir:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return f"LocalQueue(workers={self.workers}, transport={self.transport!r})"
