@@ -10,6 +10,8 @@
 #   docker build --build-arg PYTHON_IMAGE=python:3.12.11-slim-bookworm -t turbolift-worker:0.1.0-py3.12 .
 # For a byte-for-byte reproducible base, pin it by digest as well:
 #   --build-arg PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:<digest>
+# A base whose Python is the distribution's own (Debian's python3 + python3-pip,
+# as tests/test_container.py builds it) needs --build-arg PIP_BREAK_SYSTEM_PACKAGES=1.
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 FROM ${PYTHON_IMAGE}
 
@@ -28,7 +30,19 @@ RUN groupadd --system --gid 10001 turbolift \
 # Only what `pip install .` needs (.dockerignore keeps the rest out of the context).
 COPY pyproject.toml setup.cfg README.md /tmp/turbolift-src/
 COPY turbolift /tmp/turbolift-src/turbolift
-RUN pip install /tmp/turbolift-src && rm -rf /tmp/turbolift-src
+
+# How pip reaches the package index, for the build only (ARGs are not kept in
+# the image's environment); the defaults are pip's own. Behind a mirror or an
+# intercepting proxy, give its URL and mount a CA bundle into the build (podman
+# build -v; docker build has no -v), e.g.:
+#   podman build -v /etc/ssl/certs/ca-certificates.crt:/run/build-ca.pem:ro \
+#       --build-arg PIP_CERT=/run/build-ca.pem --build-arg PIP_INDEX_URL=https://mirror.example/simple .
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG PIP_EXTRA_INDEX_URL=
+ARG PIP_TRUSTED_HOST=
+ARG PIP_CERT=
+ARG PIP_BREAK_SYSTEM_PACKAGES=0
+RUN python3 -m pip install /tmp/turbolift-src && rm -rf /tmp/turbolift-src
 
 USER 10001:10001
 WORKDIR /home/turbolift

@@ -13,8 +13,10 @@ JSON documents separated by ``---``, which is YAML too. It needs no cluster.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import re
 import sys
 from typing import Optional, Sequence
 
@@ -63,8 +65,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# A string is written plain (unquoted) only when it is a word that no YAML
+# reader takes for anything but a string: a letter, then letters, digits and
+# ``. _ / -``, and none of YAML 1.1's booleans and nulls. Everything else is
+# double-quoted. PyYAML on its own quotes only what *its* resolver would read
+# as another type, and its resolver is narrower than other readers': it takes
+# ``0123456789`` and ``1234567e89`` for strings, while kubectl's YAML reader
+# (Go) reads them as numbers and then refuses them as label values.
+_PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9._/-]*\Z")
+_YAML_WORDS = frozenset({"y", "yes", "n", "no", "true", "false", "on", "off", "null"})
+
+
+@functools.lru_cache(maxsize=None)
+def _yaml_dumper() -> type:
+    """A ``yaml.SafeDumper`` whose every string, key or value, reads back as a string in any reader."""
+    import yaml
+
+    class StringsStayStrings(yaml.SafeDumper):
+        pass
+
+    def represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        plain = _PLAIN.match(value) is not None and value.lower() not in _YAML_WORDS
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=None if plain else '"')
+
+    StringsStayStrings.add_representer(str, represent_str)
+    return StringsStayStrings
+
+
 def render(objects: list[dict], output: str = "yaml") -> str:
-    """The text ``turbolift kube manifests`` prints for ``objects``."""
+    """The text ``turbolift kube manifests`` prints for ``objects``.
+
+    Every string comes out as a string whatever it looks like (``0123456789``,
+    ``1e3``, ``true``), for PyYAML and for kubectl alike.
+    """
     if output == "json":
         return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2) + "\n"
     try:
@@ -72,7 +105,9 @@ def render(objects: list[dict], output: str = "yaml") -> str:
     except ImportError:
         # JSON is YAML: a stream of JSON documents is still a valid multi-document YAML file.
         return "".join(f"---\n{json.dumps(obj, indent=2)}\n" for obj in objects)
-    return yaml.safe_dump_all(objects, sort_keys=False, explicit_start=True, default_flow_style=False)
+    # No line folding (width): a long token or command stays on one line, as it is in the object.
+    return yaml.dump_all(objects, Dumper=_yaml_dumper(), sort_keys=False, explicit_start=True,
+                         default_flow_style=False, width=1 << 30)
 
 
 def manifests(opts: argparse.Namespace) -> int:
