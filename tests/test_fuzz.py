@@ -400,7 +400,8 @@ def is_argument_pair(value: Any) -> bool:
 RAW_EXPECTED = {
     "Call": {SC.INVALID_ARGUMENT, SC.FAILED_PRECONDITION},
     "CallBatch": {SC.INVALID_ARGUMENT, SC.FAILED_PRECONDITION},
-    "CallStream": {SC.INVALID_ARGUMENT, SC.FAILED_PRECONDITION, SC.UNIMPLEMENTED},
+    # Garbage in place of the handshake: refused; an empty stream or a lone Hello: answered, then closed.
+    "Session": {SC.OK, SC.INVALID_ARGUMENT},
     "PutBundle": {SC.INVALID_ARGUMENT},
     "Describe": {SC.OK, SC.INVALID_ARGUMENT},
     "PutBlob": {SC.OK, SC.INVALID_ARGUMENT},
@@ -426,7 +427,9 @@ def declared_blob_size(bodies: list) -> int:
 @example(method="PutBundle", bodies=[])
 @example(method="PutBundle", bodies=[b"", b"\x12\x03abc"])
 @example(method="Describe", bodies=[b"\x08"])
-@example(method="CallStream", bodies=[b"\x0a\x02\x0a\x00"])
+@example(method="Session", bodies=[b"\x0a\x02\x0a\x00"])
+@example(method="Session", bodies=[pb.ClientFrame(hello=pb.Hello(nonce=b"n" * 32)).SerializeToString(),
+                                   b"\xff"])
 def test_random_bytes_to_every_method_get_a_clear_status(open_worker, method, bodies):
     """Raw garbage as the request body of each method: a clear status, never an escaped exception."""
     if method == "PutBlob":
@@ -725,8 +728,17 @@ def metadata_without_the_token(draw, token: str) -> tuple:
 @FUZZ
 @given(method=st.sampled_from(METHODS), bodies=st.lists(st.binary(max_size=1024), max_size=3), data=st.data())
 def test_without_the_token_every_method_is_refused(protected_worker, method, bodies, data):
-    """Any body, any metadata but the token: UNAUTHENTICATED, with a message that names the token."""
+    """Any body, any metadata but the token: UNAUTHENTICATED, with a message that names the token.
+
+    A Session proves the token in its handshake, not in its metadata: random
+    frames get no further than a Challenge (a refusal, or the stream closed).
+    """
     metadata = data.draw(metadata_without_the_token(protected_worker.token))
+    if method == "Session":
+        answer = check(invoke(protected_worker.channel, method, bodies, metadata),
+                       {SC.UNAUTHENTICATED, SC.INVALID_ARGUMENT, SC.OK}, f"Session with metadata {metadata}")
+        assert all(reply.WhichOneof("frame") == "challenge" for reply in answer.replies), answer.replies
+        return
     answer = check(invoke(protected_worker.channel, method, bodies, metadata), {SC.UNAUTHENTICATED},
                    f"{method} with metadata {metadata}")
     assert "token" in answer.details
@@ -746,7 +758,8 @@ def test_a_payload_that_writes_a_file_never_runs_without_the_token_whatever_the_
         protected_worker, target_bundle, tmp_path):
     """Random metadata without the token, on every payload-carrying route: no file appears.
 
-    The payload travels inline (Call, CallStream, CallBatch), as a blob upload
+    The payload travels inline (Call, CallBatch, and a Session whose handshake
+    cannot prove the token), as a blob upload
     (PutBlob), and as a blob uploaded *with* the token that an unauthenticated
     Call names (and an unauthenticated GetBlob tries to take). The controls at
     the end send the same payloads with the token: the worker unpickles them
@@ -762,7 +775,12 @@ def test_a_payload_that_writes_a_file_never_runs_without_the_token_whatever_the_
     blob_id = check(uploaded, {SC.OK}, "uploading the payload as a blob with the token").replies[0].blob_id
     routes = {
         "Call": call_body(target_bundle.id, TARGET, "echo", evil_arguments),
-        "CallStream": call_body(target_bundle.id, TARGET, "echo", evil_arguments),
+        "Session with a guessed proof": [
+            pb.ClientFrame(hello=pb.Hello(nonce=b"n" * 32)).SerializeToString(),
+            pb.ClientFrame(proof=pb.Proof(proof=b"p" * 32)).SerializeToString(),
+            pb.ClientFrame(invoke=pb.Invoke(function=pb.FunctionRef(
+                bundle_id=target_bundle.id, module=TARGET, qualname="echo"), arguments=evil_arguments,
+                forward_events=True)).SerializeToString()],
         "CallBatch": batch_body(target_bundle.id, TARGET, "echo", evil_items, 1),
         "PutBlob": blob_chunks(len(evil_arguments), [evil_arguments]),
         "Call naming the blob": call_body(target_bundle.id, TARGET, "echo", blob=blob_id),

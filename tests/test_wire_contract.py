@@ -18,20 +18,22 @@ def test_generated_code_has_not_drifted_from_the_proto(tmp_path):
             f"turbolift/v1/{path.name} differs from what proto/ generates; run `tox -e proto`")
 
 
-def test_reserved_streaming_rpc_answers_unimplemented_and_describe_reports(start_worker):
+def test_a_session_handshakes_then_describes_and_the_unary_describe_agrees(start_worker):
     import grpc
-    import pytest
 
+    from turbolift._caller.session import Stream
     from turbolift.v1 import worker_pb2 as pb
     from turbolift.v1 import worker_pb2_grpc as pb_grpc
 
     worker = start_worker()
     with grpc.insecure_channel(worker.address) as channel:
-        stub = pb_grpc.WorkerStub(channel)
-        with pytest.raises(grpc.RpcError) as info:
-            list(stub.CallStream(pb.CallRequest(), timeout=10))
-        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        described = stub.Describe(pb.DescribeRequest(), timeout=10)
+        stream = Stream(channel, worker.address)
+        stream.handshake(None)
+        described = stream.describe()
+        stream.close()
+        unary = pb_grpc.WorkerStub(channel).Describe(pb.DescribeRequest(), timeout=10)
+    assert described.pid == unary.pid and described.worker_id == unary.worker_id
+    assert stream.slots == described.slots == 16
     # The server runs in a child of the restarting supervisor we started.
     with open(f"/proc/{described.pid}/stat") as handle:
         assert int(handle.read().rsplit(")", 1)[1].split()[1]) == worker.process.pid

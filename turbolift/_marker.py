@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import inspect
 import itertools
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from . import _runtime
 from ._wire.by_value import travels_by_value
+from .errors import RemoteTraceback
 from .platforms.base import Cluster
 
 
@@ -38,9 +40,16 @@ class TurboliftFunction:
     # -- calling -----------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         remote = self._remote
-        if remote is None:
+        if remote is None or _runtime.in_turbolift():  # turbolift's own use of it runs in place
             return self._fn(*args, **kwargs)
-        return remote.call(args, kwargs)
+        try:
+            return remote.call(args, kwargs)
+        except BaseException as exc:
+            if isinstance(exc.__cause__, RemoteTraceback):
+                # The function's own exception: its traceback starts here (the
+                # remote one is its cause), not in a dozen frames of turbolift.
+                raise exc.with_traceback(None)  # noqa: B904 (re-raising the same exception)
+            raise
 
     def local(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function in this process, whatever the mode."""
@@ -53,7 +62,7 @@ class TurboliftFunction:
         returned already done (its exception, if any, is stored in it).
         """
         remote = self._remote
-        if remote is not None:
+        if remote is not None and not _runtime.in_turbolift():
             return remote.submit(args, kwargs)
         future: concurrent.futures.Future = concurrent.futures.Future()
         try:
@@ -73,15 +82,16 @@ class TurboliftFunction:
         of the call to ``map``.
         """
         remote = self._remote
-        if remote is not None:
+        if remote is not None and not _runtime.in_turbolift():
             return remote.map(iterables, timeout=timeout, chunksize=chunksize)
         return _local_map(self._fn, iterables)
 
     async def aio(self, *args: Any, **kwargs: Any) -> Any:
-        """Await the call from asynchronous code."""
+        """Await the call from asynchronous code (an ``async def`` function is awaited too)."""
         remote = self._remote
-        if remote is None:
-            return self._fn(*args, **kwargs)
+        if remote is None or _runtime.in_turbolift():
+            value = self._fn(*args, **kwargs)
+            return (await value) if inspect.isawaitable(value) else value
         import asyncio  # here, not at import: local mode stays light
 
         return await asyncio.wrap_future(remote.submit(args, kwargs))

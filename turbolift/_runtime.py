@@ -9,13 +9,15 @@ Three modes:
   runtime a *client*: the caller side's object that binds marked functions
   to stubs and owns the clusters it started. The runtime never imports the
   caller side itself.
-* ``WORKER``: inside a worker; marking is disabled so the real function runs.
+* ``WORKER``: inside a worker. The worker runs the real function; marked
+  functions that it calls are bound through what the worker registered
+  (nested calls, which go back to the caller while a call runs).
 """
 from __future__ import annotations
 
 import atexit
 import threading
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from ._settings import Settings
 
@@ -38,6 +40,7 @@ class Client(Protocol):
 
 _mode = LOCAL
 _client: Optional[Client] = None
+_worker_bind: Optional[Callable[[Any], Any]] = None
 _lock = threading.RLock()
 _atexit_registered = False
 
@@ -62,14 +65,16 @@ def disable() -> None:
         _mode, _client = LOCAL, None
 
 
-def enter_worker_mode() -> None:
-    """Disable marking: the worker imports user modules to run them."""
-    global _mode
-    _mode = WORKER
+def enter_worker_mode(bind: Optional[Callable[[Any], Any]] = None) -> None:
+    """Become a worker: functions marked from now on are bound with ``bind`` (None: run locally)."""
+    global _mode, _worker_bind
+    _mode, _worker_bind = WORKER, bind
 
 
 def bind(function: Any) -> Optional[Any]:
-    """The remote stub for ``function``, or None to run it locally."""
+    """The stub for ``function``, or None to run it locally."""
+    if _mode == WORKER:
+        return _worker_bind(function) if _worker_bind is not None else None
     client = _client
     if _mode != DISTRIBUTED or client is None:
         return None
@@ -92,3 +97,57 @@ def shutdown() -> None:
     found = _client
     if found is not None:
         found.shutdown()
+
+
+# -- turbolift's own code never goes through a stub ------------------------------
+# While turbolift prepares or carries a call, a marked function it happens to
+# use (``--remote json:dumps``) runs in place: going remote from inside the
+# stub would wait on itself.
+_guard = threading.local()
+
+
+def in_turbolift() -> bool:
+    """True while the current thread runs turbolift's own code."""
+    return getattr(_guard, "level", 0) > 0
+
+
+class _TurboliftCode:
+    """``with turbolift_code():`` marks the current thread as running turbolift's own code
+    (a class, not a generator: it is on every call's path)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        _guard.level = getattr(_guard, "level", 0) + 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        _guard.level -= 1
+
+
+class _UserCode:
+    """``with user_code():`` inside turbolift's code, a stretch that acts for the user
+    (their callbacks, nested calls): marked functions go remote again."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        saved = getattr(_guard, "saved", None)
+        if saved is None:
+            saved = _guard.saved = []
+        saved.append(getattr(_guard, "level", 0))
+        _guard.level = 0
+
+    def __exit__(self, *exc_info: object) -> None:
+        _guard.level = _guard.saved.pop()
+
+
+_TURBOLIFT_CODE = _TurboliftCode()
+_USER_CODE = _UserCode()
+
+
+def turbolift_code() -> _TurboliftCode:
+    return _TURBOLIFT_CODE
+
+
+def user_code() -> _UserCode:
+    return _USER_CODE

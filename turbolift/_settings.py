@@ -19,11 +19,16 @@ class Settings:
     token_file: Optional[str] = None
     timeout: Optional[float] = None     # default per-call deadline in seconds
     retries: Optional[int] = None       # retries of a call whose worker was lost
+    output_prefix: Optional[bool] = None  # name function and worker before forwarded output (default on)
     sources: dict = field(default_factory=dict)  # key -> where its value came from
 
     @property
     def retries_or_default(self) -> int:
         return DEFAULT_RETRIES if self.retries is None else self.retries
+
+    @property
+    def prefix_or_default(self) -> bool:
+        return True if self.output_prefix is None else self.output_prefix
 
 
 KEYS = tuple(f.name for f in fields(Settings) if f.name != "sources")

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .bundling import Bundle
-
-# What a reply asks for next (see Dispatcher.next_step).
-UPLOAD, FETCH, DONE = "upload", "fetch", "done"
 
 _PID = os.getpid()
 _numbers = itertools.count()
@@ -33,27 +31,60 @@ def remaining(deadline: Optional[float]) -> Optional[float]:
     return max(deadline - time.monotonic(), 0.0)
 
 
+class Handle:
+    """What lets a call be cancelled while it runs: the stream it uses now."""
+
+    __slots__ = ("cancelled", "stream", "_lock")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.stream: Any = None
+        self._lock = threading.Lock()
+
+    def attach(self, stream: Any) -> bool:
+        """Record the stream an attempt uses; False when the call was cancelled already."""
+        with self._lock:
+            self.stream = stream
+            return not self.cancelled
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            stream = self.stream
+        if stream is not None:
+            stream.cancel("cancelled")
+
+
 @dataclass
 class Call:
-    """One message to send: a call (``Call``) or a batch of calls (``CallBatch``).
+    """One exchange to run: one call (``count`` 0) or a batch of ``count`` calls of one function.
 
-    ``request`` is the protobuf request, its function and call id set;
-    ``large`` holds an argument payload too large to travel inside it, which
-    is uploaded as a blob to whichever worker the call goes to. ``decode``
-    turns ``(reply, fetched result blob or None)`` into the value (or raises
-    the remote exception). ``what`` names the call in error messages ("a call
-    of mod.f"). ``retries`` is how often the call may be sent again after its
-    worker was lost.
+    ``payload`` is the serialised ``(args, kwargs)`` (or list of items);
+    ``decode(reply, result bytes)`` turns a RETURNED or RAISED reply into
+    the value or raises the remote exception; ``what`` names the call in
+    errors ("a call of mod.f") and ``label`` in forwarded output;
+    ``extra`` are the bundles the arguments need besides the function's.
     """
 
-    method: str
-    request: Any
+    ref: Any                       # pb.FunctionRef
     bundle: Bundle
-    decode: Callable[[Any, Optional[bytearray]], Any]
+    payload: bytes
+    decode: Callable[[Any, bytes], Any]
     deadline: Optional[float]
     retries: int
     what: str
-    large: Optional[bytes] = None
+    label: str = ""
+    count: int = 0
+    with_kwargs: bool = False
+    extra: tuple = ()
+    call_id: str = field(default_factory=lambda: new_call_id())
+    handle: Handle = field(default_factory=Handle)
+
+    def bundle_named(self, bundle_id: str) -> Optional[Bundle]:
+        for bundle in (self.bundle, *self.extra):
+            if bundle.id == bundle_id:
+                return bundle
+        return None
 
 
 class WorkEstimate:

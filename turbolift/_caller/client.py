@@ -50,7 +50,8 @@ class Client:
                 token = None
                 if resolved.token is None and self.settings.token_file:
                     token = read_token(None, self.settings.token_file)
-                found = self._dispatchers[key] = Dispatcher(resolved, token=token)
+                found = self._dispatchers[key] = Dispatcher(resolved, token=token,
+                                                              prefix=self.settings.prefix_or_default)
             return found
 
     def start_default(self) -> None:

@@ -1,33 +1,33 @@
-"""One channel to one worker, and what the caller knows about that worker.
+"""One channel to one worker, its idle Session streams, and what the caller knows about the worker.
 
 The channel is created once and reused for every call (a new channel costs
-milliseconds); the connection remembers which bundles the worker holds, how
-many calls are in flight on it, and whether it is believed alive. It carries
-the call metadata (the token) itself, so that nobody above it handles it.
+milliseconds). Exchanges check a stream out, and back in when they end in
+order; a stream that broke, was cancelled or now belongs to an iterator is
+not returned. The connection remembers which bundles the worker holds, how
+many calls are in flight on it, and whether it is believed alive.
 """
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Iterator, Optional
+from typing import Optional
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .._wire import blobs
-from .._wire.auth import metadata_for
-from .._wire.protocol import MESSAGE_LIMIT, SERVICE_NAME
+from .._wire.protocol import CALLER_RECEIVE_LIMIT, MESSAGE_LIMIT, SERVICE_NAME
 from .._wire.tls import TLS
 from ..errors import ClusterError
-from ..v1 import worker_pb2 as pb
-from ..v1 import worker_pb2_grpc as pb_grpc
-from .bundling import Bundle
-from .calls import remaining
+from .monitor import Monitor
+from .session import Stream
+
+MAX_IDLE = 64   # idle streams kept per worker
 
 CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+    ("grpc.max_receive_message_length", CALLER_RECEIVE_LIMIT),
     ("grpc.max_send_message_length", MESSAGE_LIMIT),
-    # Notice a worker whose host or link went away within ~10 s, not minutes.
+    # Notice a link that went away; a worker that stopped answering is the
+    # monitor's to notice (heartbeats), as gRPC applies no keepalive timeout alone.
     ("grpc.keepalive_time_ms", 5_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
@@ -38,29 +38,81 @@ CHANNEL_OPTIONS = [
 class Connection:
     """One channel to one worker, and what we know about that worker."""
 
-    def __init__(self, address: str, tls: Optional[TLS] = None, token: Optional[str] = None) -> None:
+    def __init__(self, address: str, tls: Optional[TLS] = None, token: Optional[str] = None,
+                 monitor: Optional[Monitor] = None) -> None:
         self.address = address
         if tls is not None:
             self.channel = grpc.secure_channel(address, tls.channel_credentials(),
                                                options=CHANNEL_OPTIONS + tls.channel_options())
         else:
             self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-        self.stub = pb_grpc.WorkerStub(self.channel)
-        self.metadata = metadata_for(token)
+        self._token = token
+        self._monitor = monitor or Monitor()
+        self._idle: list[Stream] = []
+        self._lock = threading.Lock()
         self.bundles: set[str] = set()
         self.upload_lock = threading.Lock()
         self.inflight = 0                   # calls in flight on this worker
-        self._count = threading.Lock()
         self.alive = True
         self.recovering = False
-
-    def enter(self) -> None:
-        with self._count:
-            self.inflight += 1
+        self.slots = 0                      # as the worker said in its handshake
+        self.worker_id = address
 
     def leave(self) -> None:
-        with self._count:
+        with self._lock:
             self.inflight -= 1
+
+    def checkout(self, deadline: Optional[float] = None) -> Stream:
+        """An idle stream, or a new one (handshake included), counted in flight until
+        :meth:`checkin` or :meth:`discard`. grpc.RpcError when the worker is unreachable."""
+        stream = None
+        with self._lock:
+            self.inflight += 1
+            while self._idle:
+                candidate = self._idle.pop()
+                if not candidate.call_done():
+                    stream = candidate
+                    break
+        try:
+            return self._ready(stream, deadline)
+        except BaseException:
+            self.leave()
+            raise
+
+    def _ready(self, stream: Optional[Stream], deadline: Optional[float]) -> Stream:
+        if stream is None:
+            stream = Stream(self.channel, self.address)
+            stream.deadline = deadline
+            self._monitor.watch(stream)
+            try:
+                stream.handshake(self._token)
+            except BaseException:
+                self._monitor.forget(stream)
+                stream.cancel()
+                raise
+            self.slots, self.worker_id = stream.slots, stream.worker_id or self.address
+        else:
+            stream.deadline = deadline
+            self._monitor.watch(stream)
+        return stream
+
+    def checkin(self, stream: Stream) -> None:
+        """Return a stream whose exchange ended in order; broken ones are dropped."""
+        self._monitor.forget(stream)
+        stream.deadline = None
+        with self._lock:
+            self.inflight -= 1
+            if not stream.broken and len(self._idle) < MAX_IDLE:
+                self._idle.append(stream)
+                return
+        if not stream.broken:
+            stream.close()
+
+    def discard(self, stream: Stream, reason: Optional[str] = None) -> None:
+        """Cancel a stream that cannot be reused (what runs on it on the worker is stopped)."""
+        self._monitor.forget(stream)
+        self.leave()
+        stream.cancel(reason)
 
     def wait_healthy(self, timeout: float) -> None:
         """Block until the worker's health service says SERVING.
@@ -87,42 +139,9 @@ class Connection:
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
             raise ClusterError(f"worker {self.address} reports it is not serving")
 
-    def send(self, method: str, request: Any, deadline: Optional[float]) -> Any:
-        """One unary RPC (``Call`` or ``CallBatch``), waiting for its reply."""
-        return getattr(self.stub, method)(request, timeout=remaining(deadline), metadata=self.metadata)
-
-    def send_async(self, method: str, request: Any, deadline: Optional[float]) -> Any:
-        """The same, returning gRPC's future of the reply."""
-        return getattr(self.stub, method).future(request, timeout=remaining(deadline), metadata=self.metadata)
-
-    def ensure_bundle(self, bundle: Bundle, deadline: Optional[float]) -> None:
-        """Upload ``bundle`` unless this worker is known to hold it."""
-        if bundle.id in self.bundles:
-            return
-        with self.upload_lock:  # concurrent first calls upload once
-            if bundle.id in self.bundles:
-                return
-            self.stub.PutBundle(_bundle_chunks(bundle), metadata=self.metadata, timeout=remaining(deadline))
-            self.bundles.add(bundle.id)
-
-    def put_blob(self, data: bytes, deadline: Optional[float]) -> str:
-        """Stream ``data`` to this worker; return the blob id a call can name."""
-        def requests() -> Iterator[pb.BlobChunk]:
-            for index, part in enumerate(blobs.chunks(data)):
-                yield pb.BlobChunk(size=len(data) if index == 0 else 0, data=bytes(part))
-
-        return self.stub.PutBlob(requests(), metadata=self.metadata, timeout=remaining(deadline)).blob_id
-
-    def get_blob(self, ref: pb.BlobRef, deadline: Optional[float]) -> bytearray:
-        """Stream a result blob from this worker into one buffer."""
-        stream = self.stub.GetBlob(ref, metadata=self.metadata, timeout=remaining(deadline))
-        return blobs.assemble(ref.size, (chunk.data for chunk in stream))
-
     def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for stream in idle:
+            stream.close()
         self.channel.close()
-
-
-def _bundle_chunks(bundle: Bundle) -> Iterator[pb.BundleChunk]:
-    header = pb.BundleHeader(bundle_id=bundle.id, size=len(bundle.data))
-    for index, part in enumerate(blobs.chunks(bundle.data)):
-        yield pb.BundleChunk(header=header if index == 0 else None, data=bytes(part))

@@ -2,14 +2,15 @@
 
 A :class:`Dispatcher` owns one cluster: one :class:`Connection` per worker
 (reused for every call), the knowledge of which worker holds which bundle,
-and the choice of worker (fewest calls in flight, ties in turn). It runs
-synchronous calls itself; :mod:`.asynchronous` runs the ones that return
-futures, with the same reply handling (:meth:`Dispatcher.next_step`).
+and the choice of worker (fewest calls in flight, ties in turn). It runs a
+call as one exchange on a Session stream of the chosen worker, in the
+calling thread; :mod:`.asynchronous` runs the same for futures.
 
 Calls are optimistic about bundles: a call is sent straight away, and only a
-worker that answers BUNDLE_MISSING gets the bundle uploaded, once, before the
-call is sent again. A call whose worker is lost (UNAVAILABLE) is sent to
-another worker, since marked functions are assumed pure.
+worker that answers BUNDLE_MISSING gets the bundle uploaded, on the same
+stream, before the call is sent again. A call whose worker is lost (gone,
+or silent) is sent to another worker, since marked functions are assumed
+pure.
 """
 from __future__ import annotations
 
@@ -21,23 +22,30 @@ from typing import Any, Optional
 
 import grpc
 
+from .._wire.protocol import FRAME_DATA
 from ..errors import BundleError, ClusterError, WorkerLost
 from ..platforms.base import Cluster
 from ..v1 import worker_pb2 as pb
-from .calls import DONE, FETCH, UPLOAD, Call
+from .calls import Call
 from .connection import Connection
-from .failures import is_lost, translate
+from .exchange import Exchange, Failed, invoke, upload
+from .failures import from_failure, is_lost, translate
+from .iterators import RemoteIterator
+from .monitor import DEADLINE, SILENT, SILENT_SECONDS, Monitor
+from .session import Stream, StreamEnded
 
 READY_TIMEOUT = 60.0
-UPLOADS_PER_CALL = 2    # a worker restarted at the same address may lose the first upload
+UPLOADS_PER_CALL = 2    # per bundle: a worker restarted at the same address may lose the first upload
 
 
 class Dispatcher:
     """Sends calls for one cluster; started lazily, closed at exit."""
 
-    def __init__(self, cluster: Cluster, token: Optional[str] = None) -> None:
+    def __init__(self, cluster: Cluster, token: Optional[str] = None, prefix: bool = True) -> None:
         self.cluster = cluster
         self._token = cluster.token if cluster.token is not None else token
+        self.prefix = prefix            # name function and worker in forwarded output
+        self._monitor = Monitor()
         self._connections: list[Connection] = []
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -50,7 +58,7 @@ class Dispatcher:
         self.cluster.start()
 
     def connect(self, address: str) -> Connection:
-        return Connection(address, self.cluster.tls, self._token)
+        return Connection(address, self.cluster.tls, self._token, self._monitor)
 
     def connections(self) -> list[Connection]:
         """The connections, once every worker is healthy (blocks the first time)."""
@@ -113,6 +121,7 @@ class Dispatcher:
             connection.close()
         if self._futures is not None:
             self._futures.close()
+        self._monitor.close()
         self.cluster.stop()
 
     # -- choosing and losing workers -------------------------------------------
@@ -214,92 +223,110 @@ class Dispatcher:
         if fresh is not None:
             connection.close()
 
-    # -- what a reply means ------------------------------------------------------
-    def next_step(self, call: Call, connection: Connection, reply: Any, uploads: int) -> str:
-        """UPLOAD (the worker lacks the bundle), FETCH (the result is a blob) or DONE.
-
-        ``uploads`` is how often this call already uploaded the bundle to
-        this worker; a worker that loses it again is an error.
-        """
-        if reply.outcome == pb.BUNDLE_MISSING:
-            if uploads >= UPLOADS_PER_CALL:
-                raise BundleError(f"worker {connection.address} lost bundle {call.bundle.id} right after "
-                                  "it was uploaded; is its cache directory writable?")
-            connection.bundles.discard(call.bundle.id)
-            return UPLOAD
-        connection.bundles.add(call.bundle.id)
-        if call.method == "Call" and reply.HasField("result_blob"):
-            return FETCH
-        return DONE
-
-    @staticmethod
-    def finish(call: Call, connection: Connection, reply: Any, step: str) -> Any:
-        """The value of a call that ran (``step`` FETCH or DONE): fetch a result blob, then decode."""
-        fetched = connection.get_blob(reply.result_blob, call.deadline) if step == FETCH else None
-        return call.decode(reply, fetched)
-
-    # -- synchronous calls -------------------------------------------------------
+    # -- calls -----------------------------------------------------------------------
     def call(self, call: Call) -> Any:
-        """Run ``call`` and return its decoded value (or raise its exception)."""
-        connection = self.least_busy()
-        if connection is not None and call.large is None and call.bundle.id in connection.bundles:
-            # The common case, kept short: one attempt on a live worker that
-            # holds the bundle. Anything unusual continues on the general path.
-            connection.enter()
-            try:
-                reply = connection.send(call.method, call.request, call.deadline)
-                step = self.next_step(call, connection, reply, 0)
-                if step != UPLOAD:  # it ran: never send it again
-                    return self.finish(call, connection, reply, step)
-            except grpc.RpcError as exc:
-                if not is_lost(exc):
-                    raise translate(exc, connection.address, call.what) from None
-                return self._call(call, lost=connection, details=exc.details())
-            finally:
-                connection.leave()
-        return self._call(call)
+        """Run ``call`` and return its decoded value, or an iterator of its items, or raise.
 
-    def _call(self, call: Call, lost: Optional[Connection] = None, details: str = "") -> Any:
-        """The general path: uploads, result blobs and retries on other workers.
-
-        ``lost`` is a worker an earlier attempt of this call already lost.
+        A lost worker (gone, or silent for SILENT_SECONDS) costs one attempt:
+        the call is sent to another worker while retries are left.
         """
         tried: list[Connection] = []
-        if lost is not None:
-            tried.append(lost)
-            self.lose(lost)
-            if not self.can_retry(tried, call.retries):
-                raise self.lost_error(lost, call.what, 1, details)
         while True:
             connection = self.pick(tried)
             try:
                 return self._attempt(call, connection)
-            except grpc.RpcError as exc:
-                if not is_lost(exc):
-                    raise translate(exc, connection.address, call.what) from None
+            except _Lost as lost:
                 tried.append(connection)
                 self.lose(connection)
                 if not self.can_retry(tried, call.retries):
-                    raise self.lost_error(connection, call.what, len(tried), exc.details()) from None
-
-    def _attempt(self, call: Call, connection: Connection) -> Any:
-        """One attempt on ``connection``: send, upload the bundle if missing, fetch a large result."""
-        connection.enter()
-        try:
-            if call.large is not None:
-                call.request.arguments_blob = connection.put_blob(call.large, call.deadline)
-            uploads = 0
-            while True:
-                reply = connection.send(call.method, call.request, call.deadline)
-                step = self.next_step(call, connection, reply, uploads)
-                if step == UPLOAD:
-                    connection.ensure_bundle(call.bundle, call.deadline)
-                    uploads += 1
-                    continue
-                return self.finish(call, connection, reply, step)
-        finally:
-            connection.leave()
+                    raise self.lost_error(connection, call.what, len(tried), lost.details) from None
 
     def submit(self, call: Call) -> cf.Future:
         """Start ``call``; return a future of its value."""
         return self.futures.submit(call)
+
+    def _attempt(self, call: Call, connection: Connection) -> Any:
+        """One attempt on ``connection``: the exchange, uploads of missing bundles, the result."""
+        try:
+            stream = connection.checkout(call.deadline)
+        except grpc.RpcError as exc:
+            raise self._failure(exc, None, call, connection) from None
+        exchange = None
+        in_order: Optional[bool] = False   # None: an iterator took the stream over
+        try:
+            if not call.handle.attach(stream):
+                raise cf.CancelledError(f"{call.what} was cancelled")
+            exchange = Exchange(stream, call.label, connection.worker_id, self.prefix, call.deadline)
+            try:
+                answer = self._exchange(call, connection, exchange)
+            except Failed as failed:
+                in_order = True
+                raise from_failure(failed.failure, connection.address, call.what) from None
+            except (grpc.RpcError, StreamEnded) as exc:
+                raise self._failure(exc, stream, call, connection) from None
+            if isinstance(answer, _Iterator):
+                in_order = None
+                return RemoteIterator(answer.exchange, call.what, connection.checkin, connection.discard)
+            in_order = True
+            return call.decode(*answer)  # the value, or the function's own exception rebuilt
+        finally:
+            if in_order is not None:
+                if exchange is not None:
+                    exchange.close()
+                if in_order:
+                    connection.checkin(stream)
+                else:
+                    connection.discard(stream)
+
+    def _exchange(self, call: Call, connection: Connection, exchange: Exchange) -> Any:
+        uploads = 0
+        if len(call.payload) > FRAME_DATA and call.bundle.id not in connection.bundles:
+            # A large call is not sent twice just to learn the bundle is missing.
+            upload(exchange, call.bundle)
+            uploads += 1
+        while True:
+            reply, data = invoke(exchange, call)
+            if reply.outcome == pb.BUNDLE_MISSING:
+                missing = call.bundle_named(reply.missing_bundle)
+                if missing is None or uploads >= UPLOADS_PER_CALL * (1 + len(call.extra)):
+                    raise BundleError(f"worker {connection.address} lost bundle {reply.missing_bundle} right "
+                                      "after it was uploaded; is its cache directory writable?")
+                upload(exchange, missing)
+                uploads += 1
+                continue
+            connection.bundles.add(call.bundle.id)
+            if reply.outcome == pb.ITERATOR:
+                return _Iterator(exchange)
+            return reply, data
+
+    def _failure(self, exc: BaseException, stream: Optional[Stream], call: Call,
+                 connection: Connection) -> BaseException:
+        """What a failed stream means: the deadline, a cancel, a lost worker, or another error."""
+        reason = stream.stopped_because if stream is not None else None
+        if reason == DEADLINE:
+            return TimeoutError(f"{call.what} did not finish before its deadline")
+        if reason == "cancelled" or call.handle.cancelled:
+            return cf.CancelledError(f"{call.what} was cancelled")
+        if reason == SILENT:
+            return _Lost(f"no word from it for {SILENT_SECONDS:.0f}s (hung, stopped or cut off)")
+        if isinstance(exc, StreamEnded):
+            return _Lost(str(exc))
+        assert isinstance(exc, grpc.RpcError)
+        if is_lost(exc) or exc.code() == grpc.StatusCode.CANCELLED:
+            return _Lost(exc.details() or exc.code().name)
+        return translate(exc, connection.address, call.what)
+
+
+class _Lost(Exception):
+    """Internal: the worker of an attempt was lost."""
+
+    def __init__(self, details: str) -> None:
+        super().__init__(details)
+        self.details = details
+
+
+class _Iterator:
+    """Internal: the call returned an iterator; its exchange continues on the stream."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange

@@ -3,19 +3,25 @@
 It turns a call into a :class:`~.calls.Call` (the function's bundle and
 address, the serialised arguments, deadline and retries) and hands it to
 the dispatcher of the function's cluster; it never touches connections.
+What it returns has the shape the local call would have: a value, a lazy
+iterator for a generator function, a coroutine for an ``async def``
+function, an async iterator for an async generator function.
 """
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
+import inspect
 import threading
 from typing import Any, Callable, Iterator, Optional
 
+from .. import _runtime
 from .._wire import outcomes, serialize
-from .._wire.blobs import INLINE_LIMIT
 from ..v1 import worker_pb2 as pb
 from .bundling import Target, target_for
-from .calls import Call, deadline_after, new_call_id
+from .calls import Call, deadline_after
 from .dispatcher import Dispatcher
+from .iterators import AsyncRemoteIterator, LazyIterator
 
 
 class RemoteStub:
@@ -29,6 +35,12 @@ class RemoteStub:
         self._parent: Optional[RemoteStub] = None
         self._coalescer: Any = None
         self._what = f"a call of {function.__module__}.{function.__qualname__}"
+        self._label = function.__qualname__.rpartition(".")[2]
+        real = function.__wrapped__
+        real = inspect.unwrap(real) if callable(real) else real
+        self._generator = inspect.isgeneratorfunction(real)
+        self._coroutine = inspect.iscoroutinefunction(real)
+        self._async_generator = inspect.isasyncgenfunction(real)
 
     def with_function(self, function: Any) -> "RemoteStub":
         """A stub for a copy of the function with other options (same target)."""
@@ -67,58 +79,69 @@ class RemoteStub:
         return self._client.settings.retries_or_default if retries is None else retries
 
     def _call_of(self, target: Target, ref: pb.FunctionRef, args: tuple, kwargs: dict) -> Call:
-        arguments = serialize.dumps((args, kwargs), for_worker=True, what="arguments")
-        request = pb.CallRequest(function=ref, call_id=new_call_id())
-        large = None
-        if len(arguments) > INLINE_LIMIT:
-            large = arguments  # held once, here: it travels as a blob
-        else:
-            request.arguments = arguments
-        return Call("Call", request, target.bundle, outcomes.call_result, deadline_after(self.timeout()),
-                    self.retries(), self._what, large)
+        payload = serialize.dumps((args, kwargs), for_worker=True, what="arguments")
+        return Call(ref, target.bundle, payload, outcomes.value_of, deadline_after(self.timeout()),
+                    self.retries(), self._what, self._label)
 
     def batch_of(self, target: Target, ref: pb.FunctionRef, items: bytes, count: int,
                  deadline: Optional[float], with_kwargs: bool) -> Call:
-        """A CallBatch of ``count`` serialised items (``(args, kwargs)`` pairs when ``with_kwargs``)."""
-        request = pb.BatchRequest(function=ref, items=items, call_id=new_call_id(), count=count,
-                                  with_kwargs=with_kwargs)
-        return Call("CallBatch", request, target.bundle, outcomes.batch_result, deadline, self.retries(),
-                    self._what)
+        """A batch of ``count`` serialised items (``(args, kwargs)`` pairs when ``with_kwargs``)."""
+        return Call(ref, target.bundle, items, outcomes.batch_of, deadline, self.retries(), self._what,
+                    self._label, count=count, with_kwargs=with_kwargs)
 
+    # -- the entry points of TurboliftFunction ---------------------------------------
     def call(self, args: tuple, kwargs: dict) -> Any:
-        dispatcher, target, ref = self._resolve()
-        return dispatcher.call(self._call_of(target, ref, args, kwargs))
+        if self._generator:
+            return LazyIterator(lambda: self._run(args, kwargs))
+        if self._async_generator:
+            return AsyncRemoteIterator(LazyIterator(lambda: self._run(args, kwargs)))
+        if self._coroutine:
+            return self._awaitable(args, kwargs)
+        return self._run(args, kwargs)
+
+    async def _awaitable(self, args: tuple, kwargs: dict) -> Any:
+        return await asyncio.wrap_future(self.submit(args, kwargs))
+
+    def _run(self, args: tuple, kwargs: dict) -> Any:
+        with _runtime.turbolift_code():
+            dispatcher, target, ref = self._resolve()
+            return dispatcher.call(self._call_of(target, ref, args, kwargs))
 
     def submit(self, args: tuple, kwargs: dict) -> cf.Future:
-        dispatcher, target, ref = self._resolve()
-        coalescer = self._coalescer
-        if coalescer is None or coalescer.ref is not ref:  # first use, or the function was shipped anew
-            from .coalesce import Coalescer
-
-            with self._lock:
-                if self._coalescer is None or self._coalescer.ref is not ref:
-                    self._coalescer = Coalescer(dispatcher, target, ref, self)
+        with _runtime.turbolift_code():
+            dispatcher, target, ref = self._resolve()
             coalescer = self._coalescer
-        return coalescer.submit(args, kwargs)
+            if coalescer is None or coalescer.ref is not ref:  # first use, or the function was shipped anew
+                from .coalesce import Coalescer
+
+                with self._lock:
+                    if self._coalescer is None or self._coalescer.ref is not ref:
+                        self._coalescer = Coalescer(dispatcher, target, ref, self)
+                coalescer = self._coalescer
+            return coalescer.submit(args, kwargs)
 
     def submit_one(self, target: Target, ref: pb.FunctionRef, args: tuple, kwargs: dict,
                    observe: Callable[[float], None]) -> cf.Future:
-        """Send one call as its own message; ``observe`` learns the seconds it took on the worker."""
+        """Send one call as its own exchange; ``observe`` learns the seconds it took on the worker."""
         dispatcher, _, _ = self._resolve()
         call = self._call_of(target, ref, args, kwargs)
 
-        def decode(reply: pb.CallReply, fetched: Optional[bytearray]) -> Any:
+        def decode(reply: pb.Reply, data: Any) -> Any:
             observe(reply.elapsed_seconds)
-            return outcomes.call_result(reply, fetched)
+            return outcomes.value_of(reply, data)
 
         call.decode = decode
         return dispatcher.submit(call)
 
     def map(self, iterables: tuple, timeout: Optional[float] = None,
             chunksize: Optional[int] = None) -> Iterator:
-        dispatcher, target, ref = self._resolve()
-        from .mapping import MapIterator
+        if self._generator or self._async_generator or self._coroutine:
+            # Each item's result has the shape of one call's (an iterator, a coroutine), as locally.
+            return (self.call(args, {}) for args in zip(*iterables))
+        with _runtime.turbolift_code():
+            dispatcher, target, ref = self._resolve()
+            from .mapping import MapIterator
 
-        return MapIterator(dispatcher, lambda items, count, deadline: self.batch_of(
-            target, ref, items, count, deadline, with_kwargs=False), zip(*iterables), timeout=timeout,
-            chunksize=chunksize, per_item_timeout=self.timeout(), what=self._what)
+            return MapIterator(dispatcher, lambda items, count, deadline: self.batch_of(
+                target, ref, items, count, deadline, with_kwargs=False), zip(*iterables), timeout=timeout,
+                chunksize=chunksize, per_item_timeout=self.timeout(), what=self._what)

@@ -30,9 +30,20 @@ def _as_list(value: Any) -> list:
     raise ValueError("expected a list of MODULE:QUALNAME strings")
 
 
+def _as_flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false (1/0, yes/no, on/off)")
+
+
 _CONVERT: dict[str, Callable[[Any], Any]] = {
     "cluster": str, "workers": int, "remote": _as_list, "token_file": str,
-    "timeout": float, "retries": int,
+    "timeout": float, "retries": int, "output_prefix": _as_flag,
 }
 
 

@@ -13,8 +13,10 @@ from typing import Optional
 from ..errors import ConfigurationError
 
 HEADER = "authorization"
-# The standard health service stays open so that probes (which carry no token) reach it.
+# The standard health service stays open so that probes (which carry no token)
+# reach it; Sessions prove the token in their handshake instead of carrying it.
 OPEN_METHOD_PREFIX = "/grpc.health.v1.Health/"
+SESSION_METHOD = "/turbolift.v1.Worker/Session"
 
 
 def metadata_for(token: Optional[str]) -> tuple:

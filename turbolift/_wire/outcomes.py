@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import traceback
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import RemoteError, RemoteTraceback, TurboliftError
 from ..v1 import worker_pb2 as pb
@@ -59,25 +59,29 @@ def unpack_exception(packed: dict) -> BaseException:
     return exc
 
 
-def _fields(error: pb.RemoteException) -> dict:
+def fields(error: pb.RemoteException) -> dict:
+    """A RemoteException message as the dict :func:`unpack_exception` reads."""
     return {"exception": error.exception, "type_name": error.type_name, "message": error.message,
             "traceback": error.traceback}
 
 
-def call_result(reply: pb.CallReply, fetched: Optional[bytearray] = None) -> Any:
-    """The return value of a call, or raise its remote exception; ``fetched`` is a result blob."""
+def value_of(reply: Any, data: Any) -> Any:
+    """The return value of a call (``data``: its serialised result), or raise its remote exception.
+
+    ``reply`` is a Session Reply or a unary CallReply: both have ``outcome`` and ``error``.
+    """
     if reply.outcome == pb.RETURNED:
-        return serialize.loads(reply.result if fetched is None else fetched)
+        return serialize.loads(data)
     if reply.outcome == pb.RAISED:
-        raise unpack_exception(_fields(reply.error))
+        raise unpack_exception(fields(reply.error))
     raise TurboliftError(f"worker sent an unexpected outcome {reply.outcome}")
 
 
-def batch_result(reply: pb.BatchReply, fetched: Optional[bytearray] = None) -> tuple[list, float, int]:
+def batch_of(reply: Any, data: Any) -> tuple[list, float, int]:
     """``(outcomes, seconds the worker spent, bytes of the results)`` of a batch."""
     if reply.outcome != pb.RETURNED:
         raise TurboliftError(f"worker sent an unexpected batch outcome {reply.outcome}")
-    return serialize.loads(reply.results), reply.elapsed_seconds, len(reply.results)
+    return serialize.loads(data), reply.elapsed_seconds, len(data)
 
 
 def item_value(ok: bool, value: Any) -> Any:

@@ -11,3 +11,12 @@ SERVICE_NAME = "turbolift.v1.Worker"
 MESSAGE_LIMIT = 2**31 - 1
 # Trailing metadata key that carries an EnvironmentMismatch's differences (JSON).
 DIFFERENCES_KEY = "turbolift-differences"
+# Version of the Session protocol (Hello/Challenge carry it).
+SESSION_VERSION = 1
+# Payload bytes per Chunk frame; a payload up to this size travels inside its frame.
+FRAME_DATA = 4 * 1024 * 1024
+# What a worker accepts in one message: a frame of FRAME_DATA plus its envelope.
+# Anything bigger is refused by gRPC before it is read, authenticated or not.
+WORKER_RECEIVE_LIMIT = FRAME_DATA + 64 * 1024
+# What a caller accepts in one message from a worker (frames are FRAME_DATA at most).
+CALLER_RECEIVE_LIMIT = 64 * 1024 * 1024

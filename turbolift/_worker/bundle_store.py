@@ -217,7 +217,18 @@ class BundleStore:
         return os.path.exists(self._zip_path(check_id(bundle_id)))
 
     def ids(self) -> list[str]:
-        return sorted("sha256:" + name[:-4] for name in os.listdir(self.root) if name.endswith(".zip"))
+        return [bundle_id for bundle_id, _ in self.sizes()]
+
+    def sizes(self) -> list[tuple[str, int]]:
+        """``(bundle id, archive bytes)`` of every bundle in the cache."""
+        found = []
+        for name in sorted(os.listdir(self.root)):
+            if name.endswith(".zip"):
+                try:
+                    found.append(("sha256:" + name[:-4], os.stat(os.path.join(self.root, name)).st_size))
+                except OSError:  # removed meanwhile
+                    continue
+        return found
 
     def put(self, bundle_id: str, size: int, chunks: Iterable[bytes]) -> bool:
         """Store a bundle from ``chunks``; False if it was already present.

@@ -1,24 +1,33 @@
-"""Stopping user code when its caller no longer wants the result.
+"""Slots for user code, and stopping it when its caller no longer wants the result.
 
-When an RPC is cancelled (``Future.cancel()`` in the caller) or its
-deadline passes, the call's gRPC context stops being active. One watchdog
-thread per worker looks at the running calls every ``PERIOD`` seconds and
-raises :class:`CallCancelled` inside the thread of each call whose RPC has
-ended, with ``PyThreadState_SetAsyncExc``. The exception arrives at the next
-Python bytecode the function runs (a blocking C call such as ``time.sleep``
-finishes first), so CPU-bound Python loops stop within about ``PERIOD``.
+A worker runs at most ``slots`` calls of user code at once; more wait for a
+slot. When a call is abandoned (its stream or RPC was cancelled) or its
+deadline passes, one watchdog thread raises :class:`CallCancelled` inside
+the thread running it, with ``PyThreadState_SetAsyncExc``. The exception
+arrives at the next Python bytecode the function runs (a blocking C call
+such as ``time.sleep`` finishes first), so CPU-bound loops stop within about
+``PERIOD``.
 
-A watchdog rather than a callback per call keeps the per-call cost to two
-dictionary operations: most calls end long before anyone looks.
+An asynchronous exception must only ever land in user code: landing in a
+lock's release or a gRPC internal would wedge the worker. So a thread is
+interruptible only between :meth:`Watchdog.run`'s registration and its
+withdrawal, both made under the watchdog's lock, and the withdrawal cancels
+an exception that was set but not yet delivered. One that is delivered in
+the few bytecodes of turbolift between user code and the withdrawal is
+caught there (see :meth:`Watchdog.run`). Waiting for a slot, decoding
+requests and sending replies happen outside that window.
 """
 from __future__ import annotations
 
 import ctypes
 import itertools
 import threading
-from typing import Any
+import time
+from typing import Any, Callable, Optional
 
 PERIOD = 0.05
+PULSE_SECONDS = 2.0
+
 
 def _set_async_exc(thread: int, exception: Any) -> None:
     """Raise ``exception`` in ``thread`` at its next bytecode; None withdraws a pending one.
@@ -38,57 +47,169 @@ class CallCancelled(BaseException):
     """
 
 
-class Watchdog:
-    """The calls running on this worker, and the thread that interrupts abandoned ones."""
+class Ticket:
+    """One call as the watchdog sees it.
 
-    def __init__(self, period: float = PERIOD, slots: int = 16) -> None:
+    ``alive()`` is False once the caller abandoned the call; ``deadline`` is
+    a ``time.monotonic()`` time or None; ``pulse`` (optional) is called every
+    ``PULSE_SECONDS`` while the call runs, to tell the caller it is alive.
+    """
+
+    __slots__ = ("alive", "deadline", "pulse", "interrupted", "holds_slot")
+
+    def __init__(self, alive: Callable[[], bool], deadline: Optional[float] = None,
+                 pulse: Optional[Callable[[], None]] = None) -> None:
+        self.alive = alive
+        self.deadline = deadline
+        self.pulse = pulse
+        self.interrupted = False
+        self.holds_slot = False
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def wanted(self) -> bool:
+        return not self.expired() and self.alive()
+
+
+class Watchdog:
+    """The slots of this worker, the calls in user code, and the thread that interrupts them."""
+
+    def __init__(self, slots: int = 16, period: float = PERIOD) -> None:
+        self.slots = slots
         self._period = period
-        # At most ``slots`` calls run user code at once; more wait for a slot
-        # (holding a gRPC thread, of which the server has plenty to spare, so
-        # that health checks and uploads are never stuck behind long calls).
-        self._slots = threading.Semaphore(slots)
         self._lock = threading.Lock()
-        self._running: dict[int, Any] = {}     # handler thread id -> its gRPC context
-        self._interrupted: set[int] = set()
-        self._served = itertools.count()
+        self._freed = threading.Condition(self._lock)   # a slot became free
+        self._free = slots
+        self._running: dict[int, Ticket] = {}   # thread id -> the ticket of the user code it runs
+        self._holding = 0                        # calls holding a slot
+        self._pulsing: set[Ticket] = set()       # every call whose caller waits (for heartbeats)
+        self._served = itertools.count(1)
         self.served = 0
-        self._thread = threading.Thread(target=self._watch, name="turbolift-watchdog", daemon=True)
-        self._thread.start()
+        for target, name in ((self._watch, "turbolift-watchdog"), (self._pulse, "turbolift-pulse")):
+            threading.Thread(target=target, name=name, daemon=True).start()
 
     @property
     def running(self) -> int:
-        return len(self._running)
+        """Calls holding a slot now."""
+        return self._holding
 
-    def begin(self, context: Any) -> None:
-        """Called by a handler thread before it runs user code; waits for a free slot.
-
-        Raises CallCancelled if the call is abandoned while it waits.
-        """
-        while not self._slots.acquire(timeout=self._period):
-            if not context.is_active():
-                raise CallCancelled("the call was abandoned while it waited for a free slot")
-        thread = threading.get_ident()
-        self._interrupted.discard(thread)  # a flag left by an earlier call of this thread
-        self._running[thread] = context
-
-    def end(self) -> None:
-        """Called by the same thread once user code has returned or raised."""
-        thread = threading.get_ident()
-        self.served = next(self._served) + 1
-        self._slots.release()
+    # -- slots -------------------------------------------------------------
+    def acquire(self, ticket: Ticket) -> bool:
+        """Wait for a free slot; False if the call is abandoned or expires while it waits."""
         with self._lock:
-            self._running.pop(thread, None)
-            if thread in self._interrupted:
-                # Withdraw an exception that has not been delivered yet, so it
-                # cannot surface later in code that is not the user's.
-                self._interrupted.discard(thread)
-                _set_async_exc(thread, None)
+            while self._free == 0:
+                self._freed.wait(self._period)
+                if self._free == 0 and not ticket.wanted():
+                    return False
+            self._free -= 1
+            self._holding += 1
+        ticket.holds_slot = True
+        return True
 
+    def release(self, ticket: Ticket) -> None:
+        if ticket.holds_slot:
+            ticket.holds_slot = False
+            with self._lock:
+                self._free += 1
+                self._holding -= 1
+                self._freed.notify()
+
+    def take_back(self, ticket: Ticket) -> None:
+        """Wait for a slot for ``ticket`` again after lending it, whatever happened meanwhile
+        (the code that holds it releases it when the call ends)."""
+        with self._lock:
+            while self._free == 0:
+                self._freed.wait()
+            self._free -= 1
+            self._holding += 1
+        ticket.holds_slot = True
+
+    def start_pulses(self, ticket: Ticket) -> None:
+        """Send ``ticket.pulse`` heartbeats until :meth:`stop_pulses`: while the call waits for a
+        slot, runs, or waits on nested calls, its caller hears from the worker every PULSE_SECONDS."""
+        with self._lock:
+            self._pulsing.add(ticket)
+
+    def stop_pulses(self, ticket: Ticket) -> None:
+        with self._lock:
+            self._pulsing.discard(ticket)
+
+    def lend(self, ticket: Optional[Ticket]) -> "_Lent":
+        """Give ``ticket``'s slot to other calls while its thread waits (on a nested call)."""
+        return _Lent(self, ticket)
+
+    # -- user code -----------------------------------------------------------
+    def run(self, ticket: Ticket, fn: Callable, *args: Any) -> tuple[bool, Any]:
+        """Run ``fn(*args)`` as interruptible user code: ``(True, value)`` or ``(False, exception)``.
+
+        A CallCancelled that arrives after ``fn`` returned, before the
+        withdrawal, is caught here like one raised inside ``fn``.
+        """
+        thread = threading.get_ident()
+        try:
+            try:
+                with self._lock:
+                    self._running[thread] = ticket
+                return True, fn(*args)
+            finally:
+                self._leave(thread)
+        except BaseException as exc:  # the user's exception, or our CallCancelled
+            self._leave(thread)       # idempotent: the one above may not have run
+            return False, exc
+        finally:
+            self.served = next(self._served)
+
+    def _leave(self, thread: int) -> None:
+        while True:
+            try:
+                with self._lock:
+                    ticket = self._running.pop(thread, None)
+                    if ticket is not None and ticket.interrupted:
+                        # Withdraw an exception set but not yet delivered, so it
+                        # cannot surface later in code that is not the user's.
+                        _set_async_exc(thread, None)
+                return
+            except CallCancelled:  # delivered inside this method: absorbed, then withdrawn above
+                continue
+
+    # -- the watchdog's threads ------------------------------------------------
     def _watch(self) -> None:
         stop = threading.Event()
         while not stop.wait(self._period):
             with self._lock:
-                for thread, context in list(self._running.items()):
-                    if not context.is_active() and thread not in self._interrupted:
-                        self._interrupted.add(thread)
+                for thread, ticket in list(self._running.items()):
+                    if not ticket.interrupted and not ticket.wanted():
+                        ticket.interrupted = True
                         _set_async_exc(thread, CallCancelled)
+
+    def _pulse(self) -> None:
+        """Heartbeats for callers waiting on long calls (a thread apart: sending may block)."""
+        stop = threading.Event()
+        while not stop.wait(PULSE_SECONDS):
+            with self._lock:
+                tickets = [ticket for ticket in self._pulsing if ticket.pulse is not None]
+            for ticket in tickets:
+                try:
+                    ticket.pulse()  # type: ignore[misc]
+                except Exception:
+                    pass
+
+
+class _Lent:
+    """Context manager: the slot of a waiting call is free for others, then taken back."""
+
+    def __init__(self, watchdog: Watchdog, ticket: Optional[Ticket]) -> None:
+        self._watchdog = watchdog
+        self._ticket = ticket
+        self._lent = False
+
+    def __enter__(self) -> None:
+        ticket = self._ticket
+        if ticket is not None and ticket.holds_slot:
+            self._watchdog.release(ticket)
+            self._lent = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._lent and self._ticket is not None:
+            self._watchdog.take_back(self._ticket)

@@ -8,17 +8,24 @@ so that probes (which carry no token) can reach it.
 from __future__ import annotations
 
 import hmac
+from concurrent import futures
 from typing import Callable
 
 import grpc
 
-from .._wire.auth import HEADER, OPEN_METHOD_PREFIX
+from .._wire.auth import HEADER, OPEN_METHOD_PREFIX, SESSION_METHOD
 
 
 def _deny(request_or_iterator: object, context: grpc.ServicerContext) -> None:
     context.abort(grpc.StatusCode.UNAUTHENTICATED,
                   "missing or wrong turbolift token: give the caller the worker's token "
                   "(--token-file or TURBOLIFT_TOKEN_FILE)")
+
+
+# Refusals run on threads of their own: a refused RPC that never sends its
+# message holds one of these, never one that calls or health checks need.
+_deny.experimental_thread_pool = futures.ThreadPoolExecutor(  # type: ignore[attr-defined]
+    max_workers=4, thread_name_prefix="turbolift-refuse")
 
 
 _DENY = {
@@ -36,7 +43,7 @@ class TokenInterceptor(grpc.ServerInterceptor):
         self._expected = f"Bearer {token}".encode()
 
     def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails):
-        if details.method.startswith(OPEN_METHOD_PREFIX):
+        if details.method.startswith(OPEN_METHOD_PREFIX) or details.method == SESSION_METHOD:
             return continuation(details)
         presented = b""
         for key, value in details.invocation_metadata or ():

@@ -18,23 +18,31 @@ from typing import Any, Callable, Iterator, Optional
 
 import grpc
 from google.protobuf.message import DecodeError
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 
 from .. import _runtime
-from .._wire.protocol import MESSAGE_LIMIT, SERVICE_NAME
+from .._wire.protocol import MESSAGE_LIMIT, SERVICE_NAME, WORKER_RECEIVE_LIMIT
 from .._wire.tls import TLS
 from ..errors import ConfigurationError
 from ..v1 import worker_pb2 as pb
+from . import capture
 from .bundle_store import BundleStore
+from .cancel import Watchdog
 from .interceptor import TokenInterceptor
 from .launcher import default_cache_dir, report_ready
+from .nested import NestedStub
 from .service import WorkerService
+from .session import MAX_PENDING, MAX_SESSIONS, SessionHandler
+from .state import WorkerState
 
-SPARE_THREADS = 128   # gRPC threads beyond those running user code (waiting calls, health, uploads)
+SPARE_THREADS = 128   # unary-method threads beyond those running user code (waiting calls, uploads)
+HEALTH_THREADS = 4    # health checks are answered by threads of their own, however busy the worker is
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+    # Every message is small (large payloads travel in chunks): anything bigger
+    # is refused by gRPC before it is read, authenticated or not.
+    ("grpc.max_receive_message_length", WORKER_RECEIVE_LIMIT),
     ("grpc.max_send_message_length", MESSAGE_LIMIT),
     ("grpc.so_reuseport", 0),
     # Callers ping every few seconds to notice a dead link; allow it.
@@ -108,15 +116,38 @@ def _serialize_message(message: Any) -> bytes:
     return message.SerializeToString()
 
 
-def _handlers(service: WorkerService) -> grpc.GenericRpcHandler:
+class _OnPool:
+    """A method handler's behaviour with a thread pool of its own (gRPC's per-method pool hook)."""
+
+    def __init__(self, behaviour: Callable, pool: futures.ThreadPoolExecutor) -> None:
+        self._behaviour = behaviour
+        self.experimental_thread_pool = pool
+
+    def __call__(self, *args: Any) -> Any:
+        return self._behaviour(*args)
+
+
+def _health_handlers(servicer: health.HealthServicer) -> grpc.GenericRpcHandler:
+    """The standard health service, its checks on a pool no call can occupy."""
+    pool = futures.ThreadPoolExecutor(max_workers=HEALTH_THREADS, thread_name_prefix="turbolift-health")
+    return grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            _OnPool(servicer.Check, pool), request_deserializer=health_pb2.HealthCheckRequest.FromString,
+            response_serializer=_serialize_message),
+        "Watch": grpc.unary_stream_rpc_method_handler(
+            servicer.Watch, request_deserializer=health_pb2.HealthCheckRequest.FromString,
+            response_serializer=_serialize_message),
+    })
+
+
+def _handlers(service: WorkerService, sessions: SessionHandler) -> grpc.GenericRpcHandler:
     serialize = _serialize_message
     return grpc.method_handlers_generic_handler(SERVICE_NAME, {
+        "Session": grpc.stream_stream_rpc_method_handler(sessions, response_serializer=serialize),
         "Call": grpc.unary_unary_rpc_method_handler(
             _parsing(service.Call, pb.CallRequest, False), response_serializer=serialize),
         "CallBatch": grpc.unary_unary_rpc_method_handler(
             _parsing(service.CallBatch, pb.BatchRequest, False), response_serializer=serialize),
-        "CallStream": grpc.unary_stream_rpc_method_handler(
-            _parsing(service.CallStream, pb.CallRequest, False), response_serializer=serialize),
         "PutBundle": grpc.stream_unary_rpc_method_handler(
             _parsing(service.PutBundle, pb.BundleChunk, True), response_serializer=serialize),
         "PutBlob": grpc.stream_unary_rpc_method_handler(
@@ -136,23 +167,30 @@ def serve(options: WorkerOptions) -> tuple[grpc.Server, str]:
     """
     listen = options.listen
     check_exposure(listen, options.token, options.tls)
-    _runtime.enter_worker_mode()
+    # Marked functions called by the functions we run go back to the caller.
+    _runtime.enter_worker_mode(bind=NestedStub)
+    capture.install()
     # `python -m` put the current directory first on sys.path: a worker must
     # find the program's modules only in the bundles it was sent.
     if sys.path and sys.path[0] in ("", os.getcwd()):
         del sys.path[0]
     store = BundleStore(options.cache_dir, install_requirements=options.install_requirements)
-    worker_id = options.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    state = WorkerState(store=store, watchdog=Watchdog(slots=options.threads),
+                        worker_id=options.worker_id or f"{socket.gethostname()}-{os.getpid()}",
+                        token=options.token, previous_exit=options.previous_exit or "")
     interceptors = [TokenInterceptor(options.token)] if options.token else []
-    # ``threads`` calls run user code at once; the pool has room beyond that
-    # so that health checks, uploads and Describe are answered meanwhile.
+    # The unary methods (earlier callers): ``threads`` run user code at once,
+    # the spare threads hold the calls that wait for a slot.
     pool = futures.ThreadPoolExecutor(max_workers=options.threads + SPARE_THREADS,
                                       thread_name_prefix="turbolift-call")
+    # Each Session holds a thread for its life (its calls run in it); threads
+    # are made on demand, and the handler refuses streams beyond its limits.
+    sessions = SessionHandler(state, futures.ThreadPoolExecutor(
+        max_workers=MAX_PENDING + MAX_SESSIONS, thread_name_prefix="turbolift-session"))
     server = grpc.server(pool, interceptors=interceptors, options=SERVER_OPTIONS)
-    service = WorkerService(store, worker_id, options.previous_exit, options.threads)
-    server.add_generic_rpc_handlers((_handlers(service),))
+    server.add_generic_rpc_handlers((_handlers(WorkerService(state), sessions),))
     health_service = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
+    server.add_generic_rpc_handlers((_health_handlers(health_service),))
     try:
         if options.tls is not None:
             port = server.add_secure_port(listen, options.tls.server_credentials())

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19turbolift/v1/worker.proto\x12\x0cturbolift.v1\"B\n\x0b\x46unctionRef\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x10\n\x08qualname\x18\x03 \x01(\t\"\x8e\x01\n\x0b\x43\x61llRequest\x12+\n\x08\x66unction\x18\x01 \x01(\x0b\x32\x19.turbolift.v1.FunctionRef\x12\x11\n\targuments\x18\x02 \x01(\x0c\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\x16\n\x0eparent_call_id\x18\x04 \x01(\t\x12\x16\n\x0e\x61rguments_blob\x18\x05 \x01(\t\"[\n\x0fRemoteException\x12\x11\n\texception\x18\x01 \x01(\x0c\x12\x11\n\ttype_name\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"\xc9\x01\n\tCallReply\x12&\n\x07outcome\x18\x01 \x01(\x0e\x32\x15.turbolift.v1.Outcome\x12\x0e\n\x06result\x18\x02 \x01(\x0c\x12,\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1d.turbolift.v1.RemoteException\x12\x17\n\x0f\x65lapsed_seconds\x18\x04 \x01(\x01\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12*\n\x0bresult_blob\x18\x06 \x01(\x0b\x32\x15.turbolift.v1.BlobRef\"\x7f\n\x0c\x42\x61tchRequest\x12+\n\x08\x66unction\x18\x01 \x01(\x0b\x32\x19.turbolift.v1.FunctionRef\x12\r\n\x05items\x18\x02 \x01(\x0c\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x13\n\x0bwith_kwargs\x18\x05 \x01(\x08\"q\n\nBatchReply\x12&\n\x07outcome\x18\x01 \x01(\x0e\x32\x15.turbolift.v1.Outcome\x12\x0f\n\x07results\x18\x02 \x01(\x0c\x12\x17\n\x0f\x65lapsed_seconds\x18\x03 \x01(\x01\x12\x11\n\tworker_id\x18\x04 \x01(\t\"\xa6\x01\n\tCallEvent\x12(\n\x05reply\x18\x01 \x01(\x0b\x32\x17.turbolift.v1.CallReplyH\x00\x12\x11\n\x07yielded\x18\x02 \x01(\x0cH\x00\x12+\n\x06output\x18\x03 \x01(\x0b\x32\x19.turbolift.v1.OutputChunkH\x00\x12&\n\x03log\x18\x04 \x01(\x0b\x32\x17.turbolift.v1.LogRecordH\x00\x42\x07\n\x05\x65vent\"\x87\x01\n\x0bOutputChunk\x12\x30\n\x06stream\x18\x01 \x01(\x0e\x32 .turbolift.v1.OutputChunk.Stream\x12\x0c\n\x04text\x18\x02 \x01(\t\"8\n\x06Stream\x12\x16\n\x12STREAM_UNSPECIFIED\x10\x00\x12\n\n\x06STDOUT\x10\x01\x12\n\n\x06STDERR\x10\x02\"L\n\tLogRecord\x12\x0e\n\x06logger\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x01\"\'\n\tBlobChunk\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"(\n\x07\x42lobRef\x12\x0f\n\x07\x62lob_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"G\n\x0b\x42undleChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.turbolift.v1.BundleHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"/\n\x0c\x42undleHeader\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"<\n\x0ePutBundleReply\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\"\x11\n\x0f\x44\x65scribeRequest\"\xcf\x01\n\rDescribeReply\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x16\n\x0epython_version\x18\x03 \x01(\t\x12\x16\n\x0eimplementation\x18\x04 \x01(\t\x12\x19\n\x11turbolift_version\x18\x05 \x01(\t\x12\x0f\n\x07\x62undles\x18\x06 \x03(\t\x12\x14\n\x0c\x63\x61lls_served\x18\x07 \x01(\x04\x12\x15\n\rcalls_running\x18\x08 \x01(\r\x12\x15\n\rprevious_exit\x18\t \x01(\t*P\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0c\n\x08RETURNED\x10\x01\x12\n\n\x06RAISED\x10\x02\x12\x12\n\x0e\x42UNDLE_MISSING\x10\x03\x32\xd5\x03\n\x06Worker\x12:\n\x04\x43\x61ll\x12\x19.turbolift.v1.CallRequest\x1a\x17.turbolift.v1.CallReply\x12\x41\n\tCallBatch\x12\x1a.turbolift.v1.BatchRequest\x1a\x18.turbolift.v1.BatchReply\x12\x42\n\nCallStream\x12\x19.turbolift.v1.CallRequest\x1a\x17.turbolift.v1.CallEvent0\x01\x12\x46\n\tPutBundle\x12\x19.turbolift.v1.BundleChunk\x1a\x1c.turbolift.v1.PutBundleReply(\x01\x12\x46\n\x08\x44\x65scribe\x12\x1d.turbolift.v1.DescribeRequest\x1a\x1b.turbolift.v1.DescribeReply\x12;\n\x07PutBlob\x12\x17.turbolift.v1.BlobChunk\x1a\x15.turbolift.v1.BlobRef(\x01\x12;\n\x07GetBlob\x12\x15.turbolift.v1.BlobRef\x1a\x17.turbolift.v1.BlobChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19turbolift/v1/worker.proto\x12\x0cturbolift.v1\"B\n\x0b\x46unctionRef\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x10\n\x08qualname\x18\x03 \x01(\t\"\x8e\x01\n\x0b\x43\x61llRequest\x12+\n\x08\x66unction\x18\x01 \x01(\x0b\x32\x19.turbolift.v1.FunctionRef\x12\x11\n\targuments\x18\x02 \x01(\x0c\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\x16\n\x0eparent_call_id\x18\x04 \x01(\t\x12\x16\n\x0e\x61rguments_blob\x18\x05 \x01(\t\"[\n\x0fRemoteException\x12\x11\n\texception\x18\x01 \x01(\x0c\x12\x11\n\ttype_name\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"\xc9\x01\n\tCallReply\x12&\n\x07outcome\x18\x01 \x01(\x0e\x32\x15.turbolift.v1.Outcome\x12\x0e\n\x06result\x18\x02 \x01(\x0c\x12,\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1d.turbolift.v1.RemoteException\x12\x17\n\x0f\x65lapsed_seconds\x18\x04 \x01(\x01\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12*\n\x0bresult_blob\x18\x06 \x01(\x0b\x32\x15.turbolift.v1.BlobRef\"\x7f\n\x0c\x42\x61tchRequest\x12+\n\x08\x66unction\x18\x01 \x01(\x0b\x32\x19.turbolift.v1.FunctionRef\x12\r\n\x05items\x18\x02 \x01(\x0c\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x13\n\x0bwith_kwargs\x18\x05 \x01(\x08\"q\n\nBatchReply\x12&\n\x07outcome\x18\x01 \x01(\x0e\x32\x15.turbolift.v1.Outcome\x12\x0f\n\x07results\x18\x02 \x01(\x0c\x12\x17\n\x0f\x65lapsed_seconds\x18\x03 \x01(\x01\x12\x11\n\tworker_id\x18\x04 \x01(\t\"\'\n\tBlobChunk\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"(\n\x07\x42lobRef\x12\x0f\n\x07\x62lob_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"G\n\x0b\x42undleChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.turbolift.v1.BundleHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"/\n\x0c\x42undleHeader\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"<\n\x0ePutBundleReply\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\"\x11\n\x0f\x44\x65scribeRequest\"\xd2\x02\n\rDescribeReply\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x16\n\x0epython_version\x18\x03 \x01(\t\x12\x16\n\x0eimplementation\x18\x04 \x01(\t\x12\x19\n\x11turbolift_version\x18\x05 \x01(\t\x12\x0f\n\x07\x62undles\x18\x06 \x03(\t\x12\x14\n\x0c\x63\x61lls_served\x18\x07 \x01(\x04\x12\x15\n\rcalls_running\x18\x08 \x01(\r\x12\x15\n\rprevious_exit\x18\t \x01(\t\x12\x0f\n\x07started\x18\n \x01(\x01\x12\x12\n\nmemory_rss\x18\x0b \x01(\x04\x12\x13\n\x0bmemory_peak\x18\x0c \x01(\x04\x12&\n\x04held\x18\r \x03(\x0b\x32\x18.turbolift.v1.BundleInfo\x12\x10\n\x08hostname\x18\x0e \x01(\t\x12\r\n\x05slots\x18\x0f \x01(\r\"-\n\nBundleInfo\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\x90\x03\n\x0b\x43lientFrame\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.turbolift.v1.HelloH\x00\x12$\n\x05proof\x18\x02 \x01(\x0b\x32\x13.turbolift.v1.ProofH\x00\x12&\n\x06invoke\x18\x03 \x01(\x0b\x32\x14.turbolift.v1.InvokeH\x00\x12$\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x13.turbolift.v1.ChunkH\x00\x12,\n\x06\x62undle\x18\x05 \x01(\x0b\x32\x1a.turbolift.v1.BundleHeaderH\x00\x12&\n\x06\x63redit\x18\x06 \x01(\x0b\x32\x14.turbolift.v1.CreditH\x00\x12\"\n\x04stop\x18\x07 \x01(\x0b\x32\x12.turbolift.v1.StopH\x00\x12\x31\n\x0cnested_reply\x18\x08 \x01(\x0b\x32\x19.turbolift.v1.NestedReplyH\x00\x12\x31\n\x08\x64\x65scribe\x18\t \x01(\x0b\x32\x1d.turbolift.v1.DescribeRequestH\x00\x42\x07\n\x05\x66rame\"\xcd\x04\n\x0bServerFrame\x12,\n\tchallenge\x18\x01 \x01(\x0b\x32\x17.turbolift.v1.ChallengeH\x00\x12$\n\x05reply\x18\x02 \x01(\x0b\x32\x13.turbolift.v1.ReplyH\x00\x12$\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x13.turbolift.v1.ChunkH\x00\x12\"\n\x04item\x18\x04 \x01(\x0b\x32\x12.turbolift.v1.ItemH\x00\x12 \n\x03\x65nd\x18\x05 \x01(\x0b\x32\x11.turbolift.v1.EndH\x00\x12+\n\x06output\x18\x06 \x01(\x0b\x32\x19.turbolift.v1.OutputChunkH\x00\x12&\n\x03log\x18\x07 \x01(\x0b\x32\x17.turbolift.v1.LogRecordH\x00\x12.\n\x07warning\x18\x08 \x01(\x0b\x32\x1b.turbolift.v1.WarningRecordH\x00\x12,\n\theartbeat\x18\t \x01(\x0b\x32\x17.turbolift.v1.HeartbeatH\x00\x12/\n\x0bnested_call\x18\n \x01(\x0b\x32\x18.turbolift.v1.NestedCallH\x00\x12(\n\x07\x66\x61ilure\x18\x0b \x01(\x0b\x32\x15.turbolift.v1.FailureH\x00\x12\x35\n\rbundle_stored\x18\x0c \x01(\x0b\x32\x1c.turbolift.v1.PutBundleReplyH\x00\x12\x30\n\tdescribed\x18\r \x01(\x0b\x32\x1b.turbolift.v1.DescribeReplyH\x00\x42\x07\n\x05\x66rame\"\'\n\x05Hello\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\r\"\\\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\r\n\x05proof\x18\x02 \x01(\x0c\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x11\n\tworker_id\x18\x04 \x01(\t\x12\r\n\x05slots\x18\x05 \x01(\r\"\x16\n\x05Proof\x12\r\n\x05proof\x18\x01 \x01(\x0c\"\xe9\x01\n\x06Invoke\x12+\n\x08\x66unction\x18\x01 \x01(\x0b\x32\x19.turbolift.v1.FunctionRef\x12\x11\n\targuments\x18\x02 \x01(\x0c\x12\x16\n\x0e\x61rguments_size\x18\x03 \x01(\x04\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x13\n\x0bwith_kwargs\x18\x05 \x01(\x08\x12\x0f\n\x07timeout\x18\x06 \x01(\x01\x12\x0f\n\x07\x63\x61ll_id\x18\x07 \x01(\t\x12\x15\n\rextra_bundles\x18\x08 \x03(\t\x12\x12\n\nlog_levels\x18\t \x01(\t\x12\x16\n\x0e\x66orward_events\x18\n \x01(\x08\"\xc6\x01\n\x05Reply\x12&\n\x07outcome\x18\x01 \x01(\x0e\x32\x15.turbolift.v1.Outcome\x12\x0e\n\x06result\x18\x02 \x01(\x0c\x12\x13\n\x0bresult_size\x18\x03 \x01(\x04\x12,\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1d.turbolift.v1.RemoteException\x12\x17\n\x0f\x65lapsed_seconds\x18\x05 \x01(\x01\x12\x11\n\tworker_id\x18\x06 \x01(\t\x12\x16\n\x0emissing_bundle\x18\x07 \x01(\t\"=\n\x07\x46\x61ilure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07\x64\x65tails\x18\x02 \x01(\t\x12\x13\n\x0b\x64ifferences\x18\x03 \x01(\t\"\x15\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x17\n\x06\x43redit\x12\r\n\x05items\x18\x01 \x01(\r\"\x06\n\x04Stop\"$\n\x04Item\x12\x0e\n\x06values\x18\x01 \x03(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\"D\n\x03\x45nd\x12,\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1d.turbolift.v1.RemoteException\x12\x0f\n\x07stopped\x18\x02 \x01(\x08\"\x0b\n\tHeartbeat\"\x87\x01\n\x0bOutputChunk\x12\x30\n\x06stream\x18\x01 \x01(\x0e\x32 .turbolift.v1.OutputChunk.Stream\x12\x0c\n\x04text\x18\x02 \x01(\t\"8\n\x06Stream\x12\x16\n\x12STREAM_UNSPECIFIED\x10\x00\x12\n\n\x06STDOUT\x10\x01\x12\n\n\x06STDERR\x10\x02\"\xcd\x01\n\tLogRecord\x12\x0e\n\x06logger\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x01\x12\x10\n\x08\x65xc_text\x18\x05 \x01(\t\x12\x10\n\x08pathname\x18\x06 \x01(\t\x12\x0e\n\x06lineno\x18\x07 \x01(\x05\x12\x11\n\tfunc_name\x18\x08 \x01(\t\x12\x13\n\x0bthread_name\x18\t \x01(\t\x12\x12\n\nstack_info\x18\n \x01(\t\x12\x0f\n\x07process\x18\x0b \x01(\x05\"k\n\rWarningRecord\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\x0c\x12\x15\n\rcategory_name\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12\x0e\n\x06lineno\x18\x05 \x01(\x05\"T\n\nNestedCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x10\n\x08\x66unction\x18\x02 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0c\n\x04last\x18\x05 \x01(\x08\"O\n\x0bNestedReply\x12\n\n\x02id\x18\x01 \x01(\x04\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0c\n\x04last\x18\x05 \x01(\x08*^\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0c\n\x08RETURNED\x10\x01\x12\n\n\x06RAISED\x10\x02\x12\x12\n\x0e\x42UNDLE_MISSING\x10\x03\x12\x0c\n\x08ITERATOR\x10\x04\x32\xd6\x03\n\x06Worker\x12\x43\n\x07Session\x12\x19.turbolift.v1.ClientFrame\x1a\x19.turbolift.v1.ServerFrame(\x01\x30\x01\x12:\n\x04\x43\x61ll\x12\x19.turbolift.v1.CallRequest\x1a\x17.turbolift.v1.CallReply\x12\x41\n\tCallBatch\x12\x1a.turbolift.v1.BatchRequest\x1a\x18.turbolift.v1.BatchReply\x12\x46\n\tPutBundle\x12\x19.turbolift.v1.BundleChunk\x1a\x1c.turbolift.v1.PutBundleReply(\x01\x12\x46\n\x08\x44\x65scribe\x12\x1d.turbolift.v1.DescribeRequest\x1a\x1b.turbolift.v1.DescribeReply\x12;\n\x07PutBlob\x12\x17.turbolift.v1.BlobChunk\x1a\x15.turbolift.v1.BlobRef(\x01\x12;\n\x07GetBlob\x12\x15.turbolift.v1.BlobRef\x1a\x17.turbolift.v1.BlobChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'turbolift.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=1678
-  _globals['_OUTCOME']._serialized_end=1758
+  _globals['_OUTCOME']._serialized_start=3924
+  _globals['_OUTCOME']._serialized_end=4018
   _globals['_FUNCTIONREF']._serialized_start=43
   _globals['_FUNCTIONREF']._serialized_end=109
   _globals['_CALLREQUEST']._serialized_start=112
@@ -45,28 +45,62 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCHREQUEST']._serialized_end=680
   _globals['_BATCHREPLY']._serialized_start=682
   _globals['_BATCHREPLY']._serialized_end=795
-  _globals['_CALLEVENT']._serialized_start=798
-  _globals['_CALLEVENT']._serialized_end=964
-  _globals['_OUTPUTCHUNK']._serialized_start=967
-  _globals['_OUTPUTCHUNK']._serialized_end=1102
-  _globals['_OUTPUTCHUNK_STREAM']._serialized_start=1046
-  _globals['_OUTPUTCHUNK_STREAM']._serialized_end=1102
-  _globals['_LOGRECORD']._serialized_start=1104
-  _globals['_LOGRECORD']._serialized_end=1180
-  _globals['_BLOBCHUNK']._serialized_start=1182
-  _globals['_BLOBCHUNK']._serialized_end=1221
-  _globals['_BLOBREF']._serialized_start=1223
-  _globals['_BLOBREF']._serialized_end=1263
-  _globals['_BUNDLECHUNK']._serialized_start=1265
-  _globals['_BUNDLECHUNK']._serialized_end=1336
-  _globals['_BUNDLEHEADER']._serialized_start=1338
-  _globals['_BUNDLEHEADER']._serialized_end=1385
-  _globals['_PUTBUNDLEREPLY']._serialized_start=1387
-  _globals['_PUTBUNDLEREPLY']._serialized_end=1447
-  _globals['_DESCRIBEREQUEST']._serialized_start=1449
-  _globals['_DESCRIBEREQUEST']._serialized_end=1466
-  _globals['_DESCRIBEREPLY']._serialized_start=1469
-  _globals['_DESCRIBEREPLY']._serialized_end=1676
-  _globals['_WORKER']._serialized_start=1761
-  _globals['_WORKER']._serialized_end=2230
+  _globals['_BLOBCHUNK']._serialized_start=797
+  _globals['_BLOBCHUNK']._serialized_end=836
+  _globals['_BLOBREF']._serialized_start=838
+  _globals['_BLOBREF']._serialized_end=878
+  _globals['_BUNDLECHUNK']._serialized_start=880
+  _globals['_BUNDLECHUNK']._serialized_end=951
+  _globals['_BUNDLEHEADER']._serialized_start=953
+  _globals['_BUNDLEHEADER']._serialized_end=1000
+  _globals['_PUTBUNDLEREPLY']._serialized_start=1002
+  _globals['_PUTBUNDLEREPLY']._serialized_end=1062
+  _globals['_DESCRIBEREQUEST']._serialized_start=1064
+  _globals['_DESCRIBEREQUEST']._serialized_end=1081
+  _globals['_DESCRIBEREPLY']._serialized_start=1084
+  _globals['_DESCRIBEREPLY']._serialized_end=1422
+  _globals['_BUNDLEINFO']._serialized_start=1424
+  _globals['_BUNDLEINFO']._serialized_end=1469
+  _globals['_CLIENTFRAME']._serialized_start=1472
+  _globals['_CLIENTFRAME']._serialized_end=1872
+  _globals['_SERVERFRAME']._serialized_start=1875
+  _globals['_SERVERFRAME']._serialized_end=2464
+  _globals['_HELLO']._serialized_start=2466
+  _globals['_HELLO']._serialized_end=2505
+  _globals['_CHALLENGE']._serialized_start=2507
+  _globals['_CHALLENGE']._serialized_end=2599
+  _globals['_PROOF']._serialized_start=2601
+  _globals['_PROOF']._serialized_end=2623
+  _globals['_INVOKE']._serialized_start=2626
+  _globals['_INVOKE']._serialized_end=2859
+  _globals['_REPLY']._serialized_start=2862
+  _globals['_REPLY']._serialized_end=3060
+  _globals['_FAILURE']._serialized_start=3062
+  _globals['_FAILURE']._serialized_end=3123
+  _globals['_CHUNK']._serialized_start=3125
+  _globals['_CHUNK']._serialized_end=3146
+  _globals['_CREDIT']._serialized_start=3148
+  _globals['_CREDIT']._serialized_end=3171
+  _globals['_STOP']._serialized_start=3173
+  _globals['_STOP']._serialized_end=3179
+  _globals['_ITEM']._serialized_start=3181
+  _globals['_ITEM']._serialized_end=3217
+  _globals['_END']._serialized_start=3219
+  _globals['_END']._serialized_end=3287
+  _globals['_HEARTBEAT']._serialized_start=3289
+  _globals['_HEARTBEAT']._serialized_end=3300
+  _globals['_OUTPUTCHUNK']._serialized_start=3303
+  _globals['_OUTPUTCHUNK']._serialized_end=3438
+  _globals['_OUTPUTCHUNK_STREAM']._serialized_start=3382
+  _globals['_OUTPUTCHUNK_STREAM']._serialized_end=3438
+  _globals['_LOGRECORD']._serialized_start=3441
+  _globals['_LOGRECORD']._serialized_end=3646
+  _globals['_WARNINGRECORD']._serialized_start=3648
+  _globals['_WARNINGRECORD']._serialized_end=3755
+  _globals['_NESTEDCALL']._serialized_start=3757
+  _globals['_NESTEDCALL']._serialized_end=3841
+  _globals['_NESTEDREPLY']._serialized_start=3843
+  _globals['_NESTEDREPLY']._serialized_end=3922
+  _globals['_WORKER']._serialized_start=4021
+  _globals['_WORKER']._serialized_end=4491
 # @@protoc_insertion_point(module_scope)

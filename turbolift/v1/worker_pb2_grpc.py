@@ -34,6 +34,11 @@ class WorkerStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Session = channel.stream_stream(
+                '/turbolift.v1.Worker/Session',
+                request_serializer=turbolift_dot_v1_dot_worker__pb2.ClientFrame.SerializeToString,
+                response_deserializer=turbolift_dot_v1_dot_worker__pb2.ServerFrame.FromString,
+                _registered_method=True)
         self.Call = channel.unary_unary(
                 '/turbolift.v1.Worker/Call',
                 request_serializer=turbolift_dot_v1_dot_worker__pb2.CallRequest.SerializeToString,
@@ -43,11 +48,6 @@ class WorkerStub:
                 '/turbolift.v1.Worker/CallBatch',
                 request_serializer=turbolift_dot_v1_dot_worker__pb2.BatchRequest.SerializeToString,
                 response_deserializer=turbolift_dot_v1_dot_worker__pb2.BatchReply.FromString,
-                _registered_method=True)
-        self.CallStream = channel.unary_stream(
-                '/turbolift.v1.Worker/CallStream',
-                request_serializer=turbolift_dot_v1_dot_worker__pb2.CallRequest.SerializeToString,
-                response_deserializer=turbolift_dot_v1_dot_worker__pb2.CallEvent.FromString,
                 _registered_method=True)
         self.PutBundle = channel.stream_unary(
                 '/turbolift.v1.Worker/PutBundle',
@@ -74,24 +74,22 @@ class WorkerStub:
 class WorkerServicer:
     """Missing associated documentation comment in .proto file."""
 
+    def Session(self, request_iterator, context):
+        """A persistent stream of exchanges (see "Sessions" below).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Call(self, request, context):
-        """Run one call. The fast path: one unary round trip.
+        """Run one call in one unary round trip.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CallBatch(self, request, context):
-        """Run many calls of one function in one message (used by `map`).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CallStream(self, request, context):
-        """Run one call and stream what happens while it runs. Reserved for
-        generator results, forwarded stdout/stderr and log records, and
-        progress; workers answer UNIMPLEMENTED until they support it.
+        """Run many calls of one function in one message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +128,11 @@ class WorkerServicer:
 
 def add_WorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=turbolift_dot_v1_dot_worker__pb2.ClientFrame.FromString,
+                    response_serializer=turbolift_dot_v1_dot_worker__pb2.ServerFrame.SerializeToString,
+            ),
             'Call': grpc.unary_unary_rpc_method_handler(
                     servicer.Call,
                     request_deserializer=turbolift_dot_v1_dot_worker__pb2.CallRequest.FromString,
@@ -139,11 +142,6 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.CallBatch,
                     request_deserializer=turbolift_dot_v1_dot_worker__pb2.BatchRequest.FromString,
                     response_serializer=turbolift_dot_v1_dot_worker__pb2.BatchReply.SerializeToString,
-            ),
-            'CallStream': grpc.unary_stream_rpc_method_handler(
-                    servicer.CallStream,
-                    request_deserializer=turbolift_dot_v1_dot_worker__pb2.CallRequest.FromString,
-                    response_serializer=turbolift_dot_v1_dot_worker__pb2.CallEvent.SerializeToString,
             ),
             'PutBundle': grpc.stream_unary_rpc_method_handler(
                     servicer.PutBundle,
@@ -175,6 +173,33 @@ def add_WorkerServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Worker:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/turbolift.v1.Worker/Session',
+            turbolift_dot_v1_dot_worker__pb2.ClientFrame.SerializeToString,
+            turbolift_dot_v1_dot_worker__pb2.ServerFrame.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Call(request,
@@ -220,33 +245,6 @@ class Worker:
             '/turbolift.v1.Worker/CallBatch',
             turbolift_dot_v1_dot_worker__pb2.BatchRequest.SerializeToString,
             turbolift_dot_v1_dot_worker__pb2.BatchReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CallStream(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/turbolift.v1.Worker/CallStream',
-            turbolift_dot_v1_dot_worker__pb2.CallRequest.SerializeToString,
-            turbolift_dot_v1_dot_worker__pb2.CallEvent.FromString,
             options,
             channel_credentials,
             insecure,

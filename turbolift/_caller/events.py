@@ -1,0 +1,112 @@
+"""What a remote call printed, logged and warned, re-emitted in the caller as it arrives.
+
+Output goes to the caller's ``sys.stdout``/``sys.stderr`` (whatever they
+are at that moment: a terminal, pytest's capture, ``redirect_stdout``),
+each line prefixed with the function and the worker, as Ray prefixes
+``(pid=...)``, unless the prefix is switched off. Log records go through
+the caller's own logging (its levels, filters and handlers decide); warnings
+through its own ``warnings`` machinery (its filters, ``pytest.warns``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+import warnings
+from typing import Any
+
+from .._wire import serialize
+from ..v1 import worker_pb2 as pb
+
+_LEVELS_REFRESH = 1.0
+_levels_cache = ("", -1.0)
+_levels_lock = threading.Lock()
+_registries: dict[str, dict] = {}   # per remote file: the "once per location" memory of warnings
+
+
+def levels_json() -> str:
+    """The caller's logging levels as the worker needs them: {logger: level}, "" for the root.
+
+    Recomputed at most once a second (a program rarely changes them, and
+    walking every logger on every call would cost more than the call).
+    """
+    global _levels_cache
+    text, when = _levels_cache
+    now = time.monotonic()
+    if now - when < _LEVELS_REFRESH:
+        return text
+    with _levels_lock:
+        levels = {"": logging.getLogger().getEffectiveLevel()}
+        for name, logger in list(logging.Logger.manager.loggerDict.items()):
+            if isinstance(logger, logging.Logger):
+                if logger.disabled:
+                    levels[name] = logging.CRITICAL + 1
+                elif logger.level != logging.NOTSET:
+                    levels[name] = logger.level
+        text = json.dumps(levels, sort_keys=True, separators=(",", ":"))
+        _levels_cache = (text, now)
+    return text
+
+
+class Events:
+    """Re-emits the events of one exchange; ``prefix`` names where they came from."""
+
+    def __init__(self, label: str, worker: str, prefix: bool = True) -> None:
+        self._prefix = f"({label} {worker}) " if prefix else ""
+        self._line_start = {pb.OutputChunk.STDOUT: True, pb.OutputChunk.STDERR: True}
+
+    def handle(self, frame: pb.ServerFrame, kind: str) -> bool:
+        """Re-emit ``frame`` if it is an event (output, log, warning, heartbeat); else False."""
+        if kind == "output":
+            self.output(frame.output)
+        elif kind == "log":
+            self.log(frame.log)
+        elif kind == "warning":
+            self.warning(frame.warning)
+        elif kind != "heartbeat":
+            return False
+        return True
+
+    def output(self, chunk: pb.OutputChunk) -> None:
+        target = sys.stderr if chunk.stream == pb.OutputChunk.STDERR else sys.stdout
+        text = chunk.text
+        if self._prefix:
+            starts = self._line_start[chunk.stream]
+            lines = text.split("\n")
+            text = "\n".join((self._prefix + line) if line and (index or starts) else line
+                             for index, line in enumerate(lines))
+            self._line_start[chunk.stream] = chunk.text.endswith("\n")
+        target.write(text)
+        target.flush()
+
+    @staticmethod
+    def log(record: pb.LogRecord) -> None:
+        logger = logging.getLogger(record.logger or None)
+        if not logger.isEnabledFor(record.level):
+            return
+        made = logging.makeLogRecord({
+            "name": record.logger or "root", "levelno": record.level,
+            "levelname": logging.getLevelName(record.level), "msg": record.message, "args": None,
+            "created": record.created, "msecs": (record.created % 1) * 1000, "pathname": record.pathname,
+            "filename": record.pathname.rsplit("/", 1)[-1], "module": record.pathname.rsplit("/", 1)[-1][:-3],
+            "lineno": record.lineno, "funcName": record.func_name, "threadName": record.thread_name,
+            "process": record.process, "exc_text": record.exc_text or None,
+            "stack_info": record.stack_info or None,
+        })
+        logger.handle(made)
+
+    @staticmethod
+    def warning(record: pb.WarningRecord) -> None:
+        category: Any = None
+        if record.category:
+            try:
+                category = serialize.loads(record.category)
+            except Exception:
+                category = None
+        message = record.message
+        if not (isinstance(category, type) and issubclass(category, Warning)):
+            category, message = UserWarning, f"{record.category_name}: {message}"
+        registry = _registries.setdefault(record.filename, {})
+        warnings.warn_explicit(message, category, record.filename, record.lineno, registry=registry)

@@ -1,0 +1,51 @@
+"""Watching the streams of exchanges in progress: deadlines, and workers that fell silent.
+
+One thread per dispatcher looks at the streams checked out for exchanges
+every ``PERIOD``: a stream whose exchange passed its deadline, or that has
+been waited on for ``SILENT_SECONDS`` without a frame (a worker sends a
+heartbeat every two seconds while a call runs), is cancelled, with the
+reason recorded so that the waiting thread raises TimeoutError or treats
+the worker as lost. gRPC's own keepalive is not relied on for this: its
+timeout is not applied on its own (grpc/grpc#39239).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from .session import Stream
+
+PERIOD = 0.05
+SILENT_SECONDS = 10.0
+DEADLINE, SILENT = "deadline", "silent"
+
+
+class Monitor:
+    def __init__(self) -> None:
+        # No lock: set.add/discard and copying the set are atomic in CPython, and
+        # these run on every call.
+        self._streams: set[Stream] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="turbolift-monitor", daemon=True)
+        self._thread.start()
+
+    def watch(self, stream: Stream) -> None:
+        self._streams.add(stream)
+
+    def forget(self, stream: Stream) -> None:
+        self._streams.discard(stream)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(PERIOD):
+            now = time.monotonic()
+            streams = list(self._streams)
+            for stream in streams:
+                if stream.broken:
+                    continue
+                if stream.deadline is not None and now >= stream.deadline:
+                    stream.cancel(DEADLINE)
+                elif stream.waiting and now - stream.last_frame > SILENT_SECONDS:
+                    stream.cancel(SILENT)

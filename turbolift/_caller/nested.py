@@ -1,0 +1,89 @@
+"""Nested calls, caller side: marked functions called by a function that runs on a worker.
+
+The worker sends them on the stream of the outer call (NestedCall frames);
+the caller submits each to the cluster as any call, with the outer call's
+deadline, and answers on the same stream (NestedReply frames) when it is
+done. When the outer call ends, is cancelled or times out, the nested calls
+it started and that are still running are cancelled.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+from typing import Any, Optional
+
+from .. import _runtime
+from .._wire import serialize
+from .._wire.outcomes import pack_exception
+from .._wire.protocol import FRAME_DATA
+from ..v1 import worker_pb2 as pb
+from .calls import remaining
+from .session import Stream
+
+
+class NestedHost:
+    """The nested calls of one exchange."""
+
+    def __init__(self, deadline: Optional[float]) -> None:
+        self._deadline = deadline
+        self._parts: dict[int, tuple[bytes, bytearray]] = {}
+        self._futures: set[cf.Future] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def received(self, frame: pb.NestedCall, stream: Stream) -> None:
+        function, buffer = self._parts.get(frame.id, (frame.function, bytearray()))
+        buffer += frame.data
+        if not frame.last:
+            self._parts[frame.id] = (function, buffer)
+            return
+        self._parts.pop(frame.id, None)
+        try:
+            target = serialize.loads(function)
+            args, kwargs = serialize.loads(buffer)
+            left = remaining(self._deadline)
+            if left is not None:
+                target = target.options(timeout=left)
+            with _runtime.user_code():   # it goes to the cluster, as the user's own call would
+                future = target.submit(*args, **kwargs)
+        except BaseException as exc:
+            self._answer(frame.id, stream, False, exc)
+            return
+        with self._lock:
+            if self._closed:
+                future.cancel()
+                return
+            self._futures.add(future)
+        future.add_done_callback(lambda done: self._done(frame.id, stream, done))
+
+    def _done(self, call_id: int, stream: Stream, future: cf.Future) -> None:
+        with self._lock:
+            self._futures.discard(future)
+        try:
+            value = future.result()
+        except BaseException as exc:
+            self._answer(call_id, stream, False, exc)
+        else:
+            self._answer(call_id, stream, True, value)
+
+    @staticmethod
+    def _answer(call_id: int, stream: Stream, ok: bool, value: Any) -> None:
+        try:
+            data = serialize.dumps(value if ok else pack_exception(value), for_worker=True,
+                                   what="nested result")
+        except BaseException as exc:
+            ok, data = False, serialize.dumps(pack_exception(exc), for_worker=True)
+        view = memoryview(data)
+        for start in range(0, max(len(view), 1), FRAME_DATA):
+            part = bytes(view[start:start + FRAME_DATA])
+            stream.send(pb.ClientFrame(nested_reply=pb.NestedReply(
+                id=call_id, ok=ok, data=part, size=0 if start else len(data),
+                last=start + FRAME_DATA >= len(view))))
+
+    def close(self) -> None:
+        """The outer call ended: cancel what it started and did not wait for."""
+        with self._lock:
+            self._closed = True
+            futures, self._futures = self._futures, set()
+        for future in futures:
+            future.cancel()

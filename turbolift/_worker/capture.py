@@ -1,0 +1,231 @@
+"""Forwarding what a call prints, logs and warns to its caller.
+
+While a call runs, the writes of its thread to ``sys.stdout`` and
+``sys.stderr``, the log records it makes and the warnings it raises go to
+the call's :class:`Events`, which sends them on the call's stream as they
+happen: output line by line, records and warnings one by one. What no call
+owns (the worker's own messages, threads user code started without a call)
+goes where it would without turbolift; when exactly one call runs, threads
+it started are taken to be its own.
+
+The caller decides what to show: it re-emits records through its own
+logging (its levels and handlers) and warnings through its own ``warnings``
+filters. So the worker lets every warning through to the router
+(``simplefilter("always")``, deduplicated per call), and lowers its loggers'
+levels to what the caller's levels need.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import sys
+import threading
+import warnings
+from typing import Any, Callable, Optional
+
+from .._wire import serialize
+from .._wire.protocol import FRAME_DATA
+from ..v1 import worker_pb2 as pb
+
+STDOUT, STDERR = pb.OutputChunk.STDOUT, pb.OutputChunk.STDERR
+MAX_SAME_WARNING = 100        # forwarded per call and location; more are counted, not sent
+_DEFAULT_LEVEL = logging.WARNING
+
+# thread id -> the events of the call it runs (each thread writes only its own key)
+_sinks: dict[int, "Events"] = {}
+_output_lock = threading.Lock()   # the buffers of every call's output (rarely contended)
+_installed = False
+
+
+class Events:
+    """The events of one call; ``emit(frame)`` sends a ServerFrame (thread-safe, may block).
+
+    Made for every call that forwards events, most of which send none: its
+    state is created on first use.
+    """
+
+    __slots__ = ("_emit", "_levels", "_effective", "_pending", "_warned")
+
+    def __init__(self, emit: Callable[[pb.ServerFrame], None], levels: Optional[dict] = None) -> None:
+        self._emit = emit
+        self._levels = levels or {}
+        self._effective: Optional[dict[str, int]] = None
+        self._pending: Optional[dict[int, str]] = None
+        self._warned: Optional[dict[tuple, int]] = None
+
+    # -- output ----------------------------------------------------------------
+    def write(self, stream: int, text: str) -> None:
+        """Buffer ``text``; send every complete line at once."""
+        with _output_lock:
+            if self._pending is None:
+                self._pending = {STDOUT: "", STDERR: ""}
+            pending = self._pending[stream] + text
+            cut = pending.rfind("\n") + 1
+            if cut == 0 and len(pending) < FRAME_DATA // 4:
+                self._pending[stream] = pending
+                return
+            cut = cut or len(pending)
+            self._pending[stream] = pending[cut:]
+            ready = pending[:cut]
+        self._send_text(stream, ready)
+
+    def flush(self) -> None:
+        """Send what is buffered (the call ended, or the user flushed mid-line)."""
+        if self._pending is None:
+            return
+        with _output_lock:
+            ready = [(stream, text) for stream, text in self._pending.items() if text]
+            self._pending = None
+        for stream, text in ready:
+            self._send_text(stream, text)
+
+    def _send_text(self, stream: int, text: str) -> None:
+        step = FRAME_DATA // 4   # characters: up to 4 bytes each in UTF-8
+        for start in range(0, len(text), step):
+            self._emit(pb.ServerFrame(output=pb.OutputChunk(stream=stream, text=text[start:start + step])))
+
+    # -- logging -----------------------------------------------------------------
+    def wants(self, name: str, level: int) -> bool:
+        """Whether the caller's levels let a record of logger ``name`` at ``level`` through."""
+        if self._effective is None:
+            self._effective = {}
+        effective = self._effective.get(name)
+        if effective is None:
+            effective = self._effective[name] = self._level_of(name)
+        return level >= effective
+
+    def _level_of(self, name: str) -> int:
+        while name:
+            if name in self._levels:
+                return self._levels[name]
+            name = name.rpartition(".")[0]
+        return self._levels.get("", _DEFAULT_LEVEL)
+
+    def log(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception as exc:  # msg % args failed: say so rather than lose the record
+            message = f"{record.msg!r} % {record.args!r} could not be formatted: {exc}"
+        exc_text = record.exc_text or ""
+        if record.exc_info and not exc_text:
+            exc_text = logging.Formatter().formatException(record.exc_info)
+        self.flush()  # keep the order of output and records
+        self._emit(pb.ServerFrame(log=pb.LogRecord(
+            logger=record.name, level=record.levelno, message=message, created=record.created,
+            exc_text=exc_text, pathname=record.pathname or "", lineno=record.lineno or 0,
+            func_name=record.funcName or "", thread_name=record.threadName or "",
+            stack_info=record.stack_info or "", process=record.process or 0)))
+
+    # -- warnings ----------------------------------------------------------------
+    def warning(self, message: Any, category: type, filename: str, lineno: int) -> None:
+        text = str(message)
+        key = (category, text, filename, lineno)
+        if self._warned is None:
+            self._warned = {}
+        seen = self._warned.get(key, 0)
+        self._warned[key] = seen + 1
+        if seen >= MAX_SAME_WARNING:
+            return
+        try:
+            pickled = serialize.dumps(category, for_worker=False)
+        except Exception:
+            pickled = b""
+        self.flush()
+        self._emit(pb.ServerFrame(warning=pb.WarningRecord(
+            category=pickled, category_name=f"{category.__module__}.{category.__qualname__}",
+            message=text, filename=filename or "", lineno=lineno or 0)))
+
+
+def _sink() -> Optional[Events]:
+    """The events of the call the current thread runs (or of the only call running)."""
+    found = _sinks.get(threading.get_ident())
+    if found is None and len(_sinks) == 1:
+        try:
+            found = next(iter(_sinks.values()))
+        except (StopIteration, RuntimeError):  # changed meanwhile
+            found = None
+    return found
+
+
+def attach(events: Optional[Events]) -> None:
+    """Route the current thread's output, records and warnings to ``events`` (None: nowhere new)."""
+    if events is not None:
+        _sinks[threading.get_ident()] = events
+
+
+def detach(events: Optional[Events]) -> None:
+    """End :func:`attach`; send what ``events`` still buffers."""
+    if events is not None:
+        _sinks.pop(threading.get_ident(), None)
+        events.flush()
+
+
+class _Router(io.TextIOBase):
+    """Stands in for ``sys.stdout``/``sys.stderr`` on a worker."""
+
+    def __init__(self, original: Any, stream: int) -> None:
+        self._original = original
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        sink = _sink()
+        if sink is None:
+            return self._original.write(text)
+        sink.write(self._stream, text)
+        return len(text)
+
+    def flush(self) -> None:
+        sink = _sink()
+        if sink is not None:
+            sink.flush()
+        else:
+            self._original.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno, buffer ... as the real stream has them
+        return getattr(self._original, name)
+
+
+class _LogRouter(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        sink = _sinks.get(record.thread or 0) or _sink()
+        if sink is not None:
+            if sink.wants(record.name, record.levelno):
+                sink.log(record)
+        elif record.levelno >= logging.lastResort.level and len(logging.getLogger().handlers) == 1:
+            logging.lastResort.handle(record)  # what Python does when nothing is configured
+
+
+_original_showwarning = warnings.showwarning
+
+
+def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                  line: Optional[str] = None) -> None:
+    sink = _sink()
+    if sink is not None and file is None:
+        sink.warning(message, category, filename, lineno)
+    else:
+        _original_showwarning(message, category, filename, lineno, file, line)
+
+
+def apply_levels(levels: dict) -> None:
+    """Lower the worker's logger levels so that records the caller wants are made at all."""
+    for name, level in levels.items():
+        logger = logging.getLogger(name or None)
+        if logger.getEffectiveLevel() > level:
+            logger.setLevel(level)
+
+
+def install() -> None:
+    """Put the routers in place (once per worker process)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    sys.stdout = _Router(sys.stdout, STDOUT)
+    sys.stderr = _Router(sys.stderr, STDERR)
+    logging.getLogger().addHandler(_LogRouter())
+    warnings.simplefilter("always")
+    warnings.showwarning = _show_warning

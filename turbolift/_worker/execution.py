@@ -1,0 +1,293 @@
+"""Running one call, one batch or one step of an iterator, inside a slot and under the watchdog.
+
+Everything that may run user code happens inside the interruptible window
+of :meth:`Watchdog.run` and holds a slot: unpickling the arguments (a
+``__reduce__`` may do anything), the function itself, and pickling the
+result. So ``--threads`` bounds all of it and deadlines interrupt all of it.
+What a call ends in is an :class:`Outcome`; the session and the unary
+service turn it into frames or messages.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import time
+import types
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional
+
+from .._wire import serialize
+from .._wire.outcomes import pack_exception
+from . import capture
+from .cancel import CallCancelled, Ticket, Watchdog
+
+RETURNED, RAISED, ITERATOR, CANCELLED, INVALID = "returned", "raised", "iterator", "cancelled", "invalid"
+
+
+@dataclass
+class Outcome:
+    """How a call ended. ``value``: the serialised result (RETURNED), the packed
+    exception (RAISED), the iterator (ITERATOR), a message (INVALID)."""
+
+    kind: str
+    value: Any = None
+    elapsed: float = 0.0
+
+
+class BadRequest(Exception):
+    """The arguments did not decode into what the request says."""
+
+
+def _decode_arguments(payload: Any) -> tuple[tuple, dict]:
+    try:
+        arguments = serialize.loads(payload)
+    except Exception as exc:
+        raise BadRequest(f"could not deserialise the arguments: {type(exc).__name__}: {exc}") from None
+    # Exact types: a subclass could run code while being checked or unpacked.
+    if not (type(arguments) is tuple and len(arguments) == 2
+            and type(arguments[0]) is tuple and type(arguments[1]) is dict):
+        raise BadRequest("arguments must serialise an (args tuple, kwargs dict) pair")
+    return arguments
+
+
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), list, tuple, dict, set})
+
+
+def streams(value: Any) -> bool:
+    """True for a result that travels as a stream of items: a generator, an async
+    generator, or an iterator of the builtins and itertools (map, filter, zip, ...)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return False
+    if isinstance(value, (types.GeneratorType, types.AsyncGeneratorType)):
+        return True
+    return kind.__module__ in ("builtins", "itertools") and hasattr(kind, "__next__")
+
+
+class _AsyncGeneratorIterator:
+    """An async generator driven from a worker thread with an event loop of its own."""
+
+    def __init__(self, agen: Any) -> None:
+        self._agen = agen
+        self._loop = asyncio.new_event_loop()
+
+    def __iter__(self) -> "_AsyncGeneratorIterator":
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return self._loop.run_until_complete(self._agen.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        try:
+            self._loop.run_until_complete(self._agen.aclose())
+        finally:
+            self._loop.close()
+
+
+def _settle_coroutine(value: Any) -> Any:
+    """Run what an ``async def`` function returned to its end (as awaiting it would)."""
+    if inspect.iscoroutine(value):
+        loop = asyncio.new_event_loop()
+        try:
+            return loop.run_until_complete(value)
+        finally:
+            loop.close()
+    return value
+
+
+def _run_call(function: Callable, payload: Any) -> Any:
+    args, kwargs = _decode_arguments(payload)
+    del payload
+    value = function(*args, **kwargs)
+    if inspect.iscoroutine(value):
+        value = _settle_coroutine(value)
+    if streams(value):
+        return _Iterating(value if not inspect.isasyncgen(value) else _AsyncGeneratorIterator(value))
+    return serialize.dumps(value, for_worker=False, what="result")
+
+
+class _Iterating:
+    """Marks a result that is an iterator (never pickled)."""
+
+    __slots__ = ("iterator",)
+
+    def __init__(self, iterator: Any) -> None:
+        self.iterator = iterator
+
+
+def call(watchdog: Watchdog, ticket: Ticket, function: Callable, payload: Any,
+         events: Optional[capture.Events] = None) -> Outcome:
+    """Run ``function`` on the serialised ``(args, kwargs)`` in ``payload``."""
+    if not watchdog.acquire(ticket):
+        return Outcome(CANCELLED)
+    started = time.perf_counter()
+    capture.attach(events)
+    try:
+        ok, value = watchdog.run(ticket, _run_call, function, payload)
+    finally:
+        capture.detach(events)
+        watchdog.release(ticket)
+    elapsed = time.perf_counter() - started
+    if ok and not ticket.interrupted:
+        if isinstance(value, _Iterating):
+            return Outcome(ITERATOR, value.iterator, elapsed)
+        return Outcome(RETURNED, value, elapsed)
+    if isinstance(value, CallCancelled) or ticket.interrupted:
+        return Outcome(CANCELLED, elapsed=elapsed)
+    if isinstance(value, BadRequest):
+        return Outcome(INVALID, str(value), elapsed)
+    return Outcome(RAISED, pack_exception(value), elapsed)
+
+
+def _run_items(function: Callable, items: list, with_kwargs: bool) -> list:
+    """``[(True, value) | (False, packed exception)]`` for each item, in order.
+
+    The common case runs in C (``starmap`` into a list); an exception only
+    costs restarting it after the failing item.
+    """
+    if with_kwargs:
+        def mapped(rest: Iterator) -> Iterator:
+            return (function(*args, **kwargs) for args, kwargs in rest)
+    else:
+        def mapped(rest: Iterator) -> Iterator:
+            return itertools.starmap(function, rest)
+    if inspect.iscoroutinefunction(function):
+        plain = mapped
+
+        def mapped(rest: Iterator) -> Iterator:  # noqa: F811 (each value awaited, as locally)
+            return map(_settle_coroutine, plain(rest))
+    results: list = []
+    errors: dict[int, dict] = {}
+    source = iter(items)
+    while True:
+        try:
+            results.extend(mapped(source))
+            break
+        except CallCancelled:
+            raise
+        except BaseException as exc:  # one item raised: note it, go on with the rest
+            errors[len(results)] = pack_exception(exc)
+            results.append(None)
+    if not errors:
+        return [(True, value) for value in results]
+    outcomes = [(True, value) for value in results]
+    for index, packed in errors.items():
+        outcomes[index] = (False, packed)
+    return outcomes
+
+
+def _encode_items(outcomes: list) -> bytes:
+    try:
+        return serialize.dumps(outcomes, for_worker=False, what="results")
+    except TypeError:  # replace the results that cannot travel with the error that says so
+        safe = []
+        for ok, value in outcomes:
+            if ok:
+                try:
+                    serialize.dumps(value, for_worker=False, what="result")
+                except TypeError as exc:
+                    ok, value = False, pack_exception(exc)
+            safe.append((ok, value))
+        return serialize.dumps(safe, for_worker=False, what="results")
+
+
+def _run_batch(function: Callable, payload: Any, count: int, with_kwargs: bool) -> bytes:
+    try:
+        items = serialize.loads(payload)
+    except Exception as exc:
+        raise BadRequest(f"could not deserialise the batch items: {type(exc).__name__}: {exc}") from None
+    del payload
+    if type(items) is not list or len(items) != count:
+        raise BadRequest(f"batch items must serialise a list of {count} argument tuples")
+    # An item that is not an argument tuple (or pair) fails as that item's own outcome.
+    return _encode_items(_run_items(function, items, with_kwargs))
+
+
+def batch(watchdog: Watchdog, ticket: Ticket, function: Callable, payload: Any, count: int,
+          with_kwargs: bool, events: Optional[capture.Events] = None) -> Outcome:
+    """Run ``count`` calls of ``function``; RETURNED carries the serialised list of outcomes."""
+    if not watchdog.acquire(ticket):
+        return Outcome(CANCELLED)
+    started = time.perf_counter()
+    capture.attach(events)
+    try:
+        ok, value = watchdog.run(ticket, _run_batch, function, payload, count, with_kwargs)
+    finally:
+        capture.detach(events)
+        watchdog.release(ticket)
+    elapsed = time.perf_counter() - started
+    if ok and not ticket.interrupted:
+        return Outcome(RETURNED, value, elapsed)
+    if isinstance(value, CallCancelled) or ticket.interrupted:
+        return Outcome(CANCELLED, elapsed=elapsed)
+    if isinstance(value, BadRequest):
+        return Outcome(INVALID, str(value), elapsed)
+    return Outcome(RAISED, pack_exception(value), elapsed)
+
+
+_DONE = object()
+
+
+def _next_items(iterator: Any, count: int, batch_seconds: float) -> tuple[list, Any]:
+    """Up to ``count`` serialised items, and _DONE when the iterator ended.
+
+    Items produced within ``batch_seconds`` share one frame; a slow
+    iterator's items each leave as soon as they exist.
+    """
+    items: list = []
+    started = time.monotonic()
+    for _ in range(count):
+        try:
+            value = next(iterator)
+            items.append(serialize.dumps(value, for_worker=False, what="item"))
+        except StopIteration:
+            return items, _DONE
+        except CallCancelled:
+            raise
+        except BaseException as exc:  # the items before it still reach the caller, first
+            return items, Outcome(RAISED, pack_exception(exc))
+        if time.monotonic() - started > batch_seconds:
+            break
+    return items, None
+
+
+def step(watchdog: Watchdog, ticket: Ticket, iterator: Any, count: int,
+         events: Optional[capture.Events] = None, batch_seconds: float = 0.0,
+         ) -> tuple[list, Optional[Outcome]]:
+    """The next items (``count`` at most); the Outcome is set when the iterator ended
+    (RETURNED), raised (RAISED, after the items before it) or was cancelled."""
+    if not watchdog.acquire(ticket):
+        return [], Outcome(CANCELLED)
+    capture.attach(events)
+    try:
+        ok, value = watchdog.run(ticket, _next_items, iterator, count, batch_seconds)
+    finally:
+        capture.detach(events)
+        watchdog.release(ticket)
+    if ok and not ticket.interrupted:
+        collected, end = value
+        return collected, (Outcome(RETURNED) if end is _DONE else end)
+    if isinstance(value, CallCancelled) or ticket.interrupted:
+        return [], Outcome(CANCELLED)
+    return [], Outcome(RAISED, pack_exception(value))
+
+
+def close_iterator(watchdog: Watchdog, iterator: Any, events: Optional[capture.Events] = None) -> None:
+    """Close the iterator: a generator's ``finally`` runs here, as user code, even when
+    its caller went away (bounded by a minute)."""
+    close = getattr(iterator, "close", None)
+    if close is None:
+        return
+    closing = Ticket(lambda: True, deadline=time.monotonic() + 60.0)
+    if not watchdog.acquire(closing):
+        return
+    capture.attach(events)
+    try:
+        watchdog.run(closing, close)
+    finally:
+        capture.detach(events)
+        watchdog.release(closing)

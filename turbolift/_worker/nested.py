@@ -1,0 +1,185 @@
+"""Calls of marked functions made by a function running on a worker (nested calls).
+
+They reach the cluster through the caller: the worker sends a NestedCall
+frame on the stream of the call that made it, the caller sends it to the
+cluster like any call (the same authentication, the outer call's deadline,
+cancelled with the outer call) and answers with NestedReply frames. While a
+function waits for a nested result its slot is lent to other calls, so a
+fan-out deeper than the cluster has slots cannot deadlock. Outside a call
+(at import time, or in a thread the function started) a marked function
+runs inline, as it would locally.
+
+Reading the stream moves to a pump thread at the first nested call, because
+the thread that would read it is busy running the outer function.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import threading
+from collections import deque
+from typing import Any, Iterable, Iterator, Optional
+
+from .._wire import serialize
+from .._wire.outcomes import unpack_exception
+from .._wire.protocol import FRAME_DATA
+from ..errors import WorkerLost
+from ..v1 import worker_pb2 as pb
+from .cancel import Ticket, Watchdog
+
+_current = threading.local()   # .calls (NestedCalls) and .ticket of the call this thread runs
+MAP_AHEAD = 8                  # nested map: calls in flight at once
+
+
+class NestedFuture(cf.Future):
+    """The future of a nested call; waiting on it lends the waiting call's slot."""
+
+    def __init__(self, watchdog: Watchdog, ticket: Optional[Ticket]) -> None:
+        super().__init__()
+        self._watchdog = watchdog
+        self._ticket = ticket
+        self._owner = threading.get_ident()   # only this thread's slot may be lent
+        self._raw: Optional[bytearray] = None
+        self._decoded = False
+        self._value: Any = None
+        self._decode_lock = threading.Lock()
+
+    def deliver(self, ok: bool, data: bytearray) -> None:
+        """In the pump thread: the reply arrived (decoded when someone asks for it)."""
+        if ok:
+            self._raw = data
+            self.set_result(None)
+        else:
+            try:
+                self.set_exception(unpack_exception(serialize.loads(data)))
+            except Exception as exc:
+                self.set_exception(exc)
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        with self._watchdog.lend(self._ticket if threading.get_ident() == self._owner else None):
+            super().result(timeout)
+        with self._decode_lock:
+            if not self._decoded:
+                self._value = serialize.loads(self._raw) if self._raw is not None else None
+                self._raw, self._decoded = None, True
+        return self._value
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        with self._watchdog.lend(self._ticket if threading.get_ident() == self._owner else None):
+            return super().exception(timeout)
+
+
+class NestedCalls:
+    """The nested calls of the calls run on one Session."""
+
+    def __init__(self, session: Any) -> None:  # a turbolift._worker.session.Session
+        self._session = session
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._waiting: dict[int, NestedFuture] = {}
+        self._parts: dict[int, bytearray] = {}
+        self._lost = False
+
+    def enter(self, ticket: Ticket) -> None:
+        """The current thread runs a call of this session (so its nested calls go out) until leave()."""
+        _current.calls, _current.ticket = self, ticket
+
+    @staticmethod
+    def leave() -> None:
+        _current.calls = _current.ticket = None
+
+    def start(self, function: Any, args: tuple, kwargs: dict, ticket: Optional[Ticket]) -> NestedFuture:
+        """Send a call of the marked ``function`` to the caller; return its future."""
+        future = NestedFuture(self._session.watchdog, ticket)
+        data = serialize.dumps((args, kwargs), for_worker=False, what="arguments")
+        pickled = serialize.dumps(function, for_worker=False, what="function")
+        with self._lock:
+            if self._lost:
+                raise WorkerLost("the caller of this call went away; nested calls cannot reach it")
+            call_id = next(self._ids)
+            self._waiting[call_id] = future
+        self._session.start_pump(self._route)
+        view = memoryview(data)
+        first = True
+        for start in range(0, max(len(view), 1), FRAME_DATA):
+            part = bytes(view[start:start + FRAME_DATA])
+            last = start + FRAME_DATA >= len(view)
+            self._session.send(pb.ServerFrame(nested_call=pb.NestedCall(
+                id=call_id, function=pickled if first else b"", data=part, size=len(data) if first else 0,
+                last=last)))
+            first = False
+        return future
+
+    def _route(self, frame: Optional[pb.ClientFrame]) -> bool:
+        """In the pump thread: take nested replies; None means the stream ended."""
+        if frame is None:
+            with self._lock:
+                self._lost = True
+                waiting, self._waiting = self._waiting, {}
+            for future in waiting.values():
+                if not future.done():
+                    future.set_exception(WorkerLost("the caller went away before a nested call finished"))
+            return True
+        if frame.WhichOneof("frame") != "nested_reply":
+            return False
+        reply = frame.nested_reply
+        buffer = self._parts.setdefault(reply.id, bytearray())
+        buffer += reply.data
+        if reply.last:
+            del self._parts[reply.id]
+            with self._lock:
+                future = self._waiting.pop(reply.id, None)
+            if future is not None and not future.done():
+                future.deliver(reply.ok, buffer)
+        return True
+
+
+def _running_calls() -> tuple[Optional[NestedCalls], Optional[Ticket]]:
+    return getattr(_current, "calls", None), getattr(_current, "ticket", None)
+
+
+class NestedStub:
+    """What a marked function is bound to on a worker (``turbolift._runtime`` in worker mode)."""
+
+    def __init__(self, function: Any) -> None:
+        self._function = function
+
+    def with_function(self, function: Any) -> "NestedStub":
+        return NestedStub(function)
+
+    def call(self, args: tuple, kwargs: dict) -> Any:
+        calls, ticket = _running_calls()
+        if calls is None:
+            return self._function.__wrapped__(*args, **kwargs)
+        return calls.start(self._function, args, kwargs, ticket).result()
+
+    def submit(self, args: tuple, kwargs: dict) -> cf.Future:
+        calls, ticket = _running_calls()
+        if calls is not None:
+            return calls.start(self._function, args, kwargs, ticket)
+        future: cf.Future = cf.Future()
+        try:
+            future.set_result(self._function.__wrapped__(*args, **kwargs))
+        except BaseException as exc:  # stored, as an executor would
+            future.set_exception(exc)
+        return future
+
+    def map(self, iterables: tuple, timeout: Optional[float] = None,
+            chunksize: Optional[int] = None) -> Iterator:
+        calls, _ = _running_calls()
+        if calls is None:
+            return (self._function.__wrapped__(*args) for args in zip(*iterables))
+        return _nested_map(self, zip(*iterables))
+
+
+def _nested_map(stub: NestedStub, items: Iterable[tuple]) -> Iterator:
+    """Results in order, with at most MAP_AHEAD nested calls in flight."""
+    pending: deque = deque()
+    source = iter(items)
+    for args in itertools.islice(source, MAP_AHEAD):
+        pending.append(stub.submit(args, {}))
+    while pending:
+        future = pending.popleft()
+        for args in itertools.islice(source, 1):
+            pending.append(stub.submit(args, {}))
+        yield future.result()

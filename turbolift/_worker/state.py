@@ -1,0 +1,96 @@
+"""What every RPC of one worker shares, and the failures an exchange can end in.
+
+The Session stream and the unary methods both find bundles and functions
+here; a problem that is not the function's own exception is a
+:class:`Failure` carrying the gRPC status it maps to, which the Session
+sends as a Failure frame and the unary methods as the RPC's status.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import grpc
+
+from .._version import __version__
+from ..errors import BundleError, EnvironmentMismatch
+from ..v1 import worker_pb2 as pb
+from .blob_store import BlobStore
+from .bundle_store import BundleStore, LoadedBundle
+from .cancel import Watchdog
+
+
+class Failure(Exception):
+    """An exchange failed with ``code`` (a ``grpc.StatusCode``); ``details`` say what to do."""
+
+    def __init__(self, code: grpc.StatusCode, details: str,
+                 differences: Optional[list] = None) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+        self.differences = differences
+
+    def frame(self) -> pb.ServerFrame:
+        return pb.ServerFrame(failure=pb.Failure(
+            code=self.code.value[0], details=self.details,
+            differences=json.dumps(self.differences) if self.differences is not None else ""))
+
+
+@dataclass
+class WorkerState:
+    store: BundleStore
+    watchdog: Watchdog
+    worker_id: str
+    token: Optional[str] = None
+    previous_exit: str = ""
+    blobs: BlobStore = field(default_factory=BlobStore)
+    started: float = field(default_factory=time.time)
+
+    def bundle(self, bundle_id: str) -> Optional[LoadedBundle]:
+        """The loaded bundle, or None when this worker does not hold it (the caller uploads it)."""
+        try:
+            return self.store.load(bundle_id)
+        except EnvironmentMismatch as exc:
+            raise Failure(grpc.StatusCode.FAILED_PRECONDITION, str(exc), exc.differences) from None
+        except BundleError as exc:
+            raise Failure(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+
+    @staticmethod
+    def function(bundle: LoadedBundle, ref: pb.FunctionRef) -> Callable:
+        """The real function ``ref`` names in ``bundle`` (importing its module the first time)."""
+        try:
+            return bundle.resolve(ref.module, ref.qualname)
+        except (LookupError, AttributeError, ImportError) as exc:
+            where = f"{ref.module}.{ref.qualname} in bundle {ref.bundle_id}"
+            raise Failure(grpc.StatusCode.NOT_FOUND, f"cannot find {where}: {exc}") from None
+        except BaseException as exc:  # SystemExit at import (argparse!) must not go unanswered
+            failed = f"{type(exc).__name__}: {exc}"
+            raise Failure(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"importing {ref.module} on the worker failed: {failed}") from None
+
+    def describe(self) -> pb.DescribeReply:
+        held = self.store.sizes()
+        return pb.DescribeReply(
+            worker_id=self.worker_id, pid=os.getpid(), python_version=platform.python_version(),
+            implementation=platform.python_implementation().lower(), turbolift_version=__version__,
+            bundles=[bundle_id for bundle_id, _ in held], calls_served=self.watchdog.served,
+            calls_running=self.watchdog.running, previous_exit=self.previous_exit, started=self.started,
+            memory_rss=_resident_bytes(),
+            memory_peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            held=[pb.BundleInfo(bundle_id=bundle_id, size=size) for bundle_id, size in held],
+            hostname=socket.gethostname(), slots=self.watchdog.slots)
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory now (Linux /proc; 0 where it cannot be read)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
