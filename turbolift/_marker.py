@@ -11,6 +11,7 @@ import concurrent.futures
 import functools
 import inspect
 import itertools
+import sys
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from . import _runtime
@@ -27,10 +28,16 @@ class TurboliftFunction:
     """
 
     def __init__(self, fn: Callable, cluster: Any = None, *, timeout: Optional[float] = None,
-                 retries: Optional[int] = None) -> None:
+                 retries: Optional[int] = None, address: Optional[tuple[str, str]] = None) -> None:
+        """``address`` (module, qualified name) is where a worker finds ``fn`` when that is not
+        ``fn``'s own ``__module__`` and ``__qualname__``: a bound method or a callable instance
+        named with ``--remote MODULE:NAME`` is found under the name it was given."""
         if not callable(fn):
             raise TypeError(f"turbolift.on expects a function, got {type(fn).__name__}")
         functools.update_wrapper(self, fn)
+        if address is not None:
+            self.__module__, self.__qualname__ = address
+            self.__name__ = address[1].rpartition(".")[2]
         self._fn = fn
         self.cluster = cluster
         self.timeout = timeout
@@ -40,16 +47,17 @@ class TurboliftFunction:
     # -- calling -----------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         remote = self._remote
-        if remote is None or _runtime.in_turbolift():  # turbolift's own use of it runs in place
-            return self._fn(*args, **kwargs)
+        if remote is None or _runtime.in_turbolift() or _called_by_turbolift():
+            return self._fn(*args, **kwargs)  # turbolift's own use of it (json.dumps ...) runs in place
         try:
             return remote.call(args, kwargs)
         except BaseException as exc:
-            if isinstance(exc.__cause__, RemoteTraceback):
-                # The function's own exception: its traceback starts here (the
-                # remote one is its cause), not in a dozen frames of turbolift.
-                raise exc.with_traceback(None)  # noqa: B904 (re-raising the same exception)
-            raise
+            if not _from_worker(exc):
+                raise
+            raised_remotely = exc
+        # The function's own exception: its traceback starts here (the remote
+        # one is among its causes), not in a dozen frames of turbolift.
+        raise raised_remotely.with_traceback(None)
 
     def local(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function in this process, whatever the mode."""
@@ -158,6 +166,30 @@ def _local_map(fn: Callable, iterables: tuple) -> Iterator:
     """``map`` as the remote one behaves: after an item raises, the iterator is done."""
     for args in zip(*iterables):
         yield fn(*args)
+
+
+def _called_by_turbolift() -> bool:
+    """True when the caller of the marked function is a module of turbolift itself
+    (frames of this module, a bound method's call, are looked through)."""
+    frame = sys._getframe(2)
+    for _ in range(3):
+        name = frame.f_globals.get("__name__", "")
+        if name != __name__:
+            return name.startswith("turbolift.")
+        frame = frame.f_back
+        if frame is None:
+            break
+    return False
+
+
+def _from_worker(exc: BaseException) -> bool:
+    """True for an exception raised by the function on a worker (a RemoteTraceback is among its causes)."""
+    cause, hops = exc.__cause__, 0
+    while cause is not None and hops < 100:
+        if isinstance(cause, RemoteTraceback):
+            return True
+        cause, hops = cause.__cause__, hops + 1
+    return False
 
 
 def _rebuild(fn: Callable, timeout: Optional[float], retries: Optional[int]) -> TurboliftFunction:

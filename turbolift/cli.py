@@ -103,7 +103,15 @@ def run(argv: Sequence[str]) -> int:
         except TurboliftError as exc:  # a bad setting or a cluster that cannot start
             print(f"python -m turbolift: {exc}", file=sys.stderr)
             return 2
-        main.run_main(script, module)
+        try:
+            main.run_main(script, module)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            # What `python app.py` prints: the program's frames, not turbolift's and runpy's.
+            trimmed = main.user_frames(exc.__traceback__)
+            sys.excepthook(type(exc), exc.with_traceback(trimmed), trimmed)
+            return 1
     finally:
         _runtime.shutdown()
     return 0

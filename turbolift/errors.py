@@ -51,10 +51,11 @@ class RemoteError(TurboliftError):
     traceback is attached as ``__cause__``, as for every remote exception.
     """
 
-    def __init__(self, type_name: str, message: str) -> None:
-        super().__init__(f"{type_name}: {message}")
+    def __init__(self, type_name: str, message: str, reason: str = "") -> None:
+        super().__init__(f"{type_name}: {message}" + (f" ({reason})" if reason else ""))
         self.type_name = type_name
         self.remote_message = message
+        self.reason = reason
 
 
 class RemoteTraceback(Exception):

@@ -248,16 +248,31 @@ def target_for(function: Any) -> Target:
     their own, so the script's top-level code never runs on a worker.
     """
     fn = function.__wrapped__
-    module_name = getattr(fn, "__module__", None) or "__main__"
-    qualname = fn.__qualname__
+    # The marked function's own name: where a worker finds it (for a bound
+    # method or callable instance named with --remote, the name it was given).
+    module_name = function.__module__ or "__main__"
+    qualname = function.__qualname__
     if travels_by_value(module_name, qualname):
         return _by_value_target(function, fn, module_name)
+    return Target(module_bundle(module_name), module_name, qualname)
+
+
+def module_bundle(module_name: str) -> Bundle:
+    """The bundle of an importable module (its project modules, or the pin of an installed one), made once."""
     with _module_lock:
         bundle = _module_bundles.get(module_name)
         if bundle is None:
-            bundle = _module_bundle(module_name)
-            _module_bundles[module_name] = bundle
-    return Target(bundle, module_name, qualname)
+            bundle = _module_bundles[module_name] = _module_bundle(module_name)
+        return bundle
+
+
+def needs_shipping(module_name: str) -> bool:
+    """True for a module of the user's project (a worker imports it from a bundle, not its own site)."""
+    top = module_name.partition(".")[0]
+    if top in ("turbolift", "builtins", "__main__") or is_stdlib(top):
+        return False
+    located = _locate(module_name)
+    return bool(located and is_project_file(located[0]))
 
 
 def _module_bundle(module_name: str) -> Bundle:

@@ -31,6 +31,11 @@ class Client:
         self._lock = threading.Lock()
         self._dispatchers: dict[Any, "Dispatcher"] = {}
 
+    @staticmethod
+    def load() -> None:
+        """Import the whole caller side now (it is otherwise imported with the first stub)."""
+        from . import coalesce, dispatcher, mapping, stub  # noqa: F401
+
     def bind(self, function: Any) -> "RemoteStub":
         """The stub that runs ``function`` (a ``TurboliftFunction``) remotely."""
         from .stub import RemoteStub

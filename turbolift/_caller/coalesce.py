@@ -98,8 +98,10 @@ class Coalescer:
         if not batch:
             self._message_done(None)
             return
+        modules: set = set()
         try:
-            items = serialize.dumps([(w.args, w.kwargs) for w in batch], for_worker=True, what="arguments")
+            items = serialize.dumps([(w.args, w.kwargs) for w in batch], for_worker=True, what="arguments",
+                                    modules=modules)
         except TypeError:
             items = None  # one item cannot travel: send each alone so only it fails
         if items is None or (len(items) > INLINE_LIMIT and len(batch) > 1):
@@ -109,7 +111,8 @@ class Coalescer:
             return
         deadlines = [waiting.deadline for waiting in batch]
         deadline = None if None in deadlines else min(deadlines)
-        call = self._stub.batch_of(self._target, self.ref, items, len(batch), deadline, with_kwargs=True)
+        call = self._stub.batch_of(self._target, self.ref, items, len(batch), deadline, with_kwargs=True,
+                                   modules=modules)
         message = self._dispatcher.submit(call)
         message.add_done_callback(lambda done: self._settle(done, batch))
 

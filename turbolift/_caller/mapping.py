@@ -29,10 +29,10 @@ class MapIterator:
     MAX_CHUNK = 8192
     MAX_BATCH_BYTES = 2 * 1024 * 1024   # of arguments or of results per batch
 
-    def __init__(self, dispatcher: Dispatcher, batch_of: Callable[[bytes, int, Optional[float]], Call],
+    def __init__(self, dispatcher: Dispatcher, batch_of: Callable[[bytes, int, Optional[float], set], Call],
                  items: Iterator[tuple], *, timeout: Optional[float], chunksize: Optional[int],
                  per_item_timeout: Optional[float], what: str) -> None:
-        """``batch_of(items, count, deadline)`` makes the CallBatch of ``count`` serialised items."""
+        """``batch_of(items, count, deadline, modules)`` makes the batch of ``count`` serialised items."""
         if chunksize is not None and chunksize < 1:
             raise ValueError("chunksize must be at least 1")
         self._dispatcher = dispatcher
@@ -77,12 +77,13 @@ class MapIterator:
             if not batch:
                 self._exhausted = True
                 return
-            items = serialize.dumps(batch, for_worker=True, what="map items")
+            modules: set = set()
+            items = serialize.dumps(batch, for_worker=True, what="map items", modules=modules)
             self._note_bytes(len(items), len(batch))
             deadline = None
             if self._per_item_timeout is not None:  # each item keeps the deadline a call of it would have
                 deadline = time.monotonic() + self._per_item_timeout * len(batch)
-            future = self._dispatcher.submit(self._batch_of(items, len(batch), deadline))
+            future = self._dispatcher.submit(self._batch_of(items, len(batch), deadline, modules))
             future.add_done_callback(self._learn)
             self._pending.append((future, len(batch)))
 

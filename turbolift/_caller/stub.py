@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Optional
 from .. import _runtime
 from .._wire import outcomes, serialize
 from ..v1 import worker_pb2 as pb
-from .bundling import Target, target_for
+from .bundling import Target, module_bundle, needs_shipping, target_for
 from .calls import Call, deadline_after
 from .dispatcher import Dispatcher
 from .iterators import AsyncRemoteIterator, LazyIterator
@@ -79,15 +79,46 @@ class RemoteStub:
         return self._client.settings.retries_or_default if retries is None else retries
 
     def _call_of(self, target: Target, ref: pb.FunctionRef, args: tuple, kwargs: dict) -> Call:
-        payload = serialize.dumps((args, kwargs), for_worker=True, what="arguments")
+        modules: set = set()
+        try:
+            payload = serialize.dumps((args, kwargs), for_worker=True, what="arguments", modules=modules)
+        except TypeError as exc:
+            raise self._argument_error(args, kwargs, exc) from None
         return Call(ref, target.bundle, payload, outcomes.value_of, deadline_after(self.timeout()),
-                    self.retries(), self._what, self._label)
+                    self.retries(), self._what, self._label, extra=self._extras(target, modules))
 
     def batch_of(self, target: Target, ref: pb.FunctionRef, items: bytes, count: int,
-                 deadline: Optional[float], with_kwargs: bool) -> Call:
-        """A batch of ``count`` serialised items (``(args, kwargs)`` pairs when ``with_kwargs``)."""
+                 deadline: Optional[float], with_kwargs: bool, modules: Optional[set] = None) -> Call:
+        """A batch of ``count`` serialised items (``(args, kwargs)`` pairs when ``with_kwargs``);
+        ``modules`` are those the items refer to."""
         return Call(ref, target.bundle, items, outcomes.batch_of, deadline, self.retries(), self._what,
-                    self._label, count=count, with_kwargs=with_kwargs)
+                    self._label, count=count, with_kwargs=with_kwargs, extra=self._extras(target, modules))
+
+    @staticmethod
+    def _extras(target: Target, modules: Optional[set]) -> tuple:
+        """The bundles of the project modules the arguments refer to that the function's bundle lacks
+        (a function of a test module passed as an argument, an instance of another module's class)."""
+        if not modules:
+            return ()
+        shipped = target.bundle.manifest.get("modules", {})
+        return tuple(module_bundle(name) for name in sorted(modules)
+                     if name not in shipped and needs_shipping(name))
+
+    def _argument_error(self, args: tuple, kwargs: dict, error: TypeError) -> TypeError:
+        """Name the argument that cannot travel, its type, and what to pass instead."""
+        try:
+            names = list(inspect.signature(self._function.__wrapped__).parameters)
+        except (TypeError, ValueError):
+            names = []
+        candidates = [(f"argument {index + 1}" + (f" ({names[index]!r})" if index < len(names) else ""),
+                       value) for index, value in enumerate(args)]
+        candidates += [(f"argument {key!r}", value) for key, value in kwargs.items()]
+        for label, value in candidates:
+            try:
+                serialize.dumps(((value,), {}), for_worker=True, what=label)
+            except TypeError as exc:
+                return TypeError(f"{self._what}: {label} cannot be sent: {_reason(exc)}")
+        return error
 
     # -- the entry points of TurboliftFunction ---------------------------------------
     def call(self, args: tuple, kwargs: dict) -> Any:
@@ -142,6 +173,14 @@ class RemoteStub:
             dispatcher, target, ref = self._resolve()
             from .mapping import MapIterator
 
-            return MapIterator(dispatcher, lambda items, count, deadline: self.batch_of(
-                target, ref, items, count, deadline, with_kwargs=False), zip(*iterables), timeout=timeout,
-                chunksize=chunksize, per_item_timeout=self.timeout(), what=self._what)
+            return MapIterator(dispatcher, lambda items, count, deadline, modules: self.batch_of(
+                target, ref, items, count, deadline, with_kwargs=False, modules=modules), zip(*iterables),
+                timeout=timeout, chunksize=chunksize, per_item_timeout=self.timeout(), what=self._what)
+
+
+def _reason(exc: TypeError) -> str:
+    """The part of a serialisation error that says why, without who (the caller names that)."""
+    text = str(exc)
+    if text.startswith(("turbolift cannot send the ", "turbolift cannot serialise the ")):
+        text = text.split(": ", 1)[-1]
+    return text

@@ -12,6 +12,7 @@ reaches the stub. Every other import passes with one dictionary lookup.
 from __future__ import annotations
 
 import importlib.abc
+import inspect
 import sys
 from typing import Any, Iterable, Optional
 
@@ -38,16 +39,29 @@ def _substitute(module: Any, qualnames: list[str]) -> None:
             for part in path:
                 owner = getattr(owner, part)
             original = getattr(owner, leaf)
+            raw = inspect.getattr_static(owner, leaf)
         except AttributeError:
             raise ConfigurationError(
                 f"--remote {module.__name__}:{qualname}: {module.__name__} has no {qualname!r}; "
                 "check the spelling (names are case-sensitive)") from None
-        if isinstance(original, TurboliftFunction):
+        if isinstance(original, TurboliftFunction) or isinstance(raw, TurboliftFunction):
             continue  # already marked with a decorator
         if not callable(original):
             raise ConfigurationError(f"--remote {module.__name__}:{qualname} is a "
                                      f"{type(original).__name__}, not a function")
-        setattr(owner, leaf, TurboliftFunction(original))
+        target = raw if isinstance(owner, type) else original
+        setattr(owner, leaf, _marked(target, (module.__name__, qualname)))
+
+
+def _marked(target: Any, address: tuple[str, str]) -> Any:
+    """``target`` marked, keeping what it is: a static or class method of a class stays one
+    (so calls through instances and subclasses bind as before), a bound method stays bound,
+    a callable instance keeps being called."""
+    if isinstance(target, staticmethod):
+        return staticmethod(TurboliftFunction(target.__func__, address=address))
+    if isinstance(target, classmethod):
+        return classmethod(TurboliftFunction(target.__func__, address=address))
+    return TurboliftFunction(target, address=address)
 
 
 class _SubstitutingLoader:

@@ -1,10 +1,14 @@
 """Running the main program (a script or ``-m`` module) as plain ``python`` would."""
 from __future__ import annotations
 
+import builtins
+import importlib.machinery
 import importlib.util
 import os
 import runpy
 import sys
+import types
+from types import TracebackType
 from typing import Optional
 
 from ..errors import ConfigurationError
@@ -50,9 +54,40 @@ def prepare_main(script: Optional[str], module: Optional[str], argv: list[str]) 
     verify_remote_modules()
 
 
+def user_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
+    """``tb`` without its leading frames of turbolift and runpy (those above the program's own)."""
+    first = tb
+    while first is not None and _internal(first.tb_frame.f_code.co_filename):
+        first = first.tb_next
+    return first if first is not None else tb
+
+
+def _internal(filename: str) -> bool:
+    return filename.startswith(_PACKAGE_DIR) or filename == runpy.__file__ or filename == "<frozen runpy>"
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
 def run_main(script: Optional[str], module: Optional[str]) -> None:
     """Run the prepared script or module as ``__main__``."""
     if script is not None:
-        runpy.run_path(script, run_name="__main__")
+        _run_script(script)
     else:
         runpy.run_module(str(module), run_name="__main__", alter_sys=True)
+
+
+def _run_script(script: str) -> None:
+    """Run ``script`` as ``python script`` would: ``__main__`` is a fresh module whose ``__file__``
+    and code name the absolute path, while ``sys.argv[0]`` stays as given (runpy.run_path would
+    make the two agree, and write no differently named tracebacks than plain python does)."""
+    path = os.path.abspath(script)
+    main = types.ModuleType("__main__")
+    main.__file__ = path
+    main.__cached__ = None
+    main.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
+    main.__builtins__ = builtins
+    sys.modules["__main__"] = main
+    with open(path, "rb") as handle:
+        code = compile(handle.read(), path, "exec", dont_inherit=True)
+    exec(code, main.__dict__)

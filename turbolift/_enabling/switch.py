@@ -23,6 +23,11 @@ def activate(settings: Settings, eager: bool, cluster: Any = None) -> Client:
     """
     client = Client(settings, default_cluster=cluster)
     _runtime.enable(client)
+    if settings.remote:
+        # Load the caller side before the hook marks anything: a module named in
+        # --remote may be one turbolift imports itself (json), and must then be
+        # marked after it, not while its import is half done.
+        client.load()
     hook.install(settings.remote)
     if eager:
         client.start_default()

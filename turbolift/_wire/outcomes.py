@@ -22,40 +22,63 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.
 
 
 def pack_exception(exc: BaseException) -> dict:
-    """Describe ``exc`` for the wire: the fields of a ``RemoteException`` message."""
+    """Describe ``exc`` for the wire: the fields of a ``RemoteException`` message.
+
+    Whatever the exception does (a ``__reduce__`` that raises, even a
+    BaseException; a ``__str__`` that raises), this returns: every call gets
+    an answer. What could not be had is said in its place.
+    """
+    cls = type(exc)
+    type_name = f"{cls.__module__}.{cls.__qualname__}"
     frames = exc.__traceback__
     while frames is not None and frames.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frames = frames.tb_next
-    tb = "".join(traceback.format_exception(type(exc), exc, frames))
+    try:
+        message = str(exc)
+    except BaseException as failure:
+        message = f"<str() of this {type_name} raised {type(failure).__name__}>"
+    try:
+        tb = "".join(traceback.format_exception(cls, exc, frames))
+    except BaseException:
+        tb = f"{type_name}: {message}\n(its traceback could not be formatted)\n"
     try:
         payload = serialize.dumps(exc, for_worker=False)
-    except Exception:  # the caller falls back to RemoteError
+    except BaseException as failure:  # the caller rebuilds a RemoteError instead, and says why
         payload = b""
-    cls = type(exc)
-    return {
-        "exception": payload,
-        "type_name": f"{cls.__module__}.{cls.__qualname__}",
-        "message": str(exc),
-        "traceback": tb,
-    }
+        try:
+            message = f"{message} (it could not be sent back: {type(failure).__name__}: {failure})"
+        except BaseException:
+            message = f"{message} (it could not be sent back)"
+    return {"exception": payload, "type_name": type_name, "message": message, "traceback": tb}
 
 
 def unpack_exception(packed: dict) -> BaseException:
     """Rebuild a remote exception (fields as :func:`pack_exception` gives them).
 
-    The remote traceback becomes its ``__cause__``. The original type is kept
-    when it can be rebuilt; otherwise the result is a :class:`RemoteError`
-    naming the remote type.
+    The original type is kept when it can be rebuilt, with its attributes,
+    notes, ``__cause__`` and ``__context__``; otherwise the result is a
+    :class:`RemoteError` naming the remote type and why. The remote traceback
+    (a :class:`RemoteTraceback`) becomes the ``__cause__`` at the end of the
+    exception's own chain of causes: that of the exception itself when it has
+    none, as ``concurrent.futures`` does.
     """
     type_name, message = packed["type_name"], packed["message"]
     exc: BaseException
-    try:
-        exc = serialize.loads(packed["exception"]) if packed["exception"] else RemoteError(type_name, message)
-        if not isinstance(exc, BaseException):
-            exc = RemoteError(type_name, message)
-    except Exception:
+    if not packed["exception"]:
         exc = RemoteError(type_name, message)
-    exc.__cause__ = RemoteTraceback(packed["traceback"])
+    else:
+        try:
+            exc = serialize.loads(packed["exception"])
+            if not isinstance(exc, BaseException):
+                exc = RemoteError(type_name, message, "it did not unpickle as an exception")
+        except Exception as failure:
+            exc = RemoteError(type_name, message, f"its type could not be rebuilt here: "
+                                                  f"{type(failure).__name__}: {failure}")
+    last, seen = exc, {id(exc)}
+    while last.__cause__ is not None and id(last.__cause__) not in seen:
+        last = last.__cause__
+        seen.add(id(last))
+    last.__cause__ = RemoteTraceback(packed["traceback"])
     return exc
 
 

@@ -16,15 +16,17 @@ Two directions need different rules for ``__main__`` objects:
 """
 from __future__ import annotations
 
+import enum
 import importlib
 import io
 import pickle
 import sys
 import types
-from typing import Any
+from typing import Any, Optional
 
 import dill
 
+from . import reducers
 from .by_value import is_local
 
 PROTOCOL = 5
@@ -38,31 +40,6 @@ def _import_module(name: str) -> types.ModuleType:
     return importlib.import_module(name)
 
 
-class _DillPickler(dill.Pickler):
-    """dill, but modules always by reference.
-
-    dill saves a project module as a reference *plus its whole ``__dict__``*,
-    which on load overwrites the worker's copy of the module with the
-    caller's state (and defeats versioned bundles). A worker imports project
-    modules from the shipped bundle, so the name is all it needs.
-    """
-
-    dispatch = dill.Pickler.dispatch.copy()
-
-
-def _save_module(pickler: dill.Pickler, module: types.ModuleType) -> None:
-    pickler.save_reduce(_import_module, (module.__name__,), obj=module)
-
-
-_DillPickler.dispatch[types.ModuleType] = _save_module
-
-
-def _dill_dumps(obj: Any) -> bytes:
-    buffer = io.BytesIO()
-    _DillPickler(buffer, PROTOCOL, recurse=True).dump(obj)
-    return buffer.getvalue()
-
-
 def _main_attribute(qualname: str) -> Any:
     """Resolve ``qualname`` in the caller's ``__main__`` (used on load)."""
     obj: Any = sys.modules["__main__"]
@@ -71,19 +48,112 @@ def _main_attribute(qualname: str) -> Any:
     return obj
 
 
-class _Pickler(pickle.Pickler):
-    """The C pickler with a hook that hands unpicklable code objects to dill."""
+def _load_class(data: bytes) -> type:
+    return dill.loads(data)
 
-    def __init__(self, file: io.BytesIO, for_worker: bool) -> None:
+
+def _load_enum(data: bytes) -> type:
+    return reducers.build_enum(dill.loads(data))
+
+
+def _rebuild_class(identity: str, data: bytes) -> type:
+    return reducers.rebuild_class(identity, _load_class, data)
+
+
+def _rebuild_enum(identity: str, data: bytes) -> type:
+    return reducers.rebuild_class(identity, _load_enum, data)
+
+
+def _class_by_value(cls: type, modules: Optional[set]) -> tuple:
+    """The reduction of a class of the caller that travels by value, with its id."""
+    if issubclass(cls, enum.Enum) and cls.__members__:
+        return _rebuild_enum, (reducers.class_id(cls), _dill_dumps(reducers.enum_parts(cls), modules))
+    return _rebuild_class, (reducers.class_id(cls), _dill_dumps(cls, modules, shipping=cls))
+
+
+def _by_reference(obj: Any) -> bool:
+    """True for a function or class that pickles as a reference to an importable module."""
+    module = getattr(obj, "__module__", None)
+    return module is not None and module != "__main__" and not is_local(getattr(obj, "__qualname__", ""))
+
+
+class _DillPickler(dill.Pickler):
+    """dill, with turbolift's rules: modules by reference, nothing uncopyable, caller classes tracked.
+
+    dill saves a project module as a reference *plus its whole ``__dict__``*,
+    which on load overwrites the worker's copy of the module with the
+    caller's state (and defeats versioned bundles). A worker imports project
+    modules from the shipped bundle, so the name is all it needs.
+    """
+
+    # The same kind of table as dill's own (it maps metaclasses to dill's
+    # class saving; a plain dict copy would lose that).
+    dispatch = type(dill.Pickler.dispatch)(dill.Pickler.dispatch)
+
+    def __init__(self, file: io.BytesIO, *, modules: Optional[set] = None, shipping: Any = None) -> None:
+        super().__init__(file, PROTOCOL, recurse=True)
+        self._modules = modules
+        self._shipping = shipping     # the class being saved by value right now (not tracked again)
+
+    def save(self, obj: Any, save_persistent_id: bool = True) -> None:
+        reducers.refuse(obj)
+        if isinstance(obj, type) and obj is not self._shipping and not _by_reference(obj):
+            self.save_reduce(*_class_by_value(obj, self._modules), obj=obj)
+            return
+        if self._modules is not None and isinstance(obj, (types.FunctionType, type)) and _by_reference(obj):
+            self._modules.add(obj.__module__)
+        super().save(obj, save_persistent_id)
+
+
+def _save_module(pickler: dill.Pickler, module: types.ModuleType) -> None:
+    modules = getattr(pickler, "_modules", None)
+    if modules is not None:
+        modules.add(module.__name__)
+    pickler.save_reduce(_import_module, (module.__name__,), obj=module)
+
+
+_DillPickler.dispatch[types.ModuleType] = _save_module
+
+
+def _dill_dumps(obj: Any, modules: Optional[set] = None, shipping: Any = None) -> bytes:
+    buffer = io.BytesIO()
+    _DillPickler(buffer, modules=modules, shipping=shipping).dump(obj)
+    return buffer.getvalue()
+
+
+class _Pickler(pickle.Pickler):
+    """The C pickler with turbolift's rules (see :mod:`.reducers`) and dill for code it cannot carry."""
+
+    def __init__(self, file: io.BytesIO, for_worker: bool, modules: Optional[set] = None) -> None:
         super().__init__(file, protocol=PROTOCOL)
         self._for_worker = for_worker
+        self._modules = modules       # collects the modules referenced (arguments to a worker)
 
     def reducer_override(self, obj: Any) -> Any:
-        if not isinstance(obj, (types.FunctionType, type)):
-            return NotImplemented
+        if isinstance(obj, (types.FunctionType, type)):
+            return self._code(obj)
+        if isinstance(obj, BaseException) and reducers.plain_exception(obj):
+            return reducers.exception_reduction(obj)
+        reducers.refuse(obj)
+        return NotImplemented
+
+    def _code(self, obj: Any) -> Any:
         qualname = getattr(obj, "__qualname__", "")
-        in_main = getattr(obj, "__module__", None) == "__main__"
-        if is_local(qualname) or (in_main and self._for_worker):
+        module = getattr(obj, "__module__", None)
+        in_main = module == "__main__"
+        if self._for_worker:
+            if isinstance(obj, type) and (in_main or is_local(qualname)):
+                return _class_by_value(obj, self._modules)
+            if in_main or is_local(qualname):
+                return _dill_loads, (_dill_dumps(obj, self._modules),)
+            if self._modules is not None and module:
+                self._modules.add(module)
+            return NotImplemented
+        if isinstance(obj, type):
+            identity = reducers.received_id(obj)
+            if identity is not None:  # the caller's own class: it gets that very class back
+                return reducers.caller_class, (identity,)
+        if is_local(qualname):
             return _dill_loads, (_dill_dumps(obj),)
         if in_main:
             return _main_attribute, (qualname,)
@@ -92,6 +162,7 @@ class _Pickler(pickle.Pickler):
 
 # Values of these exact types hold no code: the plain C pickler carries them as is.
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
+_CONTAINERS = (list, tuple, dict)
 # pickle.dumps copies its output once more than a BytesIO does: keep large
 # payloads on the path that holds them only once.
 _SMALL = 64 * 1024
@@ -101,49 +172,63 @@ def _small(value: Any) -> bool:
     return type(value) not in (bytes, str, bytearray) or len(value) <= _SMALL
 
 
+def _plain_values(values: Any) -> bool:
+    return all(type(value) in _PLAIN and _small(value) for value in values)
+
+
+def _plain(obj: Any) -> bool:
+    """True for a small value of a _PLAIN type, or a list, tuple or dict of them (one level deep)."""
+    kind = type(obj)
+    if kind in _PLAIN:
+        return _small(obj)
+    if kind is dict:
+        return _plain_values(obj.keys()) and _plain_values(obj.values())
+    return kind in _CONTAINERS and _plain_values(obj)
+
+
 def _plain_call(obj: Any) -> bool:
     """True for small ``(args, kwargs)`` whose every value is of a ``_PLAIN`` type (no scan of depth)."""
     if type(obj) is not tuple or len(obj) != 2:
         return False
     args, kwargs = obj
-    return (type(args) is tuple and type(kwargs) is dict
-            and all(type(value) in _PLAIN and _small(value) for value in args)
-            and all(type(value) in _PLAIN and _small(value) for value in kwargs.values()))
+    return (type(args) is tuple and type(kwargs) is dict and _plain_values(args)
+            and _plain_values(kwargs.values()))
 
 
-def dumps(obj: Any, *, for_worker: bool, what: str = "value") -> bytes:
+def dumps(obj: Any, *, for_worker: bool, what: str = "value", modules: Optional[set] = None) -> bytes:
     """Serialise ``obj``; see the module docstring for ``for_worker``.
 
-    Raises ``TypeError`` naming ``what`` and the offending type when neither
-    pickle nor dill can carry it (a generator, a socket, an open file ...).
+    ``modules``, when given, receives the names of the modules whose
+    functions, classes or module objects ``obj`` refers to (a worker must
+    be able to import them). Raises ``TypeError`` naming ``what`` and the
+    offending type when the value cannot travel: an object that must not be
+    copied (a file, a lock, see :mod:`.reducers`), or one that neither
+    pickle nor dill can carry.
     """
-    if (not for_worker and _small(obj)) or _plain_call(obj):
-        # The fast path. On a worker every object pickle takes by reference is
-        # found by the caller too, except ``__main__`` ones, which the plain
-        # pickler refuses (the worker's __main__ is not the caller's): those,
-        # lambdas and closures fall through to the hooked pickler below.
-        try:
-            return pickle.dumps(obj, PROTOCOL)
-        except Exception:
-            pass
+    if _plain_call(obj) if for_worker else _plain(obj):
+        # The fast path: values that hold no code, no class and nothing to refuse.
+        return pickle.dumps(obj, PROTOCOL)
     buffer = io.BytesIO()
     try:
-        _Pickler(buffer, for_worker).dump(obj)
+        _Pickler(buffer, for_worker, modules).dump(obj)
+    except reducers.Uncopyable as exc:
+        raise TypeError(f"turbolift cannot send the {what}: {exc}") from None
     except (pickle.PicklingError, TypeError, AttributeError) as first:
         # Some objects pickle only through dill's own pickler (e.g. a bound
         # method of a __main__ class instance nested deep in a structure).
         try:
-            return _dill_dumps(obj)
+            return _dill_dumps(obj, modules)
+        except reducers.Uncopyable as exc:
+            raise TypeError(f"turbolift cannot send the {what}: {exc}") from None
         except Exception:
             raise TypeError(
                 f"turbolift cannot serialise the {what}: {first}. "
                 "Arguments and results of distributed functions must be picklable "
-                "(dill is used for lambdas and closures); pass plain data instead "
-                "of generators, open files or connections."
+                "(dill is used for lambdas, closures and the classes of your script)."
             ) from first
     return buffer.getvalue()
 
 
-def loads(data: bytes) -> Any:
+def loads(data: Any) -> Any:
     """Deserialise what :func:`dumps` produced (in either direction)."""
     return pickle.loads(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
 import linecache
 import os
@@ -120,6 +121,22 @@ def _file_digest(path: str) -> str:
     return hasher.hexdigest()
 
 
+def _attribute(module: Any, qualname: str) -> Any:
+    """``module.qualname`` as the caller named it: a class's static and class methods as the plain
+    functions they hold (the caller passes the class itself when it calls a class method), any
+    other name as ``getattr`` finds it (a bound method of a module-level instance stays bound)."""
+    *path, leaf = qualname.split(".")
+    owner = module
+    for part in path:
+        owner = getattr(owner, part)
+    if isinstance(owner, type):
+        raw = inspect.getattr_static(owner, leaf)
+        if isinstance(raw, (staticmethod, classmethod)):
+            raw = raw.__func__
+        return raw
+    return getattr(owner, leaf)
+
+
 class LoadedBundle:
     """An unpacked, verified bundle whose functions can be resolved."""
 
@@ -176,9 +193,7 @@ class LoadedBundle:
             else:
                 if module not in self.module_names and module not in self.manifest.get("installed", []):
                     raise LookupError(f"module {module!r} is not in bundle {self.id}")
-                obj = importlib.import_module(module)
-                for part in qualname.split("."):
-                    obj = getattr(obj, part)
+                obj = _attribute(importlib.import_module(module), qualname)
             if isinstance(obj, TurboliftFunction):  # marked: run the function it wraps
                 obj = obj.__wrapped__
             if not callable(obj):

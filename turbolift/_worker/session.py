@@ -265,6 +265,9 @@ class Session:
                                                                   already_present=not stored)))
 
     def _invoke(self, invoke: pb.Invoke) -> None:
+        if invoke.log_levels:  # first: they hold for this stream even if this call goes no further
+            self._levels = _levels(invoke.log_levels)
+            capture.apply_levels(self._levels)
         payload: Any = invoke.arguments
         if invoke.arguments_size:
             payload = self._payload(invoke.arguments_size, "arguments")
@@ -276,9 +279,6 @@ class Session:
                 return
             bundle.activate()  # the function's own bundle last: its modules come first
         function = state.function(bundle, invoke.function)
-        if invoke.log_levels:
-            self._levels = _levels(invoke.log_levels)
-            capture.apply_levels(self._levels)
         events = capture.Events(self.send, self._levels) if invoke.forward_events else None
         deadline = time.monotonic() + invoke.timeout if invoke.timeout > 0 else None
         ticket = Ticket(self._context.is_active, deadline, self._pulse)

@@ -1,0 +1,427 @@
+"""An unmodified program behaves the same with its functions distributed.
+
+Each test runs one program twice, with ``python`` and with ``python -m
+turbolift``, and compares what it prints (the program prints what it
+observed: values, types, identities, what was caught). Where the worker's
+pid matters the program prints it separately, so that the comparison holds
+and the call is still shown to have run elsewhere.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from conftest import run_python, write_files
+
+TIMEOUT = 120
+
+
+def both(tmp_path, cache_dir, script: str, *extra: str, files: dict | None = None, env: dict | None = None):
+    """(local run, distributed run) of ``app.py`` = ``script``, each checked to have succeeded."""
+    write_files(tmp_path, {"app.py": script, **(files or {})})
+    local = run_python(["app.py"], tmp_path, cache_dir, timeout=TIMEOUT, **(env or {}))
+    remote = run_python(["-m", "turbolift", "--workers", "2", *extra, "app.py"], tmp_path, cache_dir,
+                        timeout=TIMEOUT, **(env or {}))
+    assert local.returncode == 0, local.stderr
+    assert remote.returncode == 0, remote.stderr
+    return local, remote
+
+
+def report(run) -> dict:
+    """The JSON the program printed on its last line."""
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+# -- 2. output, logging and warnings ------------------------------------------------
+
+OUTPUT_SCRIPT = """
+    import concurrent.futures, logging, os, sys, warnings
+    from turbolift import on
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s|%(levelname)s|%(message)s")
+
+    @on()
+    def chatty(n):
+        print(f"out {n} line 1")
+        print(f"out {n} line 2", flush=True)
+        print(f"err {n}", file=sys.stderr)
+        log = logging.getLogger("app.work")
+        log.info("info %d", n)
+        log.debug("debug %d is below the caller's level", n)
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            log.exception("failed %d", n)
+        return n
+
+    @on()
+    def warns():
+        warnings.warn("careful now", DeprecationWarning)
+        return os.getpid()
+
+    if __name__ == "__main__":
+        chatty(1)
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:   # calls running at once
+            list(pool.map(chatty, range(10, 14)))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warns()
+        for w in caught:
+            print("warning:", w.category.__name__, w.message, os.path.basename(w.filename), w.lineno)
+"""
+
+
+def events(text: str) -> list[str]:
+    """What the program's calls printed and logged, in any order: concurrent calls interleave their
+    prints locally too (print writes the text and the newline apart), so lines are compared as tokens."""
+    found = re.findall(r"(?:out|err) \d+(?: line \d)?|app\.work\|\w+\|\w+ \d+"
+                       r"|ZeroDivisionError: division by zero|warning: .*", text)
+    return sorted(found)
+
+
+def test_output_logging_and_warnings_reach_the_caller_as_locally(tmp_path, cache_dir):
+    local, remote = both(tmp_path, cache_dir, OUTPUT_SCRIPT)
+    assert events(remote.stdout) == events(local.stdout)
+    assert events(remote.stderr) == events(local.stderr)
+    # Each line names where it came from, and the lines of concurrent calls stay whole.
+    out_lines = [line for line in remote.stdout.splitlines() if line.startswith("(chatty ")]
+    assert len(out_lines) == 10 and all(re.fullmatch(r"\(chatty local-\d\) out \d+ line [12]", line)
+                                        for line in out_lines), out_lines
+    assert "app.work|ERROR|failed 1" in remote.stderr and "ZeroDivisionError" in remote.stderr
+    assert "debug" not in remote.stderr, "the caller's level decides"
+    assert "warning: DeprecationWarning careful now app.py" in remote.stdout
+
+
+def test_the_prefix_can_be_switched_off(tmp_path, cache_dir):
+    local, remote = both(tmp_path, cache_dir, OUTPUT_SCRIPT, env={"TURBOLIFT_OUTPUT_PREFIX": "0"})
+    assert events(remote.stdout) == events(local.stdout)
+    assert not any(line.startswith("(chatty ") for line in remote.stdout.splitlines())
+
+
+def test_output_of_a_hand_started_worker_reaches_the_caller(tmp_path, cache_dir, start_worker):
+    worker = start_worker()
+    write_files(tmp_path, {"app.py": OUTPUT_SCRIPT})
+    local = run_python(["app.py"], tmp_path, cache_dir, timeout=TIMEOUT)
+    remote = run_python(["-m", "turbolift", "--cluster", f"grpc://{worker.address}", "app.py"], tmp_path,
+                        cache_dir, timeout=TIMEOUT)
+    assert remote.returncode == 0, remote.stderr
+    assert events(remote.stdout) == events(local.stdout)
+    assert events(remote.stderr) == events(local.stderr)
+    assert re.search(r"^\(chatty \S+\) out 1 line 1$", remote.stdout, re.M)
+
+
+# -- 3. names given to --remote, resolved as given -----------------------------------
+
+SHAPES = """
+    import os
+
+    class Greeter:
+        def __init__(self, greeting):
+            self.greeting = greeting
+
+        def hello(self, name):
+            return f"{self.greeting}, {name}", os.getpid()
+
+        @staticmethod
+        def shout(text):
+            return text.upper(), os.getpid()
+
+        @classmethod
+        def kind(cls, suffix):
+            return cls.__name__ + suffix, os.getpid()
+
+    class Polite(Greeter):
+        pass
+
+    class Doubler:
+        def __call__(self, x):
+            return 2 * x, os.getpid()
+
+    INSTANCE = Greeter("Good day")
+    hello = INSTANCE.hello          # a module-level bound method: a common library idiom
+    double = Doubler()              # a callable instance
+"""
+
+SHAPES_SCRIPT = """
+    import json, os
+    import shapes
+
+    results = [shapes.hello("Ada"), shapes.Greeter.shout("hey"), shapes.Greeter("x").shout("ho"),
+               shapes.Greeter.kind("!"), shapes.Polite.kind("?"), shapes.double(21),
+               shapes.Greeter("Hi").hello("Bob")]
+    print(json.dumps({"values": [value for value, _ in results],
+                      "remote": [pid != os.getpid() for _, pid in results]}))
+"""
+
+
+def test_remote_names_keep_their_shape_bound_static_class_methods_and_callable_instances(tmp_path, cache_dir):
+    names = ["shapes:hello", "shapes:Greeter.shout", "shapes:Greeter.kind", "shapes:double",
+             "shapes:Greeter.hello"]
+    local, remote = both(tmp_path, cache_dir, SHAPES_SCRIPT, *(f"--remote={n}" for n in names),
+                         files={"shapes.py": SHAPES})
+    assert report(remote)["values"] == report(local)["values"] == [
+        "Good day, Ada", "HEY", "HO", "Greeter!", "Polite?", 42, "Hi, Bob"]
+    assert all(report(remote)["remote"]) and not any(report(local)["remote"])
+
+
+# -- 4. turbolift's own code never goes through a stub ---------------------------------
+
+def test_distributing_a_function_turbolift_itself_uses_does_not_deadlock(tmp_path, cache_dir):
+    script = """
+        import json, os
+        print(json.dumps({"pid": os.getpid(), "value": [1, 2, 3]}))
+        print(json.dumps({"again": True}))
+    """
+    local, remote = both(tmp_path, cache_dir, script, "--remote", "json:dumps", "--timeout", "60")
+    assert json.loads(remote.stdout.splitlines()[1]) == json.loads(local.stdout.splitlines()[1])
+    assert json.loads(remote.stdout.splitlines()[0])["value"] == [1, 2, 3]
+
+
+# -- 5, 6. classes of the script, with metaclasses, and their identity -----------------
+
+CLASSES_SCRIPT = """
+    import abc, collections.abc, enum, json, os
+    from turbolift import on
+
+    class Shape(abc.ABC):
+        @abc.abstractmethod
+        def area(self): ...
+
+    class Square(Shape):
+        def __init__(self, side):
+            self.side = side
+        def area(self):
+            return self.side ** 2
+
+    class Frozen(collections.abc.Mapping):
+        def __init__(self, data):
+            self._data = dict(data)
+        def __getitem__(self, key):
+            return self._data[key]
+        def __iter__(self):
+            return iter(self._data)
+        def __len__(self):
+            return len(self._data)
+
+    class Color(enum.Enum):
+        RED = 1
+        GREEN = 2
+        def shout(self):
+            return self.name + "!"
+
+    class AppError(Exception):
+        pass
+
+    @on()
+    def describe(shape, mapping, color):
+        return shape.area(), sorted(mapping.items()), color.shout(), color, type(shape), os.getpid()
+
+    @on()
+    def echo(value):
+        return value
+
+    @on()
+    def fails(kind):
+        raise kind("raised on the worker")
+
+    def inside():
+        class Local:
+            def __init__(self, x):
+                self.x = x
+        class LocalError(Exception):
+            pass
+        value = echo(Local(5))
+        try:
+            fails(LocalError)
+            caught = "nothing"
+        except LocalError as exc:
+            caught = f"LocalError: {exc}"
+        return type(value) is Local, isinstance(value, Local), value.x, caught
+
+    area, items, shout, color, shape_type, pid = describe(Square(3), Frozen({"b": 2, "a": 1}), Color.GREEN)
+    try:
+        fails(AppError)
+        caught = "nothing"
+    except AppError as exc:
+        caught = f"AppError: {exc}"
+    print(json.dumps({
+        "area": area, "items": items, "shout": shout, "color_is_the_member": color is Color.GREEN,
+        "same_class": shape_type is Square, "echo_enum": echo(Color.RED) is Color.RED,
+        "caught": caught, "local": inside(), "remote": pid != os.getpid()}))
+"""
+
+
+def test_classes_with_metaclasses_travel_and_come_back_as_the_callers_own(tmp_path, cache_dir):
+    local, remote = both(tmp_path, cache_dir, CLASSES_SCRIPT)
+    expected = report(local)
+    got = report(remote)
+    assert got.pop("remote") and not expected.pop("remote")
+    assert got == expected
+    assert got["same_class"] and got["color_is_the_member"] and got["local"][0]
+
+
+# -- 7. arguments that refer to the caller's own modules -------------------------------
+
+def test_arguments_that_need_other_project_modules_take_them_along(tmp_path, cache_dir):
+    files = {
+        "work.py": """
+            import os
+            def apply(function, value):
+                return function(value), os.getpid()
+            def measure(point):
+                return point.norm2(), type(point).__module__
+        """,
+        "helpers.py": """
+            def shout(text):
+                return text.upper() + "!"
+            class Point:
+                def __init__(self, x, y):
+                    self.x, self.y = x, y
+                def norm2(self):
+                    return self.x ** 2 + self.y ** 2
+        """,
+    }
+    script = """
+        import json, os
+        import helpers, work
+        value, pid = work.apply(helpers.shout, "hi")
+        point = work.measure(helpers.Point(3, 4))
+        print(json.dumps({"value": value, "point": point, "remote": pid != os.getpid()}))
+    """
+    local, remote = both(tmp_path, cache_dir, script, "--remote", "work:apply", "--remote", "work:measure",
+                         files=files)
+    assert report(remote)["remote"] and not report(local)["remote"]
+    assert report(remote)["value"] == report(local)["value"] == "HI!"
+    assert report(remote)["point"] == report(local)["point"] == [25, "helpers"]
+
+
+# -- 8. exceptions -------------------------------------------------------------------------
+
+EXCEPTIONS_SCRIPT = """
+    import json, sys
+    from turbolift import on
+
+    class CodeError(Exception):
+        def __init__(self, code, message):
+            super().__init__(message)
+            self.code = code
+
+    @on()
+    def coded():
+        raise CodeError(404, "not here")
+
+    @on()
+    def chained():
+        try:
+            {}["key"]
+        except KeyError as exc:
+            raise ValueError("while looking") from exc
+
+    @on()
+    def in_context():
+        try:
+            [][1]
+        except IndexError:
+            raise RuntimeError("handling it")
+
+    @on()
+    def noted():
+        exc = TypeError("typed")
+        exc.add_note("a note")
+        raise exc
+
+    @on()
+    def grouped():
+        raise ExceptionGroup("two", [ValueError("v"), KeyError("k")])
+
+    seen = {}
+    try:
+        coded()
+    except CodeError as exc:
+        seen["coded"] = [type(exc).__name__, exc.code, str(exc)]
+    try:
+        chained()
+    except ValueError as exc:
+        seen["chained"] = [str(exc), type(exc.__cause__).__name__, str(exc.__cause__)]
+    try:
+        in_context()
+    except RuntimeError as exc:
+        seen["context"] = [str(exc), type(exc.__context__).__name__]
+    try:
+        noted()
+    except TypeError as exc:
+        seen["notes"] = exc.__notes__
+    try:
+        grouped()
+    except* ValueError as group:
+        seen["group_values"] = [str(e) for e in group.exceptions]
+    except* KeyError as group:
+        seen["group_keys"] = [str(e) for e in group.exceptions]
+    print(json.dumps(seen))
+"""
+
+
+def test_exceptions_keep_type_attributes_causes_context_notes_and_groups(tmp_path, cache_dir):
+    local, remote = both(tmp_path, cache_dir, EXCEPTIONS_SCRIPT)
+    assert report(remote) == report(local)
+    assert report(remote)["coded"] == ["CodeError", 404, "not here"]
+
+
+def test_an_uncaught_remote_exception_shows_the_programs_frames_not_turbolifts(tmp_path, cache_dir):
+    script = """
+        from turbolift import on
+
+        @on()
+        def divide(x):
+            return 1 / x
+
+        def main():
+            divide(0)
+
+        main()
+    """
+    write_files(tmp_path, {"app.py": script})
+    local = run_python(["app.py"], tmp_path, cache_dir, timeout=TIMEOUT)
+    remote = run_python(["-m", "turbolift", "--workers", "1", "app.py"], tmp_path, cache_dir, timeout=TIMEOUT)
+    assert local.returncode == remote.returncode == 1
+    assert remote.stderr.strip().endswith("ZeroDivisionError: division by zero")
+    frames = re.findall(r'File "([^"]+)", line \d+, in (\S+)', remote.stderr)
+    assert ("runpy" not in remote.stderr) and ("cli.py" not in remote.stderr)
+    ours = [name for path, name in frames if "/turbolift/" in path]
+    assert len(ours) <= 1, frames   # at most the marked function's own frame
+    assert [name for path, name in frames if path.endswith("app.py")] == ["divide", "<module>", "main"]
+
+
+# -- 9. objects that cannot be copied fail loudly --------------------------------------------
+
+UNCOPYABLE_SCRIPT = """
+    import json, socket, threading
+    from turbolift import on
+
+    @on()
+    def takes(first, second=None):
+        return "ran"
+
+    results = {}
+    with open(__file__) as handle:
+        cases = {"file": lambda: takes(handle), "lock": lambda: takes(1, second=threading.Lock()),
+                 "socket": lambda: takes(socket.socket()), "generator": lambda: takes(i for i in range(3))}
+        for name, case in cases.items():
+            try:
+                results[name] = case()
+            except TypeError as exc:
+                results[name] = str(exc)
+    print(json.dumps(results))
+"""
+
+
+def test_objects_that_cannot_be_copied_are_refused_naming_the_argument(tmp_path, cache_dir):
+    local, remote = both(tmp_path, cache_dir, UNCOPYABLE_SCRIPT)
+    assert all(value == "ran" for value in report(local).values())
+    got = report(remote)
+    first = r"argument 1 \('first'\) cannot be sent: "
+    assert re.search(first + r"a _io.TextIOWrapper .*pass its path", got["file"])
+    assert re.search(r"argument 'second' cannot be sent: a _thread.lock .*synchronise in the caller",
+                     got["lock"])
+    assert re.search(first + r"a socket.socket .*pass the address", got["socket"])
+    assert re.search(r"a builtins.generator .*pass its items", got["generator"])
