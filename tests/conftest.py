@@ -140,6 +140,16 @@ class WorkerProcess:
             self.stop()
             raise RuntimeError(f"worker did not start: {line!r} {self.process.stderr.read()}")
         self.address = line.rsplit(" ", 1)[1].strip()
+        self._token_file = token_file
+
+    @property
+    def metadata(self) -> tuple:
+        """Call metadata with this worker's token: its --token-file, or the token it made itself."""
+        from turbolift._wire.auth import discovered_token, metadata_for
+
+        if self._token_file is not None:
+            return metadata_for(Path(self._token_file).read_text().strip())
+        return metadata_for(discovered_token(self.address))
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 import zipfile
+from pathlib import Path
 
 import dill
 import pytest
@@ -98,10 +100,11 @@ def test_store_refuses_entries_that_escape_the_bundle(tmp_path):
     data = buffer.getvalue()
     bundle_id = "sha256:" + hashlib.sha256(data).hexdigest()
     store = BundleStore(str(tmp_path / "store"))
-    store.put(bundle_id, len(data), [data])
-    with pytest.raises(BundleError, match="escape"):
-        store.load(bundle_id)
+    with pytest.raises(BundleError, match="escape"):   # refused at upload: nothing is stored
+        store.put(bundle_id, len(data), [data])
+    assert not store.has(bundle_id) and store.load(bundle_id) is None
     assert not (tmp_path / "store" / "outside.py").exists()
+    assert [name for name in os.listdir(store.root)] == []
 
 
 def test_oversize_bundles_are_refused_naming_the_largest_files():
@@ -133,9 +136,32 @@ def test_the_cache_is_checked_against_the_archive_before_use(tmp_path, project):
     assert not archive.exists()
 
 
-def test_a_cache_other_users_can_write_is_refused(tmp_path):
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o777)
+def test_a_cache_others_can_write_gets_a_private_directory_inside(tmp_path):
+    """As a Kubernetes emptyDir (0777, or 2775/2777 with fsGroup) is: the bundles go in a directory
+    of this user's that no one else can enter; one that others can write is refused."""
+    for mode in (0o777, 0o2777, 0o2775):
+        shared = tmp_path / f"shared-{mode:o}"
+        shared.mkdir()
+        shared.chmod(mode)
+        store = BundleStore(str(shared))
+        private = shared / f"turbolift-{os.getuid()}"
+        assert store.cache_root == str(private)
+        assert private.stat().st_mode & 0o777 == 0o700 and private.stat().st_uid == os.getuid()
+    private.chmod(0o777)
     with pytest.raises(ConfigurationError, match="writable by other users"):
         BundleStore(str(shared))
+
+
+def test_an_unpacked_bundle_with_an_extra_file_is_unpacked_afresh(tmp_path, project):
+    """A file planted beside the bundle's own (it could be imported) is noticed: the copy is replaced."""
+    import calc.core  # noqa: F401
+
+    bundle = _bundle.module_bundle("calc.core")
+    store = BundleStore(str(tmp_path / "store"))
+    store.put(bundle.id, len(bundle.data), [bundle.data])
+    assert store.load(bundle.id).resolve("calc.core", "work")(3) == 7
+    unpacked = Path(store.root) / bundle.id[7:]
+    (unpacked / "calc" / "evil.py").write_text("raise SystemExit('planted')")
+    again = BundleStore(str(tmp_path / "store"))
+    assert again.load(bundle.id).resolve("calc.core", "work")(3) == 7
+    assert not (unpacked / "calc" / "evil.py").exists()

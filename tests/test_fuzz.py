@@ -240,7 +240,9 @@ class FuzzedWorker:
     def __init__(self, cache_dir: Path, token: Optional[str], token_file: Optional[Path],
                  bundles: list) -> None:
         self.cache_dir = cache_dir
-        self.process = WorkerProcess(cache_dir, token_file=token_file)
+        # Without a token file: a worker deliberately open to local users (the default is a token).
+        self.process = WorkerProcess(cache_dir, token_file=token_file,
+                                     extra_args=() if token_file else ("--allow-any-local-user",))
         self.address = self.process.address
         self.channel = grpc.insecure_channel(self.address)
         self.token = token

@@ -22,16 +22,18 @@ def test_a_session_handshakes_then_describes_and_the_unary_describe_agrees(start
     import grpc
 
     from turbolift._caller.session import Stream
+    from turbolift._wire.auth import discovered_token
     from turbolift.v1 import worker_pb2 as pb
     from turbolift.v1 import worker_pb2_grpc as pb_grpc
 
     worker = start_worker()
     with grpc.insecure_channel(worker.address) as channel:
         stream = Stream(channel, worker.address)
-        stream.handshake(None)
+        stream.handshake(discovered_token(worker.address))   # the token it made for its user
         described = stream.describe()
         stream.close()
-        unary = pb_grpc.WorkerStub(channel).Describe(pb.DescribeRequest(), timeout=10)
+        unary = pb_grpc.WorkerStub(channel).Describe(pb.DescribeRequest(), timeout=10,
+                                                     metadata=worker.metadata)
     assert described.pid == unary.pid and described.worker_id == unary.worker_id
     assert stream.slots == described.slots == 16
     # The server runs in a child of the restarting supervisor we started.

@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 import grpc
 
+from .._wire.auth import discovered_token
 from .._wire.protocol import FRAME_DATA
 from ..errors import BundleError, ClusterError, WorkerLost
 from ..platforms.base import Cluster
@@ -58,7 +59,9 @@ class Dispatcher:
         self.cluster.start()
 
     def connect(self, address: str) -> Connection:
-        return Connection(address, self.cluster.tls, self._token, self._monitor)
+        # A worker started without a token made one, which this user can read.
+        token = self._token if self._token is not None else discovered_token(address)
+        return Connection(address, self.cluster.tls, token, self._monitor)
 
     def connections(self) -> list[Connection]:
         """The connections, once every worker is healthy (blocks the first time)."""

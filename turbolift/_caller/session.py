@@ -69,11 +69,13 @@ class Stream:
             if isinstance(frame, _Payload):
                 # Chunk frames are cut only as they are sent: a large payload is
                 # never copied whole into the queue, and its pace is the link's.
-                for chunk in frame.chunks():
+                chunks, frame = frame.chunks(), None   # (no reference kept while the stream idles)
+                for chunk in chunks:
                     yield chunk
                     self.last_frame = time.monotonic()  # sending proves the worker reads
                 continue
             yield frame
+            frame = None
 
     def send(self, frame: pb.ClientFrame) -> None:
         self._outbox.put(frame)

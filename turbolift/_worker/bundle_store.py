@@ -8,29 +8,23 @@ name first and is published with an atomic rename.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import inspect
-import json
 import linecache
 import os
 import shutil
 import sys
 import tempfile
 import threading
-import zipfile
-import zlib
 from typing import Any, Callable, Iterable, Optional
 
 from .._marker import TurboliftFunction
 from .._wire import serialize
-from .._wire.bundle_format import BUNDLE_ID, FORMAT, MANIFEST
-from ..errors import BundleError, ConfigurationError
-from . import requirements
-
-MAX_BUNDLE_BYTES = 512 * 1024 * 1024
-MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
-MAX_ENTRIES = 20_000
+from .._wire.bundle_format import BUNDLE_ID
+from ..errors import BundleError
+from . import archives, cache_dir, requirements
 
 
 def check_id(bundle_id: str) -> str:
@@ -38,75 +32,6 @@ def check_id(bundle_id: str) -> str:
     if not BUNDLE_ID.fullmatch(bundle_id):
         raise BundleError(f"malformed bundle id {bundle_id[:80]!r}; expected 'sha256:' and 64 hex digits")
     return bundle_id[7:]
-
-
-_MANIFEST_FIELDS = {
-    "format": int, "python": str, "implementation": str, "modules": dict, "requirements": dict,
-    "installed": list, "pickled": dict, "sources": dict,
-}
-
-
-def read_manifest(archive_path: str) -> dict:
-    """The manifest of a stored bundle archive, checked for shape; else BundleError."""
-    try:
-        with zipfile.ZipFile(archive_path) as archive:
-            bad = archive.testzip()
-            if bad is not None:
-                raise BundleError(f"bundle entry {bad!r} is corrupt")
-            manifest = json.loads(archive.read(MANIFEST))
-    except KeyError:
-        raise BundleError(f"the bundle has no {MANIFEST}") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as exc:
-        raise BundleError(f"the bundle is not a readable zip archive with a JSON manifest: {exc}") from None
-    if type(manifest) is not dict:
-        raise BundleError("the bundle manifest is not a JSON object")
-    for key, kind in _MANIFEST_FIELDS.items():
-        if key in manifest and type(manifest[key]) is not kind:
-            raise BundleError(f"the bundle manifest's {key!r} should be a {kind.__name__}")
-    for key in ("modules", "requirements", "pickled", "sources"):
-        if not all(type(k) is str and type(v) is str for k, v in manifest.get(key, {}).items()):
-            raise BundleError(f"the bundle manifest's {key!r} should map strings to strings")
-    if not all(type(name) is str for name in manifest.get("installed", [])):
-        raise BundleError("the bundle manifest's 'installed' should list module names")
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"the bundle has format {manifest.get('format')!r}; this worker reads format "
-                          f"{FORMAT}: use the same turbolift version on both sides")
-    return manifest
-
-
-def _safe_extract(archive_path: str, destination: str) -> None:
-    with zipfile.ZipFile(archive_path) as archive:
-        infos = archive.infolist()
-        if len(infos) > MAX_ENTRIES:
-            raise BundleError(f"bundle has {len(infos)} entries; the limit is {MAX_ENTRIES}")
-        if sum(info.file_size for info in infos) > MAX_UNPACKED_BYTES:
-            raise BundleError("bundle unpacks to more than the allowed size; refusing it")
-        root = os.path.realpath(destination)
-        for info in infos:
-            name = info.filename
-            if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/") or ":" in name:
-                raise BundleError(f"bundle entry {name!r} would escape the bundle directory")
-            if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                raise BundleError(f"bundle entry {name!r} is a symbolic link; links are refused")
-            target = os.path.realpath(os.path.join(root, name))
-            if not target.startswith(root + os.sep):
-                raise BundleError(f"bundle entry {name!r} would escape the bundle directory")
-        archive.extractall(destination)
-
-
-def _matches_archive(directory: str, archive_path: str) -> bool:
-    """True when every file of ``archive_path`` is in ``directory`` with the same bytes."""
-    try:
-        with zipfile.ZipFile(archive_path) as archive:
-            for info in archive.infolist():
-                if info.is_dir():
-                    continue
-                with open(os.path.join(directory, info.filename), "rb") as handle:
-                    if handle.read() != archive.read(info):
-                        return False
-    except (OSError, zipfile.BadZipFile, zlib.error):
-        return False
-    return True
 
 
 def _file_digest(path: str) -> str:
@@ -206,17 +131,12 @@ class BundleStore:
     """Bundles on disk under ``root``, loaded lazily and kept in memory."""
 
     def __init__(self, root: str, install_requirements: bool = False) -> None:
-        self.cache_root = root
-        self.root = os.path.join(root, "bundles")
+        self.cache_root = cache_dir.prepare(root)
+        self.root = os.path.join(self.cache_root, "bundles")
         self.install_requirements = install_requirements
         os.makedirs(self.root, mode=0o700, exist_ok=True)
-        for directory in (root, self.root):
-            # What is in the cache gets run: nobody else may be able to put it there.
-            if os.stat(directory).st_mode & 0o022:
-                raise ConfigurationError(
-                    f"refusing the bundle cache {directory}: it is writable by other users, who could "
-                    "plant code this worker would run. Use a directory only this user can write "
-                    f"(chmod go-w {directory}), or another --cache-dir.")
+        cache_dir.verify(self.root)
+        _remove_leftovers(self.root)
         self.lock = threading.RLock()
         self.generation = 0
         self._loaded: dict[str, LoadedBundle] = {}
@@ -251,15 +171,16 @@ class BundleStore:
         The content must hash to ``bundle_id`` and be exactly ``size`` bytes.
         """
         digest = check_id(bundle_id)
-        if size > MAX_BUNDLE_BYTES:
-            raise BundleError(f"bundle of {size:,} bytes exceeds the worker limit of {MAX_BUNDLE_BYTES:,}")
+        if size > archives.MAX_BUNDLE_BYTES:
+            raise BundleError(f"bundle of {size:,} bytes exceeds the worker limit of "
+                              f"{archives.MAX_BUNDLE_BYTES:,}")
         if self.has(bundle_id):
             for _ in chunks:  # drain the stream; nothing to store
                 pass
             return False
         hasher = hashlib.sha256()
         received = 0
-        fd, temp = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
+        fd, temp = tempfile.mkstemp(dir=self.root, prefix=f".incoming-{os.getpid()}-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 for chunk in chunks:
@@ -272,8 +193,11 @@ class BundleStore:
                 raise BundleError(f"bundle {bundle_id} ended after {received:,} of {size:,} bytes")
             if hasher.hexdigest() != digest:
                 raise BundleError(f"bundle content does not match its id {bundle_id}; refusing it")
-            read_manifest(temp)  # junk that hashes right is refused here, not at every call
+            # Everything a load would check, checked now: what is refused is never stored.
+            archives.check(temp)
             os.replace(temp, self._zip_path(digest))
+        except OSError as exc:
+            raise _storage_error(exc, self.root, f"storing bundle {bundle_id}") from None
         finally:
             if os.path.exists(temp):
                 os.unlink(temp)
@@ -298,17 +222,21 @@ class BundleStore:
                 return None  # the caller uploads it again
             directory = os.path.join(self.root, digest)
             # Checked again here: the cache may hold archives from older workers.
-            manifest = read_manifest(archive)
-            if os.path.isdir(directory) and not _matches_archive(directory, archive):
+            cache_dir.verify(self.root)
+            manifest = archives.check(archive)
+            if os.path.isdir(directory) and not archives.matches(directory, archive):
                 shutil.rmtree(directory, ignore_errors=True)
             if not os.path.isdir(directory):
-                staging = tempfile.mkdtemp(dir=self.root, prefix=".unpack-")
+                staging = tempfile.mkdtemp(dir=self.root, prefix=f".unpack-{os.getpid()}-")
                 try:
-                    _safe_extract(archive, staging)
+                    archives.extract(archive, staging)
                     try:
                         os.rename(staging, directory)
                     except OSError:  # another worker published it first
                         pass
+                except OSError as exc:
+                    raise BundleError(str(_storage_error(exc, self.root, f"unpacking bundle {bundle_id}"))) \
+                        from None
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
             environment = None
@@ -372,3 +300,39 @@ class BundleStore:
             self._in_place.update(bundle.digests)
             self.generation += 1
             bundle.active_generation = self.generation
+
+
+def _storage_error(exc: OSError, where: str, doing: str) -> OSError:
+    """The same OSError, saying where and what to do (a full disk names its directory)."""
+    if exc.errno == errno.ENOSPC:
+        return OSError(exc.errno, f"no space left on the device of {where} while {doing}: free some, or "
+                                  "give the worker another --cache-dir")
+    return OSError(exc.errno, f"{doing} in {where} failed: {exc.strerror or exc}")
+
+
+def _remove_leftovers(root: str) -> None:
+    """Remove partial uploads and unpackings of worker processes that no longer run."""
+    for name in os.listdir(root):
+        kind, _, rest = name.partition("-")
+        if kind not in (".incoming", ".unpack"):
+            continue
+        pid = rest.partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            path = os.path.join(root, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

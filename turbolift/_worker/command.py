@@ -13,6 +13,8 @@ from typing import Optional, Sequence
 from .._wire.auth import read_token
 from .._wire.tls import TLS
 from ..errors import TurboliftError
+from . import tokens
+from .exposure import is_loopback
 from .launcher import default_cache_dir
 
 
@@ -20,7 +22,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Serve turbolift calls from shipped bundles.")
     parser.add_argument("--listen", default="127.0.0.1:50051",
                         help="HOST:PORT or unix:PATH (default 127.0.0.1:50051; port 0 picks a free one)")
-    parser.add_argument("--token-file", help="require this token from callers (needed off loopback)")
+    parser.add_argument("--token-file", help="require the token in this file from callers (default: a token "
+                        "made for this worker, which callers of the same user find on their own)")
+    parser.add_argument("--allow-any-local-user", action="store_true",
+                        help="on loopback, require no token: every local user may then run code as this "
+                        "worker's user")
     parser.add_argument("--cache-dir", default=None, help="bundle cache (default: ~/.cache/turbolift)")
     parser.add_argument("--threads", type=int, default=16, help="calls of user code run at once")
     parser.add_argument("--worker-id", help="name reported by Describe")
@@ -47,11 +53,23 @@ def main(argv: Sequence[str], prog: str = "turbolift worker") -> int:
 
             # The supervisor appends its own --listen (the port it fixed), which
             # argparse lets override the one among ``argv``.
-            return supervise(list(argv), opts.listen)
+            return supervise(list(argv), opts.listen, make_token=needs_own_token(opts))
+        if opts.token_file:
+            read_token(None, opts.token_file)  # an empty or unreadable file stops the worker here
         return _serve(opts)
     except TurboliftError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
+
+
+def needs_own_token(opts: argparse.Namespace) -> bool:
+    """True when no token was given and the worker must make one (see turbolift._worker.tokens)."""
+    # Mutual TLS authenticates callers by their certificates; a private unix
+    # socket by the file system. Beyond loopback a token file must be given
+    # (it is to be copied to other hosts): check_exposure says so.
+    return is_loopback(opts.listen) and not (
+        opts.token_file or opts.token_stdin or opts.allow_any_local_user or opts.tls_ca
+        or tokens.private_unix_socket(opts.listen))
 
 
 def _serve(opts: argparse.Namespace) -> int:
@@ -63,8 +81,11 @@ def _serve(opts: argparse.Namespace) -> int:
     token = read_token(None, opts.token_file) if opts.token_file else None
     if opts.token_stdin:
         token = sys.stdin.buffer.readline().decode().strip() or None
+    made = needs_own_token(opts)
+    if made:
+        token = tokens.new_token()
     options = WorkerOptions(listen=opts.listen, cache_dir=opts.cache_dir or default_cache_dir(), token=token,
                             threads=opts.threads, worker_id=opts.worker_id,
                             install_requirements=opts.install_requirements, previous_exit=opts.previous_exit,
                             tls=tls)
-    return run(options, ready_fd=opts.ready_fd, exit_with_stdin=opts.exit_with_stdin)
+    return run(options, ready_fd=opts.ready_fd, exit_with_stdin=opts.exit_with_stdin, publish_token=made)

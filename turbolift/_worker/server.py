@@ -9,6 +9,7 @@ instead of exiting, so that the command line decides how to report them.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import threading
@@ -25,9 +26,10 @@ from .._wire.protocol import MESSAGE_LIMIT, SERVICE_NAME, WORKER_RECEIVE_LIMIT
 from .._wire.tls import TLS
 from ..errors import ConfigurationError
 from ..v1 import worker_pb2 as pb
-from . import capture
+from . import capture, tokens
 from .bundle_store import BundleStore
 from .cancel import Watchdog
+from .exposure import check_exposure
 from .interceptor import TokenInterceptor
 from .launcher import default_cache_dir, report_ready
 from .nested import NestedStub
@@ -37,7 +39,6 @@ from .state import WorkerState
 
 SPARE_THREADS = 128   # unary-method threads beyond those running user code (waiting calls, uploads)
 HEALTH_THREADS = 4    # health checks are answered by threads of their own, however busy the worker is
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 SERVER_OPTIONS = [
     # Every message is small (large payloads travel in chunks): anything bigger
@@ -64,28 +65,6 @@ class WorkerOptions:
     install_requirements: bool = False
     previous_exit: Optional[str] = None    # how the previous server at this address ended
     tls: Optional[TLS] = None
-
-
-def is_loopback(listen: str) -> bool:
-    if listen.startswith("unix:"):
-        return True
-    host = listen.rsplit(":", 1)[0]
-    return host in LOOPBACK_HOSTS
-
-
-def check_exposure(listen: str, token: Optional[str], tls: Optional[TLS]) -> None:
-    """Refuse to serve beyond loopback unless callers are authenticated.
-
-    A token, or mutual TLS (a CA that client certificates must chain to),
-    authenticates callers; TLS without client certificates only encrypts,
-    so alone it is not enough.
-    """
-    if is_loopback(listen) or token or (tls is not None and tls.mutual):
-        return
-    raise ConfigurationError(
-        f"refusing to listen on {listen} without authentication: a worker runs any code its callers "
-        "send. Give it a token (--token-file FILE, the same file the callers use) or mutual TLS "
-        "(--tls-cert, --tls-key and --tls-ca), or listen on 127.0.0.1.")
 
 
 def _parsing(method: Callable, message_type: Any, streaming: bool) -> Callable:
@@ -116,24 +95,33 @@ def _serialize_message(message: Any) -> bytes:
     return message.SerializeToString()
 
 
-class _OnPool:
-    """A method handler's behaviour with a thread pool of its own (gRPC's per-method pool hook)."""
+class _ServingCheck:
+    """``grpc.health.v1.Health/Check``, answered SERVING at once, without reading the request.
 
-    def __init__(self, behaviour: Callable, pool: futures.ThreadPoolExecutor) -> None:
-        self._behaviour = behaviour
+    A unary handler holds a thread until the request's message arrives, so
+    RPCs that never send one could take every thread health checks have.
+    Registered as a non-blocking stream handler instead, it sends the answer
+    and the status straight away and holds nothing: a probe is answered
+    however many RPCs are stuck and however many calls wait. (It cannot tell
+    the service name asked for; this worker serves all of its services.)
+    """
+
+    experimental_non_blocking = True
+
+    def __init__(self, pool: futures.ThreadPoolExecutor) -> None:
         self.experimental_thread_pool = pool
 
-    def __call__(self, *args: Any) -> Any:
-        return self._behaviour(*args)
+    def __call__(self, request_iterator: Any, context: grpc.ServicerContext, send: Callable) -> None:
+        send(health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING))
+        send(None)
 
 
 def _health_handlers(servicer: health.HealthServicer) -> grpc.GenericRpcHandler:
-    """The standard health service, its checks on a pool no call can occupy."""
+    """The standard health service: checks on threads of their own, answered without waiting."""
     pool = futures.ThreadPoolExecutor(max_workers=HEALTH_THREADS, thread_name_prefix="turbolift-health")
     return grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
-        "Check": grpc.unary_unary_rpc_method_handler(
-            _OnPool(servicer.Check, pool), request_deserializer=health_pb2.HealthCheckRequest.FromString,
-            response_serializer=_serialize_message),
+        "Check": grpc.stream_stream_rpc_method_handler(_ServingCheck(pool),
+                                                       response_serializer=_serialize_message),
         "Watch": grpc.unary_stream_rpc_method_handler(
             servicer.Watch, request_deserializer=health_pb2.HealthCheckRequest.FromString,
             response_serializer=_serialize_message),
@@ -232,18 +220,37 @@ def _parent_gone() -> threading.Event:
     return gone
 
 
-def run(options: WorkerOptions, *, ready_fd: Optional[int] = None, exit_with_stdin: bool = False) -> int:
+def run(options: WorkerOptions, *, ready_fd: Optional[int] = None, exit_with_stdin: bool = False,
+        publish_token: bool = False) -> int:
     """Serve until stopped; return the exit status.
 
     ``ready_fd`` is the launcher's pipe, which receives the address once the
     server serves (otherwise the address is printed). With ``exit_with_stdin``
-    the server stops when stdin closes or the parent process changes.
+    the server stops when stdin closes or the parent process changes. With
+    ``publish_token`` the token (made for this worker) is written where
+    callers of this user find it, and removed at exit.
     """
     server, address = serve(options)
-    if ready_fd is not None:
-        report_ready(ready_fd, address)
-    else:
-        print(f"turbolift worker listening on {address}", flush=True)
+    published = tokens.publish(address, options.token) if publish_token and options.token else None
+    if published is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)  # unwind, so that the token file goes too
+    try:
+        if ready_fd is not None:
+            report_ready(ready_fd, address)
+        else:
+            print(f"turbolift worker listening on {address}", flush=True)
+        if published is not None:
+            print(tokens.announce(published), file=sys.stderr, flush=True)
+        return _serve_until_stopped(server, exit_with_stdin)
+    finally:
+        tokens.remove(published)
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _serve_until_stopped(server: grpc.Server, exit_with_stdin: bool) -> int:
     if exit_with_stdin:
         gone = _parent_gone()
         try:

@@ -113,6 +113,8 @@ class WorkerService(pb_grpc.WorkerServicer):
             stored = self._state.store.put(header.bundle_id, header.size, _data_of(first, request_iterator))
         except BundleError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except OSError as exc:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         return pb.PutBundleReply(bundle_id=header.bundle_id, already_present=not stored)
 
     def PutBlob(self, request_iterator: Iterator[pb.BlobChunk], context: grpc.ServicerContext) -> pb.BlobRef:

@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 from .._wire import handshake
 from .._wire.blobs import BlobError, assemble
 from .._wire.protocol import FRAME_DATA, SESSION_VERSION
+from ..errors import BundleError
 from ..v1 import worker_pb2 as pb
 from . import capture, execution, nested
 from .cancel import Ticket
@@ -231,6 +232,9 @@ class Session:
             if frame is None:
                 return
             kind = frame.WhichOneof("frame")
+            if kind in ("credit", "stop"):
+                # Left over from an iterator that ended while the caller granted more: harmless.
+                continue
             handler = handlers.get(kind or "")
             if handler is None:
                 self._context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -257,10 +261,12 @@ class Session:
                 yield chunk.data
         try:
             stored = self._state.store.put(header.bundle_id, header.size, parts())
-        except Exception as exc:
+        except (BundleError, OSError) as exc:
             for _ in parts():  # keep the stream in step: read what is left of the upload
                 pass
-            raise Failure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, OSError) else \
+                grpc.StatusCode.INVALID_ARGUMENT
+            raise Failure(code, str(exc)) from None
         self.send(pb.ServerFrame(bundle_stored=pb.PutBundleReply(bundle_id=header.bundle_id,
                                                                   already_present=not stored)))
 

@@ -1,0 +1,133 @@
+"""Checking and unpacking bundle archives, before any of their content is trusted or inflated.
+
+Everything that can be judged from a zip's central directory is judged
+there first: the number of entries, their names (no absolute paths, no
+``..``, no drive letters, no duplicates), links, the compression methods
+(stored or deflated only), encryption, the declared sizes of each entry
+and of all of them, and the manifest's size. Only then is anything
+inflated, and reading an entry never goes past its declared size, so a zip
+bomb costs what its declaration says, which the limits bound.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+import zlib
+from typing import Iterator
+
+from .._wire.bundle_format import FORMAT, MANIFEST
+from ..errors import BundleError
+
+MAX_BUNDLE_BYTES = 512 * 1024 * 1024
+MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
+MAX_ENTRIES = 20_000
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
+_SKIPPED = "__pycache__"   # written by the worker's own imports, not by the bundle
+
+_MANIFEST_FIELDS = {
+    "format": int, "python": str, "implementation": str, "modules": dict, "requirements": dict,
+    "installed": list, "pickled": dict, "sources": dict,
+}
+
+
+def _entries(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """The entries, checked from the central directory alone; BundleError names what is wrong."""
+    infos = archive.infolist()
+    if len(infos) > MAX_ENTRIES:
+        raise BundleError(f"the bundle has {len(infos):,} entries; the limit is {MAX_ENTRIES:,}")
+    total = sum(info.file_size for info in infos)
+    if total > MAX_UNPACKED_BYTES:
+        raise BundleError(f"the bundle unpacks to {total:,} bytes; the limit is {MAX_UNPACKED_BYTES:,}")
+    seen: set[str] = set()
+    for info in infos:
+        name = info.filename
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith(("/", "\\")) or ".." in parts or ":" in name:
+            raise BundleError(f"bundle entry {name!r} would escape the bundle directory")
+        if (info.external_attr >> 16) & 0o170000 == 0o120000:
+            raise BundleError(f"bundle entry {name!r} is a symbolic link; links are refused")
+        if info.flag_bits & 0x1:
+            raise BundleError(f"bundle entry {name!r} is encrypted; bundles are plain zip archives")
+        if info.compress_type not in _METHODS:
+            raise BundleError(f"bundle entry {name!r} uses compression method {info.compress_type}; only "
+                              "stored and deflated entries are read")
+        if name in seen:
+            raise BundleError(f"bundle entry {name!r} appears twice")
+        seen.add(name)
+    return infos
+
+
+def check(path: str) -> dict:
+    """Check the archive at ``path`` (entries, then the manifest); return the manifest."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = {info.filename: info for info in _entries(archive)}
+            info = infos.get(MANIFEST)
+            if info is None:
+                raise BundleError(f"the bundle has no {MANIFEST}")
+            if info.file_size > MAX_MANIFEST_BYTES:
+                raise BundleError(f"the bundle's manifest declares {info.file_size:,} bytes; the limit is "
+                                  f"{MAX_MANIFEST_BYTES:,}")
+            with archive.open(info) as handle:
+                manifest = json.loads(handle.read(MAX_MANIFEST_BYTES + 1))
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, NotImplementedError) as exc:
+        raise BundleError(f"the bundle is not a readable zip archive with a JSON manifest: {exc}") from None
+    return _checked_manifest(manifest)
+
+
+def _checked_manifest(manifest: object) -> dict:
+    if type(manifest) is not dict:
+        raise BundleError("the bundle manifest is not a JSON object")
+    for key, kind in _MANIFEST_FIELDS.items():
+        if key in manifest and type(manifest[key]) is not kind:
+            raise BundleError(f"the bundle manifest's {key!r} should be a {kind.__name__}")
+    for key in ("modules", "requirements", "pickled", "sources"):
+        if not all(type(k) is str and type(v) is str for k, v in manifest.get(key, {}).items()):
+            raise BundleError(f"the bundle manifest's {key!r} should map strings to strings")
+    if not all(type(name) is str for name in manifest.get("installed", [])):
+        raise BundleError("the bundle manifest's 'installed' should list module names")
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"the bundle has format {manifest.get('format')!r}; this worker reads format "
+                          f"{FORMAT}: use the same turbolift version on both sides")
+    return manifest
+
+
+def extract(path: str, destination: str) -> None:
+    """Unpack the (checked) archive at ``path`` into ``destination``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            _entries(archive)
+            root = os.path.realpath(destination)
+            for info in archive.infolist():
+                target = os.path.realpath(os.path.join(root, info.filename))
+                if not target.startswith(root + os.sep):
+                    raise BundleError(f"bundle entry {info.filename!r} would escape the bundle directory")
+            archive.extractall(destination)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise BundleError(f"the bundle could not be unpacked: {exc}") from None
+
+
+def _files_under(directory: str) -> Iterator[str]:
+    for parent, dirs, files in os.walk(directory):
+        dirs[:] = [d for d in dirs if d != _SKIPPED]
+        for name in files:
+            yield os.path.relpath(os.path.join(parent, name), directory).replace(os.sep, "/")
+
+
+def matches(directory: str, path: str) -> bool:
+    """True when ``directory`` holds exactly the files of the archive at ``path``, with the same bytes
+    (an extra file is a mismatch too: it could be imported)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            wanted = {info.filename: info for info in archive.infolist() if not info.is_dir()}
+            if set(_files_under(directory)) != set(wanted):
+                return False
+            for name, info in wanted.items():
+                with open(os.path.join(directory, name), "rb") as handle:
+                    if handle.read() != archive.read(info):
+                        return False
+    except (OSError, zipfile.BadZipFile, zlib.error, NotImplementedError):
+        return False
+    return True
