@@ -42,7 +42,8 @@ ARG PIP_EXTRA_INDEX_URL=
 ARG PIP_TRUSTED_HOST=
 ARG PIP_CERT=
 ARG PIP_BREAK_SYSTEM_PACKAGES=0
-RUN python3 -m pip install /tmp/turbolift-src && rm -rf /tmp/turbolift-src
+# (with the metrics extra: `turbolift worker --metrics-port` works in the image)
+RUN python3 -m pip install '/tmp/turbolift-src[metrics]' && rm -rf /tmp/turbolift-src
 
 USER 10001:10001
 WORKDIR /home/turbolift

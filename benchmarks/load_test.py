@@ -15,12 +15,8 @@ future of call i, and none is missing or wrong. It measures calls/s,
 latency (p50, p99, max, from submit to result), retries, and the peak RSS
 (VmHWM from /proc) of every worker, read before the worker exits.
 
-Retries are counted by wrapping the dispatcher's ``_retry_or_fail``, which
-the async path calls exactly once each time a call's worker was lost
-(UNAVAILABLE) and the call must be re-sent elsewhere or fail. That is an
-internal name: when it is absent, retries are reported as null, never
-guessed. The same hook gives the set of retried calls, whose results must
-then come from a worker other than the killed one.
+Retries are the dispatcher's own count (``Dispatcher.retries``): attempts
+sent again to another worker because theirs was lost.
 
 The figures are printed as JSON on stdout (and written to ``--out``); the
 exit code is 0 only when every call was correct. ``tests/test_load.py``
@@ -110,27 +106,6 @@ class Ledger:
             return self.changed.wait_for(lambda: self.completed >= count, timeout=timeout)
 
 
-class RetryCounter:
-    """Counts retry decisions by wrapping ``_retry_or_fail`` of one dispatcher's asynchronous path."""
-
-    def __init__(self, dispatcher: Any) -> None:
-        self.lock = threading.Lock()
-        self.count = 0
-        self.futures: list = []  # the caller-side futures of the calls that were retried
-        original: Optional[Callable] = getattr(dispatcher, "_retry_or_fail", None)
-        self.available = callable(original)
-        if not self.available:
-            return
-
-        def counting(attempt: Any, *args: Any, **kwargs: Any) -> Any:
-            with self.lock:
-                self.count += 1
-                self.futures.append(getattr(attempt, "out", None))
-            return original(attempt, *args, **kwargs)
-
-        dispatcher._retry_or_fail = counting
-
-
 def _worker_pids(queue: Any) -> list:
     return list(queue.local_pids())
 
@@ -152,7 +127,7 @@ def run(calls: int = CALLS, in_flight: int = IN_FLIGHT, workers: int = WORKERS,
     client = switch.enable(queue)
     try:
         remote = on(queue)(module.square)
-        counter = RetryCounter(client.dispatcher(queue).futures)
+        dispatcher = client.dispatcher(queue)
         warm = [remote.submit(-1 - n) for n in range(4 * workers)]  # start workers, upload the bundle
         for future in warm:
             future.result(timeout=120)
@@ -216,13 +191,11 @@ def run(calls: int = CALLS, in_flight: int = IN_FLIGHT, workers: int = WORKERS,
     wrong_set = set(wrong)
     good = [i for i in range(submitted) if deliveries[i] and i not in errors and i not in wrong_set]
     served_by = Counter(values[i][2] for i in good)
-    retried = sorted({index_of[id(f)] for f in counter.futures if id(f) in index_of})
-    retried_on_victim = [i for i in retried if i not in errors and values[i] and values[i][2] == victim]
     if victim is not None:
         kill_info["served_by_victim"] = served_by.get(victim, 0)
         kill_info["replaced"] = victim not in final_pids and len(final_pids) == workers
     correct = (not time_limited and drained and completed == calls and not missing and not duplicated
-               and not wrong and not errors and not retried_on_victim
+               and not wrong and not errors
                and (kill_after is None or bool(kill_info.get("pid"))))
     mib = 1024 * 1024
     return {
@@ -243,10 +216,7 @@ def run(calls: int = CALLS, in_flight: int = IN_FLIGHT, workers: int = WORKERS,
         "latency_ms": {"p50": round(percentile(latencies, 0.50) * 1000, 3),
                        "p99": round(percentile(latencies, 0.99) * 1000, 3),
                        "max": round(latencies[-1] * 1000, 3) if latencies else None},
-        "retries": counter.count if counter.available else None,
-        "retried_calls": len(retried) if counter.available else None,
-        "retries_counted_by": "Dispatcher._retry_or_fail (wrapped)" if counter.available else None,
-        "retried_calls_answered_by_the_killed_worker": len(retried_on_victim),
+        "retries": dispatcher.retries,
         "kill": kill_info or None,
         "worker_pids": {"initial": first_pids, "final": final_pids},
         "served_by": {str(pid): count for pid, count in sorted(served_by.items())},

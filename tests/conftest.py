@@ -8,7 +8,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 
@@ -143,13 +143,35 @@ class WorkerProcess:
         self._token_file = token_file
 
     @property
-    def metadata(self) -> tuple:
-        """Call metadata with this worker's token: its --token-file, or the token it made itself."""
-        from turbolift._wire.auth import discovered_token, metadata_for
+    def token(self) -> Optional[str]:
+        """This worker's token: its --token-file's, or the one it made itself (None: it has none)."""
+        from turbolift._wire.auth import discovered_token
 
         if self._token_file is not None:
-            return metadata_for(Path(self._token_file).read_text().strip())
-        return metadata_for(discovered_token(self.address))
+            return Path(self._token_file).read_text().strip()
+        return discovered_token(self.address)
+
+    @property
+    def metadata(self) -> tuple:
+        """Call metadata with this worker's token (for the unary Describe)."""
+        from turbolift._wire.auth import metadata_for
+
+        return metadata_for(self.token)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Any]:
+        """A Session stream to this worker with the handshake done (the caller's own Stream)."""
+        import grpc
+
+        from turbolift._caller.session import Stream
+
+        with grpc.insecure_channel(self.address) as channel:
+            stream = Stream(channel, self.address)
+            stream.handshake(self.token)
+            try:
+                yield stream
+            finally:
+                stream.close()
 
     def stop(self) -> None:
         if self.process.poll() is None:

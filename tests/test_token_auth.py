@@ -49,12 +49,26 @@ def distributed(protected, token_file):
     _runtime.disable()
 
 
-def _call(address, bundle_id, payload, metadata=()):
+def _session_call(address, token, bundle_id, payload):
+    """Open a Session, answer the worker's challenge as if holding ``token`` (None: a guessed proof),
+    send one Invoke of ``triple`` with the raw ``payload``; return the first answering frame."""
+    from turbolift._caller.session import Stream
+    from turbolift._wire import handshake
+    from turbolift._wire.protocol import SESSION_VERSION
+
     with grpc.insecure_channel(address) as channel:
-        stub = pb_grpc.WorkerStub(channel)
-        request = pb.CallRequest(function=pb.FunctionRef(bundle_id=bundle_id, module="test_token_auth",
-                                                         qualname="triple"), arguments=payload)
-        return stub.Call(request, metadata=metadata, timeout=10)
+        stream = Stream(channel, address)
+        mine = handshake.nonce()
+        stream.send(pb.ClientFrame(hello=pb.Hello(nonce=mine, version=SESSION_VERSION)))
+        challenge = stream.receive().challenge
+        proof = handshake.caller_proof(token, mine, challenge.nonce) if token else b"guess" * 8
+        stream.send(pb.ClientFrame(proof=pb.Proof(proof=proof)))
+        ref = pb.FunctionRef(bundle_id=bundle_id, module="test_token_auth", qualname="triple")
+        stream.send(pb.ClientFrame(invoke=pb.Invoke(function=ref, arguments=payload, call_id="t")))
+        try:
+            return stream.receive()
+        finally:
+            stream.close()
 
 
 def test_calls_with_the_token_work(distributed):
@@ -70,15 +84,21 @@ def test_without_the_token_the_payload_is_never_unpickled(distributed, tmp_path)
 
     wrong = [(), (("authorization", "Bearer wrong-token"),), (("authorization", "s3cret-token-value"),)]
     for metadata in wrong:
+        with grpc.insecure_channel(distributed.address) as channel:  # the unary method checks metadata
+            with pytest.raises(grpc.RpcError) as info:
+                pb_grpc.WorkerStub(channel).Describe(pb.DescribeRequest(), metadata=metadata, timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED and "token" in info.value.details()
+    for token in [None, "wrong-token", "s3cret-token-value\n"]:   # a Session must prove it in its handshake
         with pytest.raises(grpc.RpcError) as info:
-            _call(distributed.address, bundle_id, payload, metadata)
+            _session_call(distributed.address, token, bundle_id, payload)
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "token" in info.value.details()
         assert not evidence.exists()
 
     # Control: with the token the very same payload is unpickled by the worker,
-    # so the absence of the file above is the interceptor's doing.
-    _call(distributed.address, bundle_id, payload, (("authorization", "Bearer s3cret-token-value"),))
+    # so the absence of the file above is the handshake's doing.
+    reply = _session_call(distributed.address, "s3cret-token-value", bundle_id, payload)
+    assert reply.WhichOneof("frame") == "reply"
     assert evidence.exists()
 
 

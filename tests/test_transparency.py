@@ -424,4 +424,4 @@ def test_objects_that_cannot_be_copied_are_refused_naming_the_argument(tmp_path,
     assert re.search(r"argument 'second' cannot be sent: a _thread.lock .*synchronise in the caller",
                      got["lock"])
     assert re.search(first + r"a socket.socket .*pass the address", got["socket"])
-    assert re.search(r"a builtins.generator .*pass its items", got["generator"])
+    assert got["generator"] == "ran"   # an iterator argument streams from the caller, as it is read

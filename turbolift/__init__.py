@@ -10,15 +10,17 @@ from ._marker import TurboliftFunction, on
 from ._version import __version__
 from ._wire.tls import TLS
 from .errors import (
-                     BundleError,
-                     ClusterError,
-                     ConfigurationError,
-                     EnvironmentMismatch,
-                     RemoteError,
-                     TurboliftError,
-                     WorkerLost,
+    BundleError,
+    ClusterError,
+    ConfigurationError,
+    EnvironmentMismatch,
+    RemoteError,
+    TurboliftError,
+    WorkerLost,
 )
+from .executor import Executor
 from .platforms import Cluster, LocalQueue, Workers
+from .progress import as_completed
 
 
 def __getattr__(name: str):
@@ -31,7 +33,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "on", "TurboliftFunction", "Cluster", "LocalQueue", "Workers", "Kubernetes", "TLS",
+    "on", "TurboliftFunction", "Executor", "as_completed", "Cluster", "LocalQueue", "Workers", "Kubernetes",
+    "TLS",
     "TurboliftError", "ConfigurationError", "ClusterError", "WorkerLost", "BundleError",
     "EnvironmentMismatch", "RemoteError", "__version__",
 ]

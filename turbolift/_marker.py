@@ -15,6 +15,7 @@ import sys
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from . import _runtime
+from . import progress as progress_bar
 from ._wire.by_value import travels_by_value
 from .errors import RemoteTraceback
 from .platforms.base import Cluster
@@ -80,19 +81,25 @@ class TurboliftFunction:
         return future
 
     def map(self, *iterables: Iterable, timeout: Optional[float] = None,
-            chunksize: Optional[int] = None) -> Iterator:
+            chunksize: Optional[int] = None, progress: progress_bar.Progress = None) -> Iterator:
         """Like :meth:`concurrent.futures.Executor.map`.
 
         Results come in input order and are computed as the iterator is
         consumed; remotely, items are sent in batches (``chunksize`` items,
         chosen adaptively when None) with a bounded number of batches in
         flight. ``timeout`` bounds the wait for each result from the start
-        of the call to ``map``.
+        of the call to ``map``. ``progress=True`` shows a progress bar on
+        stderr when it is a terminal (``"always"``: even when it is not;
+        None: as ``$TURBOLIFT_PROGRESS`` says), see :mod:`turbolift.progress`.
         """
         remote = self._remote
         if remote is not None and not _runtime.in_turbolift():
-            return remote.map(iterables, timeout=timeout, chunksize=chunksize)
-        return _local_map(self._fn, iterables)
+            results = remote.map(iterables, timeout=timeout, chunksize=chunksize)
+        else:
+            results = _local_map(self._fn, iterables)
+        if not progress_bar.wanted(progress):
+            return results
+        return progress_bar.track(results, progress_bar.total_of(iterables), f"{self.__qualname__}.map")
 
     async def aio(self, *args: Any, **kwargs: Any) -> Any:
         """Await the call from asynchronous code (an ``async def`` function is awaited too)."""
@@ -119,6 +126,14 @@ class TurboliftFunction:
             copy._remote = _runtime.bind(copy)
         elif self._remote is not None:
             copy._remote = self._remote.with_function(copy)
+        return copy
+
+    def bound_through(self, client: Any) -> "TurboliftFunction":
+        """The same function, its calls sent through ``client`` (a caller side) whatever the mode:
+        how :class:`turbolift.Executor` distributes in a plain ``python`` process."""
+        copy = TurboliftFunction.__new__(TurboliftFunction)
+        copy.__dict__.update(self.__dict__)
+        copy._remote = client.bind(copy)
         return copy
 
     # -- methods, pickling, display -----------------------------------------

@@ -20,6 +20,7 @@ this module only dispatches.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -28,31 +29,83 @@ from typing import Optional, Sequence
 
 _RUN_VALUE_OPTIONS = {"--cluster", "--workers", "--remote", "--timeout", "--token-file", "--retries"}
 
+SUBCOMMANDS = """\
+subcommands (each has its own --help):
+  worker         serve calls: a generic worker (turbolift worker --listen HOST:PORT)
+  status         every worker of a cluster: calls, bundles, memory (--json, --watch)
+  bundle         show what would be shipped for a script or module, without running it
+  trace          run a program locally and report what distributing it would cost
+  install-hook   switch on with TURBOLIFT=1 for any Python (uninstall-hook: switch off)
+  kube           Kubernetes manifests of a worker deployment, and cleanup
+"""
+
+
+def program_name() -> str:
+    """The program as it was invoked: ``turbolift`` (the console script) or ``python -m turbolift``."""
+    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "turbolift" if invoked.startswith("turbolift") and not invoked.endswith(".py") \
+        else "python -m turbolift"
+
+
+def _at_least(minimum: float, kind: type, flag: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes a number, not {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{flag} must be at least {minimum:g}, not {text}")
+        return value
+    return parse
+
 
 def _run_parser() -> argparse.ArgumentParser:
+    name = program_name()
     parser = argparse.ArgumentParser(
-        prog="python -m turbolift",
-        usage="python -m turbolift [options] (SCRIPT | -m MODULE) [ARGS...]\n"
-              "       turbolift worker --listen HOST:PORT [--token-file FILE] [--tls-cert ...]\n"
-              "       turbolift install-hook [--print] | uninstall-hook\n"
-              "       turbolift bundle (SCRIPT | -m MODULE) [--json]\n"
-              "       turbolift kube (manifests | cleanup) ...",
-        description="Run a Python program with its marked functions on workers. Each subcommand "
-                    "has its own --help.")
+        prog=name,
+        usage=f"{name} [options] (SCRIPT | -m MODULE) [ARGS...]\n"
+              f"       {name} SUBCOMMAND ...",
+        description="Run a Python program with its marked functions on workers.",
+        epilog=SUBCOMMANDS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("script", nargs="?", metavar="SCRIPT", help="the program to run, as `python SCRIPT`")
+    parser.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as `python -m MODULE`")
+    parser.add_argument("args", nargs="*", metavar="ARGS", help="the program's own arguments (sys.argv[1:])")
     parser.add_argument("--cluster", help="cluster URL: local, local:N, grpc://host:port,..., "
                         "grpcs://host:port?ca=FILE or k8s://NAMESPACE?image=IMAGE "
                         "(default: $TURBOLIFT_CLUSTER, configuration, or local)")
-    parser.add_argument("--workers", type=int, help="number of local workers (default: one per CPU)")
+    parser.add_argument("--workers", type=_at_least(1, int, "--workers"),
+                        help="number of local workers (default: one per CPU)")
     parser.add_argument("--remote", action="append", default=[], metavar="MODULE:QUALNAME",
                         help="also distribute this undecorated function (repeatable)")
-    parser.add_argument("--timeout", type=float, help="default per-call deadline in seconds")
-    parser.add_argument("--retries", type=int, help="retries of a call whose worker was lost (default 2)")
+    parser.add_argument("--timeout", type=_at_least(0, float, "--timeout"),
+                        help="default per-call deadline in seconds")
+    parser.add_argument("--retries", type=_at_least(0, int, "--retries"),
+                        help="retries of a call whose worker was lost (default 2)")
     parser.add_argument("--token-file", help="token for grpc:// workers (default: $TURBOLIFT_TOKEN_FILE)")
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log what happens (cluster, uploads, first calls, retries) on stderr; -vv: more")
+    parser.add_argument("-V", "--version", action="store_true", help="print the version and exit")
     return parser
 
 
-def _split_run_args(argv: Sequence[str]) -> tuple[list[str], Optional[str], Optional[str], list[str]]:
+def _set_verbosity(level: int) -> None:
+    """-v: turbolift's own log records on stderr. Without it, turbolift stays silent even when the
+    program's logging shows INFO records."""
+    import logging
+
+    logger = logging.getLogger("turbolift")
+    if level <= 0:
+        logger.setLevel(logging.WARNING)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("turbolift: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if level == 1 else logging.DEBUG)
+    logger.propagate = False
+
+
+def _split_run_args(argv: Sequence[str], value_options: frozenset = frozenset(_RUN_VALUE_OPTIONS),
+                    ) -> tuple[list[str], Optional[str], Optional[str], list[str]]:
     """Split into (turbolift options, script, module, program args)."""
     index = 0
     while index < len(argv):
@@ -61,7 +114,7 @@ def _split_run_args(argv: Sequence[str]) -> tuple[list[str], Optional[str], Opti
             if index + 1 >= len(argv):
                 raise SystemExit("python -m turbolift: -m needs a module name")
             return list(argv[:index]), None, argv[index + 1], list(argv[index + 2:])
-        if arg in _RUN_VALUE_OPTIONS:
+        if arg in value_options:
             index += 2
             continue
         if arg.startswith("-"):
@@ -72,12 +125,35 @@ def _split_run_args(argv: Sequence[str]) -> tuple[list[str], Optional[str], Opti
 
 
 def _terminate(signum: int, frame: object) -> None:
-    # Unwind normally so that the cluster is torn down by `finally`/atexit.
-    raise SystemExit(128 + signum)
+    """SIGTERM ends the program as it would without turbolift: the cluster is torn down, then the
+    process dies of the signal (status 143 in a shell, -15 to ``subprocess``).
+
+    Raising ``SystemExit`` instead would be caught by whatever runs (pytest records a failed test and
+    carries on). The teardown runs in its own thread with a bound: the interrupted main thread may
+    hold a lock the teardown needs, and the workers also exit by themselves when this process is gone.
+    """
+    from . import _runtime
+
+    stopper = threading.Thread(target=_runtime.shutdown, name="turbolift-sigterm", daemon=True)
+    stopper.start()
+    stopper.join(10)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _untrap_sigterm() -> None:
+    """In a forked child (multiprocessing), SIGTERM kills at once, as it would without turbolift:
+    the child owns no cluster, and the handler could not run while gRPC's threads take the signal."""
+    if signal.getsignal(signal.SIGTERM) is _terminate:
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except ValueError:  # (only a main thread may set handlers)
+            pass
 
 
 def run(argv: Sequence[str]) -> int:
     options, script, module, program_args = _split_run_args(argv)
+    # Only the options are parsed: everything from SCRIPT on is the program's, untouched.
     opts = _run_parser().parse_args(options)
     if opts.version:
         from ._version import __version__
@@ -86,27 +162,33 @@ def run(argv: Sequence[str]) -> int:
         return 0
     if script is None and module is None:
         _run_parser().print_usage(sys.stderr)
-        print("python -m turbolift: give a script or -m MODULE to run", file=sys.stderr)
+        print(f"{program_name()}: give a script or -m MODULE to run", file=sys.stderr)
         return 2
+    _set_verbosity(opts.verbose)
     from . import _runtime
     from ._enabling import config, main, switch
-    from .errors import TurboliftError
+    from .errors import ClusterError, ConfigurationError, TurboliftError
 
     start = Path(script).resolve().parent if script is not None else Path.cwd()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+        os.register_at_fork(after_in_child=_untrap_sigterm)
     try:
         try:
             settings = config.load(vars(opts), start)
             switch.activate(settings, eager=True)  # workers boot while the program loads
             main.prepare_main(script, module, program_args)
         except TurboliftError as exc:  # a bad setting or a cluster that cannot start
-            print(f"python -m turbolift: {exc}", file=sys.stderr)
+            print(f"{program_name()}: {exc}", file=sys.stderr)
             return 2
         try:
             main.run_main(script, module)
         except (SystemExit, KeyboardInterrupt):
             raise
+        except (ClusterError, ConfigurationError) as exc:
+            # Not the program's error but the cluster's: one line that says what to do.
+            print(f"{program_name()}: {exc}", file=sys.stderr)
+            return 1
         except BaseException as exc:
             # What `python app.py` prints: the program's frames, not turbolift's and runpy's.
             trimmed = main.user_frames(exc.__traceback__)
@@ -115,6 +197,56 @@ def run(argv: Sequence[str]) -> int:
     finally:
         _runtime.shutdown()
     return 0
+
+
+def trace(argv: Sequence[str]) -> int:
+    """``turbolift trace [--json] (SCRIPT | -m MODULE) [ARGS...]``: a dry run (see _caller.trace)."""
+    options, script, module, program_args = _split_run_args(
+        argv, frozenset({"--call-overhead-ms", "--megabytes-per-second"}))
+    parser = argparse.ArgumentParser(
+        prog="turbolift trace", usage="turbolift trace [options] (SCRIPT | -m MODULE) [ARGS...]",
+        description="Run a program locally, and report for each marked function its calls, the bundle "
+                    "that would ship, argument and result sizes, time per call and the estimated time "
+                    "distributed. Nothing is deployed. The report goes to stderr.")
+    parser.add_argument("--json", action="store_true", help="the report as JSON")
+    parser.add_argument("--call-overhead-ms", type=_at_least(0, float, "--call-overhead-ms"),
+                        help="cost of one remote call (default: this machine's benchmark figure)")
+    parser.add_argument("--megabytes-per-second", type=_at_least(0.001, float, "--megabytes-per-second"),
+                        help="transfer rate of arguments and results (default: the benchmark's)")
+    opts = parser.parse_args(options)
+    if script is None and module is None:
+        parser.print_usage(sys.stderr)
+        print("turbolift trace: give a script or -m MODULE to run", file=sys.stderr)
+        return 2
+    from . import _runtime
+    from ._caller import trace as tracing
+    from ._enabling import main
+    from ._settings import Settings
+    from .errors import TurboliftError
+
+    overhead = tracing.CALL_OVERHEAD_SECONDS if opts.call_overhead_ms is None else opts.call_overhead_ms / 1e3
+    rate = tracing.BYTES_PER_SECOND if opts.megabytes_per_second is None else opts.megabytes_per_second * 1e6
+    client = tracing.TraceClient(Settings())
+    _runtime.enable(client)
+    status = 0
+    try:
+        try:
+            main.prepare_main(script, module, program_args)
+        except TurboliftError as exc:
+            print(f"turbolift trace: {exc}", file=sys.stderr)
+            return 2
+        try:
+            main.run_main(script, module)
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException as exc:
+            trimmed = main.user_frames(exc.__traceback__)
+            sys.excepthook(type(exc), exc.with_traceback(trimmed), trimmed)
+            status = 1
+        tracing.print_report(client, overhead, rate, opts.json)
+    finally:
+        _runtime.disable()
+    return status
 
 
 def _hook_command(name: str, argv: Sequence[str]) -> int:
@@ -149,6 +281,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from ._caller import report
 
         return report.main(args[1:])
+    if command == "trace":
+        return trace(args[1:])
+    if command == "status":
+        from ._caller import status
+
+        return status.main(args[1:])
     if command == "run":
         args = args[1:]
     return run(args)

@@ -3,8 +3,8 @@
 One call at a time, each timed on its own with ``perf_counter``:
 
 * ``turbolift_noop`` / ``turbolift_add``: ``noop()`` and ``add(1, 2)`` marked
-  with ``turbolift.on`` and sent to the local cluster (one unary
-  ``/turbolift.v1.Worker/Call`` each);
+  with ``turbolift.on`` and sent to the local cluster (one exchange each on
+  a persistent ``/turbolift.v1.Worker/Session`` stream);
 * ``raw_echo_noop`` / ``raw_echo_add``: a bare grpcio unary echo of the very
   bytes turbolift puts in its request for those calls
   (``turbolift._wire.serialize.dumps((args, kwargs), for_worker=True)``),
@@ -12,10 +12,10 @@ One call at a time, each timed on its own with ``perf_counter``:
 * ``dill_echo_noop`` / ``dill_echo_add``: the same bytes to a handler that
   unpickles them, runs the function and pickles the result: the least
   work any worker must do;
-* ``worker_direct_noop`` / ``worker_direct_add``: the complete
-  ``CallRequest`` turbolift would send, serialised once, sent with bare
-  grpcio (token metadata included) straight to the turbolift workers, the
-  reply left unparsed: the worker's share of the overhead, so that
+* ``worker_direct_noop`` / ``worker_direct_add``: the complete ``Invoke``
+  frame turbolift would send, serialised once, sent with bare grpcio on a
+  Session (handshake done once) straight to the turbolift workers, the
+  reply frame left unparsed: the worker's share of the overhead, so that
   turbolift - worker_direct is the caller's share;
 * ``local_add``: ``add(1, 2)`` called directly, and ``local_marked_add``:
   through the marker with distribution off (``timeit`` blocks, since one
@@ -66,7 +66,7 @@ def run(ctx) -> dict:
         interleave(variants, rounds=2, per_round=20, budget=Budget(mode.seq_budget))  # warm-up
         samples = interleave(variants, mode.seq_rounds, mode.seq_per_round, Budget(mode.seq_budget))
     finally:
-        for channel in channels:
+        for channel in reversed(channels):   # each Session before its channel
             channel.close()
     figures = {name: summarise(values, "s") for name, values in samples.items()}
 
@@ -90,30 +90,64 @@ def run(ctx) -> dict:
     }
 
 
+class _DirectSession:
+    """One Session to a turbolift worker spoken with bare grpcio: handshake once, then pre-serialised
+    Invoke frames out and the Reply frames' bytes back, unparsed."""
+
+    def __init__(self, channel, address: str, token) -> None:
+        import queue as _queue
+
+        from turbolift._wire import handshake
+        from turbolift._wire.auth import SESSION_METHOD
+        from turbolift._wire.protocol import SESSION_VERSION
+        from turbolift.v1 import worker_pb2 as pb
+
+        self._outbox: _queue.SimpleQueue = _queue.SimpleQueue()
+        method = channel.stream_stream(SESSION_METHOD)   # bytes in, bytes out
+        self._replies = method(iter(self._outbox.get, None), timeout=3600)
+        mine = handshake.nonce()
+        hello = pb.ClientFrame(hello=pb.Hello(nonce=mine, version=SESSION_VERSION))
+        self._outbox.put(hello.SerializeToString())
+        challenge = pb.ServerFrame.FromString(next(self._replies)).challenge
+        expected = handshake.worker_proof(token, mine, challenge.nonce)
+        if token and not handshake.verify(expected, challenge.proof):
+            raise RuntimeError(f"worker {address} did not prove it holds the token")
+        proof = handshake.caller_proof(token, mine, challenge.nonce)
+        self._outbox.put(pb.ClientFrame(proof=pb.Proof(proof=proof)).SerializeToString())
+
+    def call(self, invoke: bytes) -> bytes:
+        self._outbox.put(invoke)
+        return next(self._replies)
+
+    def close(self) -> None:
+        self._outbox.put(None)
+
+
 def _worker_direct(ctx, name: str, arguments: bytes, channels: list) -> Callable[[], bytes]:
-    """A call of ``name`` as bare grpcio bytes straight to the turbolift workers, rotating."""
+    """A call of ``name`` as bare grpcio bytes on a Session straight to the turbolift workers, rotating."""
     import grpc
 
     from turbolift._caller import bundling as _bundle
-    from turbolift._wire import auth as _auth
+    from turbolift._wire.auth import discovered_token
     from turbolift.v1 import worker_pb2 as pb
 
     queue = ctx.contenders.queue
     target = _bundle.target_for(getattr(ctx.contenders.remote, name))
     ref = pb.FunctionRef(bundle_id=target.bundle.id, module=target.module, qualname=target.qualname)
-    request = pb.CallRequest(function=ref, arguments=arguments, call_id="benchmark").SerializeToString()
-    metadata = _auth.metadata_for(queue.token)
-    calls = []
+    invoke = pb.ClientFrame(invoke=pb.Invoke(function=ref, arguments=arguments, call_id="benchmark"))
+    request = invoke.SerializeToString()
+    sessions = []
     for address in queue.wait_ready(30):
         channel = grpc.insecure_channel(address, options=MESSAGE_OPTIONS)
         channels.append(channel)
-        call = channel.unary_unary("/turbolift.v1.Worker/Call")
-        reply = pb.CallReply.FromString(call(request, metadata=metadata, timeout=60))
+        session = _DirectSession(channel, address, queue.token or discovered_token(address))
+        reply = pb.ServerFrame.FromString(session.call(request)).reply
         if reply.outcome != pb.RETURNED:
             raise RuntimeError(f"worker {address} answered {pb.Outcome.Name(reply.outcome)} to a direct call")
-        calls.append(call)
-    turn = itertools.cycle(calls)
+        sessions.append(session)
+        channels.append(session)  # closed (its stream ended) before the channels
+    turn = itertools.cycle(sessions)
 
     def direct() -> bytes:
-        return next(turn)(request, metadata=metadata, timeout=60)
+        return next(turn).call(request)
     return direct

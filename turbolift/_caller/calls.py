@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from .._wire.chunked import Payload
 from .bundling import Bundle
 
 _PID = os.getpid()
@@ -63,12 +64,14 @@ class Call:
     ``decode(reply, result bytes)`` turns a RETURNED or RAISED reply into
     the value or raises the remote exception; ``what`` names the call in
     errors ("a call of mod.f") and ``label`` in forwarded output;
-    ``extra`` are the bundles the arguments need besides the function's.
+    ``extra`` are the bundles the arguments need besides the function's;
+    ``streams`` the iterators among the arguments that the worker pulls
+    items from (:mod:`turbolift._wire.streamed`), None when there are none.
     """
 
     ref: Any                       # pb.FunctionRef
     bundle: Bundle
-    payload: bytes
+    payload: Payload
     decode: Callable[[Any, bytes], Any]
     deadline: Optional[float]
     retries: int
@@ -77,6 +80,7 @@ class Call:
     count: int = 0
     with_kwargs: bool = False
     extra: tuple = ()
+    streams: Optional[dict] = None
     call_id: str = field(default_factory=lambda: new_call_id())
     handle: Handle = field(default_factory=Handle)
 

@@ -19,7 +19,7 @@ import threading
 from typing import Any, Optional
 
 from .._wire import outcomes, serialize
-from .._wire.blobs import INLINE_LIMIT
+from .._wire.protocol import FRAME_DATA
 from ..v1 import worker_pb2 as pb
 from .bundling import Target
 from .calls import WorkEstimate, deadline_after
@@ -100,12 +100,12 @@ class Coalescer:
             return
         modules: set = set()
         try:
-            items = serialize.dumps([(w.args, w.kwargs) for w in batch], for_worker=True, what="arguments",
-                                    modules=modules)
+            items = serialize.dumps_payload([(w.args, w.kwargs) for w in batch], for_worker=True,
+                                            what="arguments", modules=modules)
         except TypeError:
             items = None  # one item cannot travel: send each alone so only it fails
-        if items is None or (len(items) > INLINE_LIMIT and len(batch) > 1):
-            self._message_done(None)   # (large arguments: each alone, streamed as a blob)
+        if items is None or (len(items) > FRAME_DATA and len(batch) > 1):
+            self._message_done(None)   # (large arguments: each alone, in chunks)
             for waiting in batch:
                 self._forward(waiting)
             return

@@ -22,6 +22,12 @@ from .monitor import Monitor
 from .session import Stream
 
 MAX_IDLE = 64   # idle streams kept per worker
+# Streams this caller opens to one worker at once: well under the worker's limit of
+# streams in their handshake (64), so that a burst of submits never meets it.
+OPENING_AT_ONCE = 16
+# A worker that has too many streams in their handshake (other callers' bursts) is
+# asked again, backing off, for at most this long when the call has no deadline.
+BUSY_RETRY_SECONDS = 60.0
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", CALLER_RECEIVE_LIMIT),
@@ -49,6 +55,7 @@ class Connection:
         self._token = token
         self._monitor = monitor or Monitor()
         self._idle: list[Stream] = []
+        self._opening = threading.BoundedSemaphore(OPENING_AT_ONCE)
         self._lock = threading.Lock()
         self.bundles: set[str] = set()
         self.upload_lock = threading.Lock()
@@ -81,20 +88,38 @@ class Connection:
 
     def _ready(self, stream: Optional[Stream], deadline: Optional[float]) -> Stream:
         if stream is None:
-            stream = Stream(self.channel, self.address)
-            stream.deadline = deadline
-            self._monitor.watch(stream)
-            try:
-                stream.handshake(self._token)
-            except BaseException:
-                self._monitor.forget(stream)
-                stream.cancel()
-                raise
-            self.slots, self.worker_id = stream.slots, stream.worker_id or self.address
-        else:
-            stream.deadline = deadline
-            self._monitor.watch(stream)
+            return self._open(deadline)
+        stream.deadline = deadline
+        self._monitor.watch(stream)
         return stream
+
+    def _open(self, deadline: Optional[float]) -> Stream:
+        """A new stream, its handshake done; a worker busy with other streams' handshakes is
+        asked again (backing off) until ``deadline``."""
+        give_up = deadline if deadline is not None else time.monotonic() + BUSY_RETRY_SECONDS
+        pause = 0.02
+        while True:
+            if not self._opening.acquire(timeout=max(0.0, give_up - time.monotonic())):
+                raise TimeoutError(f"could not open a stream to worker {self.address} before the deadline")
+            try:
+                stream = Stream(self.channel, self.address)
+                stream.deadline = deadline
+                self._monitor.watch(stream)
+                try:
+                    stream.handshake(self._token)
+                except BaseException as exc:
+                    self._monitor.forget(stream)
+                    stream.cancel()
+                    busy = isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    if not busy or time.monotonic() + pause >= give_up:
+                        raise
+                else:
+                    self.slots, self.worker_id = stream.slots, stream.worker_id or self.address
+                    return stream
+            finally:
+                self._opening.release()
+            time.sleep(pause)
+            pause = min(1.0, pause * 2)
 
     def checkin(self, stream: Stream) -> None:
         """Return a stream whose exchange ended in order; broken ones are dropped."""

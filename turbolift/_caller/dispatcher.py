@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import itertools
+import logging
 import threading
 import time
 from typing import Any, Optional
@@ -35,6 +36,9 @@ from .iterators import RemoteIterator
 from .monitor import DEADLINE, SILENT, SILENT_SECONDS, Monitor
 from .session import Stream, StreamEnded
 
+# What happens, for `python -m turbolift -v` (silent unless the program or -v turns it on).
+log = logging.getLogger("turbolift")
+
 READY_TIMEOUT = 60.0
 UPLOADS_PER_CALL = 2    # per bundle: a worker restarted at the same address may lose the first upload
 
@@ -51,11 +55,18 @@ class Dispatcher:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._turn = itertools.count()
+        self.retries = 0                # attempts sent again because their worker was lost (figures, tests)
         self.closed = False
         self._futures: Any = None       # the asynchronous path, made on first use
+        self._first_calls: set = set()  # (function, worker) pairs already called, for the log
+        self._started = False
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
+        with self._lock:
+            first, self._started = not self._started, True
+        if first:
+            log.info("starting %r", self.cluster)
         self.cluster.start()
 
     def connect(self, address: str) -> Connection:
@@ -72,6 +83,7 @@ class Dispatcher:
                 raise ClusterError("this cluster has been shut down")
             if not self._connections:
                 timeout = self.cluster.ready_timeout
+                started = time.monotonic()
                 addresses = self.cluster.wait_ready(timeout)
                 if not addresses:
                     raise ClusterError(f"{self.cluster!r} has no workers")
@@ -79,6 +91,8 @@ class Dispatcher:
                 for connection in fresh:
                     connection.wait_healthy(timeout)
                 self._connections = fresh
+                log.info("%d worker(s) ready in %.2f s: %s", len(fresh), time.monotonic() - started,
+                         ", ".join(addresses))
                 self.cluster.subscribe(self._addresses_changed)
         return self._connections
 
@@ -153,14 +167,6 @@ class Dispatcher:
         assert chosen is not None
         return chosen
 
-    def least_busy(self) -> Optional[Connection]:
-        """The live connection with the fewest calls in flight, or None; never waits."""
-        connections = self._connections
-        if len(connections) == 1:
-            only = connections[0]
-            return only if only.alive else None
-        return self._fewest_in_flight([c for c in connections if c.alive])
-
     def _fewest_in_flight(self, candidates: list[Connection]) -> Optional[Connection]:
         """The candidate with the fewest calls in flight; ties go round-robin, so that
         even one caller calling in sequence spreads its calls over every worker."""
@@ -204,7 +210,8 @@ class Dispatcher:
         """Replace a lost worker if the platform can; else probe it again later."""
         try:
             address = self.cluster.replace(connection.address, READY_TIMEOUT)
-        except Exception:
+        except Exception as exc:
+            log.info("could not replace worker %s: %s", connection.address, exc)
             address = None
         fresh = None
         if address is not None:
@@ -216,6 +223,8 @@ class Dispatcher:
                 fresh = None
         else:
             time.sleep(1.0)  # a static worker: give its supervisor time to restart it
+        if fresh is not None:
+            log.info("worker %s replaced by %s", connection.address, fresh.address)
         with self._changed:
             if fresh is not None:
                 self._connections = [fresh if c is connection else c for c in self._connections]
@@ -242,7 +251,13 @@ class Dispatcher:
                 tried.append(connection)
                 self.lose(connection)
                 if not self.can_retry(tried, call.retries):
+                    log.info("worker %s lost during %s (%s); no retry left", connection.address, call.what,
+                             lost.details)
                     raise self.lost_error(connection, call.what, len(tried), lost.details) from None
+                log.info("worker %s lost during %s (%s); retrying on another worker (attempt %d of %d)",
+                         connection.address, call.what, lost.details, len(tried) + 1, call.retries + 1)
+                with self._lock:
+                    self.retries += 1
 
     def submit(self, call: Call) -> cf.Future:
         """Start ``call``; return a future of its value."""
@@ -259,7 +274,8 @@ class Dispatcher:
         try:
             if not call.handle.attach(stream):
                 raise cf.CancelledError(f"{call.what} was cancelled")
-            exchange = Exchange(stream, call.label, connection.worker_id, self.prefix, call.deadline)
+            exchange = Exchange(stream, call.label, connection.worker_id, self.prefix, call.deadline,
+                                call.streams)
             try:
                 answer = self._exchange(call, connection, exchange)
             except Failed as failed:
@@ -285,7 +301,7 @@ class Dispatcher:
         uploads = 0
         if len(call.payload) > FRAME_DATA and call.bundle.id not in connection.bundles:
             # A large call is not sent twice just to learn the bundle is missing.
-            upload(exchange, call.bundle)
+            _upload(exchange, call.bundle, connection)
             uploads += 1
         while True:
             reply, data = invoke(exchange, call)
@@ -294,10 +310,15 @@ class Dispatcher:
                 if missing is None or uploads >= UPLOADS_PER_CALL * (1 + len(call.extra)):
                     raise BundleError(f"worker {connection.address} lost bundle {reply.missing_bundle} right "
                                       "after it was uploaded; is its cache directory writable?")
-                upload(exchange, missing)
+                _upload(exchange, missing, connection)
                 uploads += 1
                 continue
             connection.bundles.add(call.bundle.id)
+            first = (call.label, connection.address)
+            if first not in self._first_calls and log.isEnabledFor(logging.INFO):
+                self._first_calls.add(first)
+                log.info("first call of %s on worker %s (%s)", call.label, connection.worker_id or "?",
+                         connection.address)
             if reply.outcome == pb.ITERATOR:
                 return _Iterator(exchange)
             return reply, data
@@ -306,6 +327,8 @@ class Dispatcher:
                  connection: Connection) -> BaseException:
         """What a failed stream means: the deadline, a cancel, a lost worker, or another error."""
         reason = stream.stopped_because if stream is not None else None
+        if reason is None and call.deadline is not None and time.monotonic() >= call.deadline:
+            reason = DEADLINE   # e.g. a new stream cancelled by the monitor during its handshake
         if reason == DEADLINE:
             return TimeoutError(f"{call.what} did not finish before its deadline")
         if reason == "cancelled" or call.handle.cancelled:
@@ -318,6 +341,13 @@ class Dispatcher:
         if is_lost(exc) or exc.code() == grpc.StatusCode.CANCELLED:
             return _Lost(exc.details() or exc.code().name)
         return translate(exc, connection.address, call.what)
+
+
+def _upload(exchange: Exchange, bundle: Any, connection: Connection) -> None:
+    started = time.monotonic()
+    upload(exchange, bundle)
+    log.info("uploaded bundle %s (%s bytes) to worker %s in %.0f ms", bundle.id[:19], f"{len(bundle.data):,}",
+             connection.address, 1000 * (time.monotonic() - started))
 
 
 class _Lost(Exception):

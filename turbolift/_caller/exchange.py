@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .._wire.blobs import assemble
+from .._wire.chunked import Payload, gather
 from .._wire.protocol import FRAME_DATA
 from ..errors import ClusterError
 from ..v1 import worker_pb2 as pb
@@ -34,14 +34,16 @@ class Exchange:
     """The frames of one exchange on ``stream``, with its events and nested calls.
 
     ``label`` and ``worker`` name the call in forwarded output (``prefix``
-    off: no names); ``deadline`` bounds its nested calls.
+    off: no names); ``deadline`` bounds its nested calls; ``streams`` are
+    the iterators among the call's arguments, which the worker pulls from.
     """
 
     def __init__(self, stream: Stream, label: str = "", worker: str = "", prefix: bool = True,
-                 deadline: Optional[float] = None) -> None:
+                 deadline: Optional[float] = None, streams: Optional[dict] = None) -> None:
         self.stream = stream
         self._label, self._worker, self._prefix = label, worker, prefix
         self._deadline = deadline
+        self._streams = streams
         self.events: Optional[Events] = None
         self.nested: Optional[NestedHost] = None
 
@@ -69,7 +71,7 @@ class Exchange:
                 continue
             if kind == "nested_call":
                 if self.nested is None:
-                    self.nested = NestedHost(self._deadline)
+                    self.nested = NestedHost(self._deadline, self._streams)
                 self.nested.received(frame.nested_call, stream)
                 continue
             stream.cancel()
@@ -80,14 +82,14 @@ class Exchange:
         """A payload that came inline, or the ``size`` bytes that follow as Chunk frames."""
         if not size:
             return inline
-        return assemble(size, (self.receive("chunk").chunk.data for _ in _until(size)))
+        return gather(size, (self.receive("chunk").chunk.data for _ in _until(size)))
 
-    def send_payload(self, data: bytes) -> None:
+    def send_payload(self, data: Payload) -> None:
         self.stream.send_payload(data)
 
 
 def _until(size: int):
-    """As many steps as Chunk frames a payload of ``size`` bytes takes (assemble checks the sizes)."""
+    """As many steps as Chunk frames a payload of ``size`` bytes takes (gather checks the sizes)."""
     return range((size + FRAME_DATA - 1) // FRAME_DATA)
 
 

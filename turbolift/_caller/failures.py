@@ -12,7 +12,6 @@ from typing import Optional
 
 import grpc
 
-from .._wire.protocol import DIFFERENCES_KEY
 from ..errors import BundleError, ClusterError, EnvironmentMismatch, TurboliftError, WorkerLost
 from ..v1 import worker_pb2 as pb
 
@@ -48,12 +47,7 @@ def translate(exc: grpc.RpcError, address: str, what: str) -> BaseException:
     """The exception for a failed RPC of ``what`` on the worker at ``address``."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
-    differences = None
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        for key, value in exc.trailing_metadata() or ():
-            if key == DIFFERENCES_KEY:
-                differences = json.loads(value)
-    return _exception(code, details or "", address, what, differences)
+    return _exception(code, details or "", address, what, None)
 
 
 def from_failure(failure: pb.Failure, address: str, what: str) -> BaseException:

@@ -78,7 +78,7 @@ class MapIterator:
                 self._exhausted = True
                 return
             modules: set = set()
-            items = serialize.dumps(batch, for_worker=True, what="map items", modules=modules)
+            items = serialize.dumps_payload(batch, for_worker=True, what="map items", modules=modules)
             self._note_bytes(len(items), len(batch))
             deadline = None
             if self._per_item_timeout is not None:  # each item keeps the deadline a call of it would have

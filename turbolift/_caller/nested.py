@@ -5,6 +5,11 @@ the caller submits each to the cluster as any call, with the outer call's
 deadline, and answers on the same stream (NestedReply frames) when it is
 done. When the outer call ends, is cancelled or times out, the nested calls
 it started and that are still running are cancelled.
+
+A NestedCall with ``pull`` set asks for the next item of an iterator the
+call was passed (:mod:`turbolift._wire.streamed`): it is taken here, at
+once, in the thread that waits for the call, as the function would take it
+locally.
 """
 from __future__ import annotations
 
@@ -14,8 +19,8 @@ from typing import Any, Optional
 
 from .. import _runtime
 from .._wire import serialize
+from .._wire.chunked import frames_of
 from .._wire.outcomes import pack_exception
-from .._wire.protocol import FRAME_DATA
 from ..v1 import worker_pb2 as pb
 from .calls import remaining
 from .session import Stream
@@ -24,14 +29,18 @@ from .session import Stream
 class NestedHost:
     """The nested calls of one exchange."""
 
-    def __init__(self, deadline: Optional[float]) -> None:
+    def __init__(self, deadline: Optional[float], streams: Optional[dict] = None) -> None:
         self._deadline = deadline
+        self._streams = streams or {}
         self._parts: dict[int, tuple[bytes, bytearray]] = {}
         self._futures: set[cf.Future] = set()
         self._lock = threading.Lock()
         self._closed = False
 
     def received(self, frame: pb.NestedCall, stream: Stream) -> None:
+        if frame.pull:
+            self._pull(frame.id, frame.pull, stream)
+            return
         function, buffer = self._parts.get(frame.id, (frame.function, bytearray()))
         buffer += frame.data
         if not frame.last:
@@ -42,8 +51,9 @@ class NestedHost:
             target = serialize.loads(function)
             args, kwargs = serialize.loads(buffer)
             left = remaining(self._deadline)
-            if left is not None:
-                target = target.options(timeout=left)
+            if left is not None:   # the outer call's deadline bounds it, and so does its own timeout
+                own = getattr(target, "timeout", None)
+                target = target.options(timeout=left if own is None else min(own, left))
             with _runtime.user_code():   # it goes to the cluster, as the user's own call would
                 future = target.submit(*args, **kwargs)
         except BaseException as exc:
@@ -55,6 +65,19 @@ class NestedHost:
                 return
             self._futures.add(future)
         future.add_done_callback(lambda done: self._done(frame.id, stream, done))
+
+    def _pull(self, call_id: int, number: int, stream: Stream) -> None:
+        iterator = self._streams.get(number)
+        if iterator is None:
+            self._answer(call_id, stream, False, LookupError(f"the call has no streamed argument {number}"))
+            return
+        try:
+            with _runtime.user_code():   # the iterator's own code: its marked functions go remote
+                item = next(iterator)
+        except BaseException as exc:   # StopIteration included: the worker's iteration ends with it
+            self._answer(call_id, stream, False, exc)
+        else:
+            self._answer(call_id, stream, True, item)
 
     def _done(self, call_id: int, stream: Stream, future: cf.Future) -> None:
         with self._lock:
@@ -69,16 +92,16 @@ class NestedHost:
     @staticmethod
     def _answer(call_id: int, stream: Stream, ok: bool, value: Any) -> None:
         try:
-            data = serialize.dumps(value if ok else pack_exception(value), for_worker=True,
-                                   what="nested result")
+            data = serialize.dumps_payload(value if ok else pack_exception(value), for_worker=True,
+                                           what="nested result")
         except BaseException as exc:
             ok, data = False, serialize.dumps(pack_exception(exc), for_worker=True)
-        view = memoryview(data)
-        for start in range(0, max(len(view), 1), FRAME_DATA):
-            part = bytes(view[start:start + FRAME_DATA])
+        sent = 0
+        for part in frames_of(data) if len(data) else (b"",):
             stream.send(pb.ClientFrame(nested_reply=pb.NestedReply(
-                id=call_id, ok=ok, data=part, size=0 if start else len(data),
-                last=start + FRAME_DATA >= len(view))))
+                id=call_id, ok=ok, data=part, size=0 if sent else len(data),
+                last=sent + len(part) >= len(data))))
+            sent += len(part)
 
     def close(self) -> None:
         """The outer call ended: cancel what it started and did not wait for."""

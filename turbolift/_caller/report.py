@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ..errors import TurboliftError
 from .bundling import bundle_for_module, bundle_for_script, describe
 
 
@@ -20,12 +21,18 @@ def main(argv: Sequence[str]) -> int:
     opts = parser.parse_args(list(argv))
     if (opts.script is None) == (opts.module is None):
         parser.error("give exactly one of SCRIPT or -m MODULE")
-    if opts.module:
-        sys.path.insert(0, str(Path.cwd()))
-        bundle = bundle_for_module(opts.module)
-    else:
-        sys.path.insert(0, str(Path(opts.script).resolve().parent))
-        bundle = bundle_for_script(opts.script)
+    try:
+        if opts.module:
+            sys.path.insert(0, str(Path.cwd()))
+            bundle = bundle_for_module(opts.module)
+        else:
+            if not Path(opts.script).is_file():
+                raise TurboliftError(f"no such script: {opts.script}")
+            sys.path.insert(0, str(Path(opts.script).resolve().parent))
+            bundle = bundle_for_script(opts.script)
+    except (TurboliftError, ImportError) as exc:
+        print(f"turbolift bundle: {exc}", file=sys.stderr)
+        return 2
     report = describe(bundle)
     if opts.json:
         print(json.dumps(report, indent=2))

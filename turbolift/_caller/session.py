@@ -17,7 +17,8 @@ import grpc
 
 from .._wire import handshake
 from .._wire.auth import SESSION_METHOD
-from .._wire.protocol import FRAME_DATA, SESSION_VERSION
+from .._wire.chunked import frames_of
+from .._wire.protocol import SESSION_VERSION
 from ..errors import ClusterError
 from ..v1 import worker_pb2 as pb
 
@@ -33,9 +34,8 @@ class _Payload:
         self.data = data
 
     def chunks(self) -> Iterator[pb.ClientFrame]:
-        view = memoryview(self.data)
-        for start in range(0, len(view), FRAME_DATA):
-            yield pb.ClientFrame(chunk=pb.Chunk(data=bytes(view[start:start + FRAME_DATA])))
+        for data in frames_of(self.data):
+            yield pb.ClientFrame(chunk=pb.Chunk(data=data))
 
 
 class StreamEnded(Exception):

@@ -16,7 +16,7 @@ import threading
 from typing import Any, Callable, Iterator, Optional
 
 from .. import _runtime
-from .._wire import outcomes, serialize
+from .._wire import outcomes, serialize, streamed
 from ..v1 import worker_pb2 as pb
 from .bundling import Target, module_bundle, needs_shipping, target_for
 from .calls import Call, deadline_after
@@ -80,12 +80,15 @@ class RemoteStub:
 
     def _call_of(self, target: Target, ref: pb.FunctionRef, args: tuple, kwargs: dict) -> Call:
         modules: set = set()
+        streams = streamed.Streams()
         try:
-            payload = serialize.dumps((args, kwargs), for_worker=True, what="arguments", modules=modules)
+            payload = serialize.dumps_payload((args, kwargs), for_worker=True, what="arguments",
+                                              modules=modules, streams=streams)
         except TypeError as exc:
             raise self._argument_error(args, kwargs, exc) from None
         return Call(ref, target.bundle, payload, outcomes.value_of, deadline_after(self.timeout()),
-                    self.retries(), self._what, self._label, extra=self._extras(target, modules))
+                    self.retries(), self._what, self._label, extra=self._extras(target, modules),
+                    streams=streams.iterators or None)
 
     def batch_of(self, target: Target, ref: pb.FunctionRef, items: bytes, count: int,
                  deadline: Optional[float], with_kwargs: bool, modules: Optional[set] = None) -> Call:

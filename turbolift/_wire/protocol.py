@@ -7,10 +7,8 @@ from __future__ import annotations
 
 SERVICE_NAME = "turbolift.v1.Worker"
 # gRPC's own ceiling for one message; large payloads never come near it
-# because they travel in chunks (see turbolift._wire.blobs).
+# because they travel in chunks (see turbolift._wire.chunked).
 MESSAGE_LIMIT = 2**31 - 1
-# Trailing metadata key that carries an EnvironmentMismatch's differences (JSON).
-DIFFERENCES_KEY = "turbolift-differences"
 # Version of the Session protocol (Hello/Challenge carry it).
 SESSION_VERSION = 1
 # Payload bytes per Chunk frame; a payload up to this size travels inside its frame.

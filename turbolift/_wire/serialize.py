@@ -26,8 +26,9 @@ from typing import Any, Optional
 
 import dill
 
-from . import reducers
+from . import reducers, streamed
 from .by_value import is_local
+from .chunked import Payload, Pieces, PieceWriter
 
 PROTOCOL = 5
 
@@ -124,16 +125,22 @@ def _dill_dumps(obj: Any, modules: Optional[set] = None, shipping: Any = None) -
 class _Pickler(pickle.Pickler):
     """The C pickler with turbolift's rules (see :mod:`.reducers`) and dill for code it cannot carry."""
 
-    def __init__(self, file: io.BytesIO, for_worker: bool, modules: Optional[set] = None) -> None:
+    def __init__(self, file: Any, for_worker: bool, modules: Optional[set] = None,
+                 streams: Optional[streamed.Streams] = None) -> None:
         super().__init__(file, protocol=PROTOCOL)
         self._for_worker = for_worker
         self._modules = modules       # collects the modules referenced (arguments to a worker)
+        self._streams = streams       # keeps the iterators that stream (arguments of one call)
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, (types.FunctionType, type)):
             return self._code(obj)
         if isinstance(obj, BaseException) and reducers.plain_exception(obj):
             return reducers.exception_reduction(obj)
+        if self._for_worker and self._streams is not None and streamed.streamable(obj):
+            return self._streams.add(obj)   # an iterator argument: the worker pulls its items
+        # (Elsewhere, in map's items or a nested call's result, iterators that pickle, such as a list's
+        # or itertools', travel as the copies pickle makes; generators are refused by name.)
         reducers.refuse(obj)
         return NotImplemented
 
@@ -195,22 +202,47 @@ def _plain_call(obj: Any) -> bool:
             and _plain_values(kwargs.values()))
 
 
-def dumps(obj: Any, *, for_worker: bool, what: str = "value", modules: Optional[set] = None) -> bytes:
-    """Serialise ``obj``; see the module docstring for ``for_worker``.
+def dumps(obj: Any, *, for_worker: bool, what: str = "value", modules: Optional[set] = None,
+          streams: Optional[streamed.Streams] = None) -> bytes:
+    """Serialise ``obj`` into one byte string (as :func:`dumps_payload`, joined)."""
+    payload = dumps_payload(obj, for_worker=for_worker, what=what, modules=modules, streams=streams)
+    return b"".join(payload.parts) if isinstance(payload, Pieces) else payload
+
+
+def dumps_payload(obj: Any, *, for_worker: bool, what: str = "value", modules: Optional[set] = None,
+                  streams: Optional[streamed.Streams] = None) -> Payload:
+    """Serialise ``obj`` for the wire; see the module docstring for ``for_worker``.
+
+    A payload larger than a frame comes back as :class:`~.chunked.Pieces`
+    that hold large ``bytes`` values of ``obj`` by reference, not copied.
 
     ``modules``, when given, receives the names of the modules whose
     functions, classes or module objects ``obj`` refers to (a worker must
-    be able to import them). Raises ``TypeError`` naming ``what`` and the
-    offending type when the value cannot travel: an object that must not be
-    copied (a file, a lock, see :mod:`.reducers`), or one that neither
-    pickle nor dill can carry.
+    be able to import them). ``streams``, when given, keeps the generators
+    and remote iterators among ``obj``, which the worker then pulls from the
+    caller (:mod:`.streamed`) instead of refusing them. Raises ``TypeError``
+    naming ``what`` and the offending type when the value cannot travel: an
+    object that must not be copied (a file, a lock, see :mod:`.reducers`),
+    or one that neither pickle nor dill can carry.
     """
     if _plain_call(obj) if for_worker else _plain(obj):
         # The fast path: values that hold no code, no class and nothing to refuse.
         return pickle.dumps(obj, PROTOCOL)
-    buffer = io.BytesIO()
     try:
-        _Pickler(buffer, for_worker, modules).dump(obj)
+        return _dumps(obj, for_worker, what, modules, streams)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if for_worker:
+            raise   # in the caller this may be a real Ctrl-C: it stops the program, as it would locally
+        # In a worker it came from the value's own __reduce__: a value that cannot travel.
+        raise TypeError(f"turbolift cannot serialise the {what}: pickling it raised "
+                        f"{type(exc).__name__}: {exc}") from None
+
+
+def _dumps(obj: Any, for_worker: bool, what: str, modules: Optional[set],
+           streams: Optional[streamed.Streams]) -> Payload:
+    buffer = PieceWriter()
+    try:
+        _Pickler(buffer, for_worker, modules, streams).dump(obj)
     except reducers.Uncopyable as exc:
         raise TypeError(f"turbolift cannot send the {what}: {exc}") from None
     except (pickle.PicklingError, TypeError, AttributeError) as first:
@@ -226,9 +258,12 @@ def dumps(obj: Any, *, for_worker: bool, what: str = "value", modules: Optional[
                 "Arguments and results of distributed functions must be picklable "
                 "(dill is used for lambdas, closures and the classes of your script)."
             ) from first
-    return buffer.getvalue()
+    return buffer.payload()
 
 
 def loads(data: Any) -> Any:
-    """Deserialise what :func:`dumps` produced (in either direction)."""
+    """Deserialise what :func:`dumps` or :func:`dumps_payload` produced (in either direction);
+    received :class:`~.chunked.Pieces` are consumed as they are read."""
+    if isinstance(data, Pieces):
+        return pickle.Unpickler(data.reader()).load()
     return pickle.loads(data)

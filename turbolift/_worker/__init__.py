@@ -1,8 +1,8 @@
 """The worker side: a generic gRPC server that runs calls from shipped bundles.
 
-``service`` answers the RPCs, ``server`` starts and stops the gRPC server,
-``bundle_store`` keeps bundles on disk and imports them, ``blob_store``
-holds large payloads, ``requirements`` pins environments, ``cancel``
+``session`` answers a caller's Session stream (its calls run in ``execution``),
+``server`` starts and stops the gRPC server, ``bundle_store`` keeps bundles
+on disk and imports them, ``requirements`` pins environments, ``cancel``
 interrupts abandoned calls, ``supervisor`` restarts a server killed by user
 code, ``launcher`` starts worker processes (for the platforms and the
 supervisor) and ``command`` is ``turbolift worker``. Nothing here imports

@@ -74,7 +74,13 @@ def check(path: str) -> dict:
                 manifest = json.loads(handle.read(MAX_MANIFEST_BYTES + 1))
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, NotImplementedError) as exc:
         raise BundleError(f"the bundle is not a readable zip archive with a JSON manifest: {exc}") from None
-    return _checked_manifest(manifest)
+    manifest = _checked_manifest(manifest)
+    for key in ("modules", "pickled", "sources"):
+        for name, entry in manifest.get(key, {}).items():
+            if entry not in infos or entry == MANIFEST:
+                raise BundleError(f"the bundle manifest's {key!r} names {entry!r} for {name!r}, which is not "
+                                  "a file of the bundle")
+    return manifest
 
 
 def _checked_manifest(manifest: object) -> dict:

@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import tokenize
 from typing import Any, Callable, Iterable, Optional
 
 from .._marker import TurboliftFunction
@@ -91,10 +92,10 @@ class LoadedBundle:
     @staticmethod
     def _register_source(original: str, local: str) -> None:
         try:
-            with open(local, encoding="utf-8") as handle:
+            with tokenize.open(local) as handle:   # decoded as Python decodes it (its coding cookie)
                 lines = handle.read().splitlines(True)
-        except OSError:
-            return
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            return   # (only for tracebacks: a file that cannot be read as text has no lines to show)
         linecache.cache[original] = (len(lines), None, lines, original)
 
     def activate(self) -> None:

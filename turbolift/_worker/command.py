@@ -39,6 +39,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--no-restart", action="store_true",
                         help="serve in this process; do not restart the server when user code kills it")
     parser.add_argument("--previous-exit", help=argparse.SUPPRESS)
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP on this port "
+                        "(0 picks one), on the --listen host (needs turbolift[metrics])")
     parser.add_argument("--install-requirements", action="store_true",
                         help="pip-install a bundle's pinned requirements into the cache "
                         "instead of refusing the bundle")
@@ -87,5 +89,5 @@ def _serve(opts: argparse.Namespace) -> int:
     options = WorkerOptions(listen=opts.listen, cache_dir=opts.cache_dir or default_cache_dir(), token=token,
                             threads=opts.threads, worker_id=opts.worker_id,
                             install_requirements=opts.install_requirements, previous_exit=opts.previous_exit,
-                            tls=tls)
+                            tls=tls, metrics_port=opts.metrics_port)
     return run(options, ready_fd=opts.ready_fd, exit_with_stdin=opts.exit_with_stdin, publish_token=made)

@@ -107,7 +107,7 @@ def _run_call(function: Callable, payload: Any) -> Any:
         value = _settle_coroutine(value)
     if streams(value):
         return _Iterating(value if not inspect.isasyncgen(value) else _AsyncGeneratorIterator(value))
-    return serialize.dumps(value, for_worker=False, what="result")
+    return serialize.dumps_payload(value, for_worker=False, what="result")
 
 
 class _Iterating:
@@ -119,28 +119,47 @@ class _Iterating:
         self.iterator = iterator
 
 
-def call(watchdog: Watchdog, ticket: Ticket, function: Callable, payload: Any,
-         events: Optional[capture.Events] = None) -> Outcome:
-    """Run ``function`` on the serialised ``(args, kwargs)`` in ``payload``."""
+def _interruptible(watchdog: Watchdog, ticket: Ticket, events: Optional[capture.Events], fn: Callable,
+                   *args: Any) -> Outcome:
+    """Run ``fn(*args)`` holding a slot, as user code under the watchdog, with ``events`` routed.
+
+    RETURNED carries what ``fn`` returned (unserialised); CANCELLED when the
+    call was abandoned, before or during the run; INVALID for a BadRequest;
+    RAISED with the packed exception otherwise.
+    """
     if not watchdog.acquire(ticket):
         return Outcome(CANCELLED)
     started = time.perf_counter()
     capture.attach(events)
     try:
-        ok, value = watchdog.run(ticket, _run_call, function, payload)
+        ok, value = watchdog.run(ticket, fn, *args)
     finally:
         capture.detach(events)
         watchdog.release(ticket)
     elapsed = time.perf_counter() - started
-    if ok and not ticket.interrupted:
-        if isinstance(value, _Iterating):
-            return Outcome(ITERATOR, value.iterator, elapsed)
-        return Outcome(RETURNED, value, elapsed)
-    if isinstance(value, CallCancelled) or ticket.interrupted:
-        return Outcome(CANCELLED, elapsed=elapsed)
-    if isinstance(value, BadRequest):
-        return Outcome(INVALID, str(value), elapsed)
-    return Outcome(RAISED, pack_exception(value), elapsed)
+    try:
+        if ok and not ticket.interrupted:
+            return Outcome(RETURNED, value, elapsed)
+        if isinstance(value, CallCancelled) or ticket.interrupted:
+            return Outcome(CANCELLED, elapsed=elapsed)
+        if isinstance(value, BadRequest):
+            return Outcome(INVALID, str(value), elapsed)
+        return Outcome(RAISED, pack_exception(value), elapsed)
+    finally:
+        # An exception's traceback reaches this frame (through the frames it
+        # passed): holding it here would make a cycle that keeps the call's
+        # arguments and results alive until the garbage collector happens to run.
+        del value
+
+
+def call(watchdog: Watchdog, ticket: Ticket, function: Callable, payload: Any,
+         events: Optional[capture.Events] = None) -> Outcome:
+    """Run ``function`` on the serialised ``(args, kwargs)`` in ``payload``; RETURNED carries the
+    serialised result, ITERATOR the iterator it returned."""
+    outcome = _interruptible(watchdog, ticket, events, _run_call, function, payload)
+    if outcome.kind == RETURNED and isinstance(outcome.value, _Iterating):
+        outcome.kind, outcome.value = ITERATOR, outcome.value.iterator
+    return outcome
 
 
 def _run_items(function: Callable, items: list, with_kwargs: bool) -> list:
@@ -180,9 +199,9 @@ def _run_items(function: Callable, items: list, with_kwargs: bool) -> list:
     return outcomes
 
 
-def _encode_items(outcomes: list) -> bytes:
+def _encode_items(outcomes: list) -> serialize.Payload:
     try:
-        return serialize.dumps(outcomes, for_worker=False, what="results")
+        return serialize.dumps_payload(outcomes, for_worker=False, what="results")
     except TypeError:  # replace the results that cannot travel with the error that says so
         safe = []
         for ok, value in outcomes:
@@ -192,10 +211,10 @@ def _encode_items(outcomes: list) -> bytes:
                 except TypeError as exc:
                     ok, value = False, pack_exception(exc)
             safe.append((ok, value))
-        return serialize.dumps(safe, for_worker=False, what="results")
+        return serialize.dumps_payload(safe, for_worker=False, what="results")
 
 
-def _run_batch(function: Callable, payload: Any, count: int, with_kwargs: bool) -> bytes:
+def _run_batch(function: Callable, payload: Any, count: int, with_kwargs: bool) -> serialize.Payload:
     try:
         items = serialize.loads(payload)
     except Exception as exc:
@@ -210,23 +229,7 @@ def _run_batch(function: Callable, payload: Any, count: int, with_kwargs: bool) 
 def batch(watchdog: Watchdog, ticket: Ticket, function: Callable, payload: Any, count: int,
           with_kwargs: bool, events: Optional[capture.Events] = None) -> Outcome:
     """Run ``count`` calls of ``function``; RETURNED carries the serialised list of outcomes."""
-    if not watchdog.acquire(ticket):
-        return Outcome(CANCELLED)
-    started = time.perf_counter()
-    capture.attach(events)
-    try:
-        ok, value = watchdog.run(ticket, _run_batch, function, payload, count, with_kwargs)
-    finally:
-        capture.detach(events)
-        watchdog.release(ticket)
-    elapsed = time.perf_counter() - started
-    if ok and not ticket.interrupted:
-        return Outcome(RETURNED, value, elapsed)
-    if isinstance(value, CallCancelled) or ticket.interrupted:
-        return Outcome(CANCELLED, elapsed=elapsed)
-    if isinstance(value, BadRequest):
-        return Outcome(INVALID, str(value), elapsed)
-    return Outcome(RAISED, pack_exception(value), elapsed)
+    return _interruptible(watchdog, ticket, events, _run_batch, function, payload, count, with_kwargs)
 
 
 _DONE = object()
@@ -243,7 +246,7 @@ def _next_items(iterator: Any, count: int, batch_seconds: float) -> tuple[list, 
     for _ in range(count):
         try:
             value = next(iterator)
-            items.append(serialize.dumps(value, for_worker=False, what="item"))
+            items.append(serialize.dumps_payload(value, for_worker=False, what="item"))
         except StopIteration:
             return items, _DONE
         except CallCancelled:
@@ -260,20 +263,11 @@ def step(watchdog: Watchdog, ticket: Ticket, iterator: Any, count: int,
          ) -> tuple[list, Optional[Outcome]]:
     """The next items (``count`` at most); the Outcome is set when the iterator ended
     (RETURNED), raised (RAISED, after the items before it) or was cancelled."""
-    if not watchdog.acquire(ticket):
-        return [], Outcome(CANCELLED)
-    capture.attach(events)
-    try:
-        ok, value = watchdog.run(ticket, _next_items, iterator, count, batch_seconds)
-    finally:
-        capture.detach(events)
-        watchdog.release(ticket)
-    if ok and not ticket.interrupted:
-        collected, end = value
-        return collected, (Outcome(RETURNED) if end is _DONE else end)
-    if isinstance(value, CallCancelled) or ticket.interrupted:
-        return [], Outcome(CANCELLED)
-    return [], Outcome(RAISED, pack_exception(value))
+    outcome = _interruptible(watchdog, ticket, events, _next_items, iterator, count, batch_seconds)
+    if outcome.kind != RETURNED:   # CANCELLED or RAISED (nothing here raises BadRequest)
+        return [], outcome
+    collected, end = outcome.value
+    return collected, (Outcome(RETURNED) if end is _DONE else end)
 
 
 def close_iterator(watchdog: Watchdog, iterator: Any, events: Optional[capture.Events] = None) -> None:

@@ -25,6 +25,9 @@ from ..errors import ClusterError
 # Variables that would make a worker distribute its calls in turn.
 _SWITCHES = ("TURBOLIFT", "TURBOLIFT_CLUSTER")
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent.parent)
+# What a local cluster names the private directory of its workers' sockets
+# (the last worker to exit removes it when the cluster's owner was killed).
+RUN_DIR_PREFIX = "turbolift-run-"
 
 
 def default_cache_dir() -> str:
@@ -102,8 +105,8 @@ class WorkerProcess:
             if readable:
                 chunk = os.read(self._ready_read, 1024)
                 if not chunk:
-                    code = self.process.poll()
-                    ended = describe_exit(code) if code is not None else "closed its pipe"
+                    # The pipe closes as the process exits: wait a moment for its status.
+                    ended = self.exit_reason(timeout=5.0) or "closed its pipe"
                     raise ClusterError(f"{self.name} exited during start-up ({ended}); its error output "
                                        "is above")
                 data += chunk

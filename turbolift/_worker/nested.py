@@ -21,8 +21,8 @@ from collections import deque
 from typing import Any, Iterable, Iterator, Optional
 
 from .._wire import serialize
+from .._wire.chunked import frames_of
 from .._wire.outcomes import unpack_exception
-from .._wire.protocol import FRAME_DATA
 from ..errors import WorkerLost
 from ..v1 import worker_pb2 as pb
 from .cancel import Ticket, Watchdog
@@ -79,9 +79,11 @@ class NestedCalls:
         self._waiting: dict[int, NestedFuture] = {}
         self._parts: dict[int, bytearray] = {}
         self._lost = False
+        self.epoch = 0   # which call of the session runs (or streams its items) now
 
     def enter(self, ticket: Ticket) -> None:
         """The current thread runs a call of this session (so its nested calls go out) until leave()."""
+        self.epoch += 1
         _current.calls, _current.ticket = self, ticket
 
     @staticmethod
@@ -91,7 +93,7 @@ class NestedCalls:
     def start(self, function: Any, args: tuple, kwargs: dict, ticket: Optional[Ticket]) -> NestedFuture:
         """Send a call of the marked ``function`` to the caller; return its future."""
         future = NestedFuture(self._session.watchdog, ticket)
-        data = serialize.dumps((args, kwargs), for_worker=False, what="arguments")
+        data = serialize.dumps_payload((args, kwargs), for_worker=False, what="arguments")
         pickled = serialize.dumps(function, for_worker=False, what="function")
         with self._lock:
             if self._lost:
@@ -99,15 +101,29 @@ class NestedCalls:
             call_id = next(self._ids)
             self._waiting[call_id] = future
         self._session.start_pump(self._route)
-        view = memoryview(data)
-        first = True
-        for start in range(0, max(len(view), 1), FRAME_DATA):
-            part = bytes(view[start:start + FRAME_DATA])
-            last = start + FRAME_DATA >= len(view)
+        sent = 0
+        for part in frames_of(data) if len(data) else (b"",):
+            first = sent == 0
+            sent += len(part)
             self._session.send(pb.ServerFrame(nested_call=pb.NestedCall(
                 id=call_id, function=pickled if first else b"", data=part, size=len(data) if first else 0,
-                last=last)))
-            first = False
+                last=sent >= len(data))))
+        return future
+
+    def pull(self, number: int, ticket: Optional[Ticket], epoch: int) -> NestedFuture:
+        """Ask the caller for the next item of streamed argument ``number`` of the call of ``epoch``;
+        return its future."""
+        if epoch != self.epoch:
+            raise RuntimeError("an iterator streamed from the caller was read after the call it was passed "
+                               "to ended: read it during the call (or pass a list)")
+        future = NestedFuture(self._session.watchdog, ticket)
+        with self._lock:
+            if self._lost:
+                raise WorkerLost("the caller of this call went away; its iterator cannot be read")
+            call_id = next(self._ids)
+            self._waiting[call_id] = future
+        self._session.start_pump(self._route)
+        self._session.send(pb.ServerFrame(nested_call=pb.NestedCall(id=call_id, pull=number, last=True)))
         return future
 
     def _route(self, frame: Optional[pb.ClientFrame]) -> bool:
@@ -136,6 +152,36 @@ class NestedCalls:
 
 def _running_calls() -> tuple[Optional[NestedCalls], Optional[Ticket]]:
     return getattr(_current, "calls", None), getattr(_current, "ticket", None)
+
+
+class PulledIterator:
+    """An iterator the caller passed as an argument: each ``next()`` asks the caller for one item
+    (:mod:`turbolift._wire.streamed`), on the stream of the call it was passed to."""
+
+    def __init__(self, number: int) -> None:
+        calls, ticket = _running_calls()
+        if calls is None:
+            raise TypeError("an iterator streamed from the caller can only be read by the call it was "
+                            "passed to")
+        self._calls, self._ticket, self._number = calls, ticket, number
+        self._epoch = calls.epoch
+        self._done = False
+
+    def __iter__(self) -> "PulledIterator":
+        return self
+
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        try:
+            return self._calls.pull(self._number, self._ticket, self._epoch).result()
+        except StopIteration:
+            self._done = True
+            raise
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an iterator streamed from the caller cannot be sent back: return a list of its "
+                        "items, or a generator over it")
 
 
 class NestedStub:

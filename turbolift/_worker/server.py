@@ -15,13 +15,14 @@ import sys
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2
 
 from .. import _runtime
+from .._wire import streamed
 from .._wire.protocol import MESSAGE_LIMIT, SERVICE_NAME, WORKER_RECEIVE_LIMIT
 from .._wire.tls import TLS
 from ..errors import ConfigurationError
@@ -31,13 +32,13 @@ from .bundle_store import BundleStore
 from .cancel import Watchdog
 from .exposure import check_exposure
 from .interceptor import TokenInterceptor
-from .launcher import default_cache_dir, report_ready
-from .nested import NestedStub
-from .service import WorkerService
+from .launcher import RUN_DIR_PREFIX, default_cache_dir, report_ready
+from .metrics import METRICS
+from .nested import NestedStub, PulledIterator
 from .session import MAX_PENDING, MAX_SESSIONS, SessionHandler
 from .state import WorkerState
 
-SPARE_THREADS = 128   # unary-method threads beyond those running user code (waiting calls, uploads)
+UNARY_THREADS = 32    # Describe and health Watch (calls and uploads travel on Sessions)
 HEALTH_THREADS = 4    # health checks are answered by threads of their own, however busy the worker is
 
 SERVER_OPTIONS = [
@@ -65,9 +66,10 @@ class WorkerOptions:
     install_requirements: bool = False
     previous_exit: Optional[str] = None    # how the previous server at this address ended
     tls: Optional[TLS] = None
+    metrics_port: Optional[int] = None     # Prometheus metrics over HTTP (None: off)
 
 
-def _parsing(method: Callable, message_type: Any, streaming: bool) -> Callable:
+def _parsing(method: Callable, message_type: Any) -> Callable:
     """Wrap ``method`` so that a malformed message is INVALID_ARGUMENT, not INTERNAL.
 
     gRPC's own deserialisation failure answers a bare "Exception
@@ -80,11 +82,6 @@ def _parsing(method: Callable, message_type: Any, streaming: bool) -> Callable:
             return message_type.FromString(raw)
         except DecodeError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {name} message: {exc}")
-
-    if streaming:
-        def handle_stream(raw_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Any:
-            return method((parse(raw, context) for raw in raw_iterator), context)
-        return handle_stream
 
     def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
         return method(parse(raw, context), context)
@@ -128,22 +125,16 @@ def _health_handlers(servicer: health.HealthServicer) -> grpc.GenericRpcHandler:
     })
 
 
-def _handlers(service: WorkerService, sessions: SessionHandler) -> grpc.GenericRpcHandler:
+def _handlers(state: WorkerState, sessions: SessionHandler) -> grpc.GenericRpcHandler:
     serialize = _serialize_message
+
+    def describe(request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeReply:
+        return state.describe()
+
     return grpc.method_handlers_generic_handler(SERVICE_NAME, {
         "Session": grpc.stream_stream_rpc_method_handler(sessions, response_serializer=serialize),
-        "Call": grpc.unary_unary_rpc_method_handler(
-            _parsing(service.Call, pb.CallRequest, False), response_serializer=serialize),
-        "CallBatch": grpc.unary_unary_rpc_method_handler(
-            _parsing(service.CallBatch, pb.BatchRequest, False), response_serializer=serialize),
-        "PutBundle": grpc.stream_unary_rpc_method_handler(
-            _parsing(service.PutBundle, pb.BundleChunk, True), response_serializer=serialize),
-        "PutBlob": grpc.stream_unary_rpc_method_handler(
-            _parsing(service.PutBlob, pb.BlobChunk, True), response_serializer=serialize),
-        "GetBlob": grpc.unary_stream_rpc_method_handler(
-            _parsing(service.GetBlob, pb.BlobRef, False), response_serializer=serialize),
         "Describe": grpc.unary_unary_rpc_method_handler(
-            _parsing(service.Describe, pb.DescribeRequest, False), response_serializer=serialize),
+            _parsing(describe, pb.DescribeRequest), response_serializer=serialize),
     })
 
 
@@ -157,6 +148,7 @@ def serve(options: WorkerOptions) -> tuple[grpc.Server, str]:
     check_exposure(listen, options.token, options.tls)
     # Marked functions called by the functions we run go back to the caller.
     _runtime.enter_worker_mode(bind=NestedStub)
+    streamed.install(PulledIterator)   # iterators passed as arguments are pulled from their caller
     capture.install()
     # `python -m` put the current directory first on sys.path: a worker must
     # find the program's modules only in the bundles it was sent.
@@ -166,17 +158,19 @@ def serve(options: WorkerOptions) -> tuple[grpc.Server, str]:
     state = WorkerState(store=store, watchdog=Watchdog(slots=options.threads),
                         worker_id=options.worker_id or f"{socket.gethostname()}-{os.getpid()}",
                         token=options.token, previous_exit=options.previous_exit or "")
+    if options.metrics_port is not None:
+        host = listen.rpartition(":")[0].strip("[]") if not listen.startswith("unix:") else "127.0.0.1"
+        port = METRICS.serve(host or "0.0.0.0", options.metrics_port, state)
+        print(f"turbolift worker metrics on http://{host or '0.0.0.0'}:{port}/metrics", file=sys.stderr,
+              flush=True)
     interceptors = [TokenInterceptor(options.token)] if options.token else []
-    # The unary methods (earlier callers): ``threads`` run user code at once,
-    # the spare threads hold the calls that wait for a slot.
-    pool = futures.ThreadPoolExecutor(max_workers=options.threads + SPARE_THREADS,
-                                      thread_name_prefix="turbolift-call")
+    pool = futures.ThreadPoolExecutor(max_workers=UNARY_THREADS, thread_name_prefix="turbolift-unary")
     # Each Session holds a thread for its life (its calls run in it); threads
     # are made on demand, and the handler refuses streams beyond its limits.
     sessions = SessionHandler(state, futures.ThreadPoolExecutor(
         max_workers=MAX_PENDING + MAX_SESSIONS, thread_name_prefix="turbolift-session"))
     server = grpc.server(pool, interceptors=interceptors, options=SERVER_OPTIONS)
-    server.add_generic_rpc_handlers((_handlers(WorkerService(state), sessions),))
+    server.add_generic_rpc_handlers((_handlers(state, sessions),))
     health_service = health.HealthServicer()
     server.add_generic_rpc_handlers((_health_handlers(health_service),))
     try:
@@ -244,6 +238,29 @@ def run(options: WorkerOptions, *, ready_fd: Optional[int] = None, exit_with_std
         return _serve_until_stopped(server, exit_with_stdin)
     finally:
         tokens.remove(published)
+        if exit_with_stdin:
+            _remove_run_files(address)
+
+
+def _remove_run_files(address: str) -> None:
+    """Remove this worker's unix socket and, if it was the last, its cluster's run directory.
+
+    The caller removes both when it stops its cluster; when it was killed
+    (SIGKILL), its workers, which exit when it is gone, clean up instead.
+    """
+    if not address.startswith("unix:"):
+        return
+    path = address[len("unix:"):]
+    try:
+        os.unlink(path)
+    except OSError:   # (gRPC may have removed it already)
+        pass
+    directory = os.path.dirname(path)
+    if os.path.basename(directory).startswith(RUN_DIR_PREFIX):
+        try:
+            os.rmdir(directory)   # fails while another worker's socket is still there: that one removes it
+        except OSError:
+            pass
 
 
 def _stop(signum: int, frame: object) -> None:

@@ -25,12 +25,13 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from .._wire import handshake
-from .._wire.blobs import BlobError, assemble
+from .._wire.chunked import ChunkError, Payload, Pieces, frames_of, gather
 from .._wire.protocol import FRAME_DATA, SESSION_VERSION
 from ..errors import BundleError
 from ..v1 import worker_pb2 as pb
 from . import capture, execution, nested
 from .cancel import Ticket
+from .metrics import METRICS
 from .state import Failure, WorkerState
 
 HANDSHAKE_SECONDS = 10.0      # a stream that has not proven itself by then is cancelled
@@ -168,7 +169,7 @@ class Session:
                                 f"expected a {kind} frame, got {frame.WhichOneof('frame')}")
         return getattr(frame, kind)
 
-    def _payload(self, size: int, what: str) -> bytearray:
+    def _payload(self, size: int, what: str) -> Pieces:
         """``size`` bytes that follow as Chunk frames (heartbeats go out meanwhile: a large
         payload takes a while, and the caller is already waiting for the reply)."""
         def parts() -> Iterator[bytes]:
@@ -176,25 +177,24 @@ class Session:
             while received < size:
                 chunk = self._expect("chunk")
                 if chunk is None:
-                    raise BlobError(f"the stream ended inside the {what}")
+                    raise ChunkError(f"the stream ended inside the {what}")
                 received += len(chunk.data)
                 self._pulse()
                 yield chunk.data
         try:
-            return assemble(size, parts())
-        except BlobError as exc:
+            return gather(size, parts())
+        except ChunkError as exc:
             self._context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what}: {exc}")
             raise  # pragma: no cover
 
-    def _send_payload(self, data: bytes, head: Callable[[bytes, int], pb.ServerFrame]) -> None:
+    def _send_payload(self, data: Payload, head: Callable[[bytes, int], pb.ServerFrame]) -> None:
         """``head(inline data, announced size)``, then Chunk frames when ``data`` is large."""
         if len(data) <= FRAME_DATA:
-            self.send(head(data, 0))
+            self.send(head(data, 0))  # type: ignore[arg-type]  (a payload this small is bytes)
             return
         self.send(head(b"", len(data)))
-        view = memoryview(data)
-        for start in range(0, len(view), FRAME_DATA):
-            self.send(pb.ServerFrame(chunk=pb.Chunk(data=bytes(view[start:start + FRAME_DATA]))))
+        for chunk in frames_of(data):
+            self.send(pb.ServerFrame(chunk=pb.Chunk(data=chunk)))
 
     # -- the handshake -----------------------------------------------------------
     def handshake(self) -> bool:
@@ -259,6 +259,7 @@ class Session:
                     return
                 received["bytes"] += len(chunk.data)
                 yield chunk.data
+        METRICS.received(header.size)
         try:
             stored = self._state.store.put(header.bundle_id, header.size, parts())
         except (BundleError, OSError) as exc:
@@ -277,6 +278,7 @@ class Session:
         payload: Any = invoke.arguments
         if invoke.arguments_size:
             payload = self._payload(invoke.arguments_size, "arguments")
+        METRICS.received(len(payload))
         state = self._state
         for bundle_id in (*invoke.extra_bundles, invoke.function.bundle_id):
             bundle = state.bundle(bundle_id)
@@ -285,6 +287,8 @@ class Session:
                 return
             bundle.activate()  # the function's own bundle last: its modules come first
         function = state.function(bundle, invoke.function)
+        name = f"{invoke.function.module}.{invoke.function.qualname}"
+        METRICS.started(name)
         events = capture.Events(self.send, self._levels) if invoke.forward_events else None
         deadline = time.monotonic() + invoke.timeout if invoke.timeout > 0 else None
         ticket = Ticket(self._context.is_active, deadline, self._pulse)
@@ -301,6 +305,9 @@ class Session:
             finally:
                 self.nested.leave()
             del payload
+            METRICS.finished(name, outcome.kind, outcome.elapsed)
+            if outcome.kind == execution.RETURNED:
+                METRICS.sent(len(outcome.value))
             if outcome.kind == execution.ITERATOR:
                 self.send(pb.ServerFrame(reply=pb.Reply(outcome=pb.ITERATOR,
                                                         elapsed_seconds=outcome.elapsed)))

@@ -1,9 +1,8 @@
 """What every RPC of one worker shares, and the failures an exchange can end in.
 
-The Session stream and the unary methods both find bundles and functions
-here; a problem that is not the function's own exception is a
-:class:`Failure` carrying the gRPC status it maps to, which the Session
-sends as a Failure frame and the unary methods as the RPC's status.
+Sessions find bundles and functions here; a problem that is not the
+function's own exception is a :class:`Failure` carrying the gRPC status it
+maps to, which the Session sends as a Failure frame.
 """
 from __future__ import annotations
 
@@ -21,7 +20,6 @@ import grpc
 from .._version import __version__
 from ..errors import BundleError, EnvironmentMismatch
 from ..v1 import worker_pb2 as pb
-from .blob_store import BlobStore
 from .bundle_store import BundleStore, LoadedBundle
 from .cancel import Watchdog
 
@@ -49,7 +47,6 @@ class WorkerState:
     worker_id: str
     token: Optional[str] = None
     previous_exit: str = ""
-    blobs: BlobStore = field(default_factory=BlobStore)
     started: float = field(default_factory=time.time)
 
     def bundle(self, bundle_id: str) -> Optional[LoadedBundle]:
@@ -76,13 +73,15 @@ class WorkerState:
 
     def describe(self) -> pb.DescribeReply:
         held = self.store.sizes()
+        resident = _resident_bytes()
         return pb.DescribeReply(
             worker_id=self.worker_id, pid=os.getpid(), python_version=platform.python_version(),
             implementation=platform.python_implementation().lower(), turbolift_version=__version__,
             bundles=[bundle_id for bundle_id, _ in held], calls_served=self.watchdog.served,
             calls_running=self.watchdog.running, previous_exit=self.previous_exit, started=self.started,
-            memory_rss=_resident_bytes(),
-            memory_peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            memory_rss=resident,
+            # (the kernel updates the high-water mark lazily: it may lag the current figure)
+            memory_peak=max(resident, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
             held=[pb.BundleInfo(bundle_id=bundle_id, size=size) for bundle_id, size in held],
             hostname=socket.gethostname(), slots=self.watchdog.slots)
 

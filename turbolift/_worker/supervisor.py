@@ -82,10 +82,11 @@ def _supervise(args: Sequence[str], listen: str, made: Optional[tuple[Path, str]
                 if first:
                     started = True
                     address = found  # a port 0 request is now a fixed port for restarts
-                    print(f"turbolift worker listening on {address}", flush=True)
-                    if made is not None:
+                    if made is not None:   # before the address is announced: callers look for it then
                         published = tokens.publish(address, made[1])
                         token_args = ["--token-file", str(published)]
+                    print(f"turbolift worker listening on {address}", flush=True)
+                    if published is not None:
                         print(tokens.announce(published), file=sys.stderr, flush=True)
                 code = child.process.wait()
             if stopping:

@@ -1,6 +1,7 @@
 """Worker processes on this machine: the default platform (``local``, ``local:N``)."""
 from __future__ import annotations
 
+import glob
 import itertools
 import os
 import secrets
@@ -11,9 +12,23 @@ import threading
 import time
 from typing import Optional
 
-from .._worker.launcher import WorkerProcess, default_cache_dir
+from .._worker.launcher import RUN_DIR_PREFIX, WorkerProcess, default_cache_dir
 from ..errors import ConfigurationError
 from .base import Cluster
+
+
+def running_local_workers() -> list[str]:
+    """The addresses of the unix-socket workers of this user's running LocalQueues (each keeps its
+    sockets in a private run directory of the temporary directory)."""
+    found = []
+    for run_dir in sorted(glob.glob(os.path.join(tempfile.gettempdir(), RUN_DIR_PREFIX + "*"))):
+        try:
+            if os.stat(run_dir).st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        found += ["unix:" + path for path in sorted(glob.glob(os.path.join(run_dir, "*.sock")))]
+    return found
 
 
 class LocalQueue(Cluster):
@@ -56,7 +71,7 @@ class LocalQueue(Cluster):
         with self._lock:
             if self._procs or self._stopped:
                 return
-            self._run_dir = tempfile.mkdtemp(prefix="turbolift-run-")
+            self._run_dir = tempfile.mkdtemp(prefix=RUN_DIR_PREFIX)
             self._procs = [self._spawn(i) for i in range(self.workers)]
 
     def _spawn(self, index: int) -> WorkerProcess:

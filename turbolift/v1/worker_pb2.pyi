@@ -30,20 +30,6 @@ class FunctionRef(_message.Message):
     qualname: str
     def __init__(self, bundle_id: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ...) -> None: ...
 
-class CallRequest(_message.Message):
-    __slots__ = ("function", "arguments", "call_id", "parent_call_id", "arguments_blob")
-    FUNCTION_FIELD_NUMBER: _ClassVar[int]
-    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
-    CALL_ID_FIELD_NUMBER: _ClassVar[int]
-    PARENT_CALL_ID_FIELD_NUMBER: _ClassVar[int]
-    ARGUMENTS_BLOB_FIELD_NUMBER: _ClassVar[int]
-    function: FunctionRef
-    arguments: bytes
-    call_id: str
-    parent_call_id: str
-    arguments_blob: str
-    def __init__(self, function: _Optional[_Union[FunctionRef, _Mapping]] = ..., arguments: _Optional[bytes] = ..., call_id: _Optional[str] = ..., parent_call_id: _Optional[str] = ..., arguments_blob: _Optional[str] = ...) -> None: ...
-
 class RemoteException(_message.Message):
     __slots__ = ("exception", "type_name", "message", "traceback")
     EXCEPTION_FIELD_NUMBER: _ClassVar[int]
@@ -55,72 +41,6 @@ class RemoteException(_message.Message):
     message: str
     traceback: str
     def __init__(self, exception: _Optional[bytes] = ..., type_name: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
-
-class CallReply(_message.Message):
-    __slots__ = ("outcome", "result", "error", "elapsed_seconds", "worker_id", "result_blob")
-    OUTCOME_FIELD_NUMBER: _ClassVar[int]
-    RESULT_FIELD_NUMBER: _ClassVar[int]
-    ERROR_FIELD_NUMBER: _ClassVar[int]
-    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
-    RESULT_BLOB_FIELD_NUMBER: _ClassVar[int]
-    outcome: Outcome
-    result: bytes
-    error: RemoteException
-    elapsed_seconds: float
-    worker_id: str
-    result_blob: BlobRef
-    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., result: _Optional[bytes] = ..., error: _Optional[_Union[RemoteException, _Mapping]] = ..., elapsed_seconds: _Optional[float] = ..., worker_id: _Optional[str] = ..., result_blob: _Optional[_Union[BlobRef, _Mapping]] = ...) -> None: ...
-
-class BatchRequest(_message.Message):
-    __slots__ = ("function", "items", "call_id", "count", "with_kwargs")
-    FUNCTION_FIELD_NUMBER: _ClassVar[int]
-    ITEMS_FIELD_NUMBER: _ClassVar[int]
-    CALL_ID_FIELD_NUMBER: _ClassVar[int]
-    COUNT_FIELD_NUMBER: _ClassVar[int]
-    WITH_KWARGS_FIELD_NUMBER: _ClassVar[int]
-    function: FunctionRef
-    items: bytes
-    call_id: str
-    count: int
-    with_kwargs: bool
-    def __init__(self, function: _Optional[_Union[FunctionRef, _Mapping]] = ..., items: _Optional[bytes] = ..., call_id: _Optional[str] = ..., count: _Optional[int] = ..., with_kwargs: _Optional[bool] = ...) -> None: ...
-
-class BatchReply(_message.Message):
-    __slots__ = ("outcome", "results", "elapsed_seconds", "worker_id")
-    OUTCOME_FIELD_NUMBER: _ClassVar[int]
-    RESULTS_FIELD_NUMBER: _ClassVar[int]
-    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
-    outcome: Outcome
-    results: bytes
-    elapsed_seconds: float
-    worker_id: str
-    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., results: _Optional[bytes] = ..., elapsed_seconds: _Optional[float] = ..., worker_id: _Optional[str] = ...) -> None: ...
-
-class BlobChunk(_message.Message):
-    __slots__ = ("size", "data")
-    SIZE_FIELD_NUMBER: _ClassVar[int]
-    DATA_FIELD_NUMBER: _ClassVar[int]
-    size: int
-    data: bytes
-    def __init__(self, size: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
-
-class BlobRef(_message.Message):
-    __slots__ = ("blob_id", "size")
-    BLOB_ID_FIELD_NUMBER: _ClassVar[int]
-    SIZE_FIELD_NUMBER: _ClassVar[int]
-    blob_id: str
-    size: int
-    def __init__(self, blob_id: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
-
-class BundleChunk(_message.Message):
-    __slots__ = ("header", "data")
-    HEADER_FIELD_NUMBER: _ClassVar[int]
-    DATA_FIELD_NUMBER: _ClassVar[int]
-    header: BundleHeader
-    data: bytes
-    def __init__(self, header: _Optional[_Union[BundleHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class BundleHeader(_message.Message):
     __slots__ = ("bundle_id", "size")
@@ -409,18 +329,20 @@ class WarningRecord(_message.Message):
     def __init__(self, category: _Optional[bytes] = ..., category_name: _Optional[str] = ..., message: _Optional[str] = ..., filename: _Optional[str] = ..., lineno: _Optional[int] = ...) -> None: ...
 
 class NestedCall(_message.Message):
-    __slots__ = ("id", "function", "data", "size", "last")
+    __slots__ = ("id", "function", "data", "size", "last", "pull")
     ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    PULL_FIELD_NUMBER: _ClassVar[int]
     id: int
     function: bytes
     data: bytes
     size: int
     last: bool
-    def __init__(self, id: _Optional[int] = ..., function: _Optional[bytes] = ..., data: _Optional[bytes] = ..., size: _Optional[int] = ..., last: _Optional[bool] = ...) -> None: ...
+    pull: int
+    def __init__(self, id: _Optional[int] = ..., function: _Optional[bytes] = ..., data: _Optional[bytes] = ..., size: _Optional[int] = ..., last: _Optional[bool] = ..., pull: _Optional[int] = ...) -> None: ...
 
 class NestedReply(_message.Message):
     __slots__ = ("id", "ok", "data", "size", "last")

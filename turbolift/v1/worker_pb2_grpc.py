@@ -39,35 +39,10 @@ class WorkerStub:
                 request_serializer=turbolift_dot_v1_dot_worker__pb2.ClientFrame.SerializeToString,
                 response_deserializer=turbolift_dot_v1_dot_worker__pb2.ServerFrame.FromString,
                 _registered_method=True)
-        self.Call = channel.unary_unary(
-                '/turbolift.v1.Worker/Call',
-                request_serializer=turbolift_dot_v1_dot_worker__pb2.CallRequest.SerializeToString,
-                response_deserializer=turbolift_dot_v1_dot_worker__pb2.CallReply.FromString,
-                _registered_method=True)
-        self.CallBatch = channel.unary_unary(
-                '/turbolift.v1.Worker/CallBatch',
-                request_serializer=turbolift_dot_v1_dot_worker__pb2.BatchRequest.SerializeToString,
-                response_deserializer=turbolift_dot_v1_dot_worker__pb2.BatchReply.FromString,
-                _registered_method=True)
-        self.PutBundle = channel.stream_unary(
-                '/turbolift.v1.Worker/PutBundle',
-                request_serializer=turbolift_dot_v1_dot_worker__pb2.BundleChunk.SerializeToString,
-                response_deserializer=turbolift_dot_v1_dot_worker__pb2.PutBundleReply.FromString,
-                _registered_method=True)
         self.Describe = channel.unary_unary(
                 '/turbolift.v1.Worker/Describe',
                 request_serializer=turbolift_dot_v1_dot_worker__pb2.DescribeRequest.SerializeToString,
                 response_deserializer=turbolift_dot_v1_dot_worker__pb2.DescribeReply.FromString,
-                _registered_method=True)
-        self.PutBlob = channel.stream_unary(
-                '/turbolift.v1.Worker/PutBlob',
-                request_serializer=turbolift_dot_v1_dot_worker__pb2.BlobChunk.SerializeToString,
-                response_deserializer=turbolift_dot_v1_dot_worker__pb2.BlobRef.FromString,
-                _registered_method=True)
-        self.GetBlob = channel.unary_stream(
-                '/turbolift.v1.Worker/GetBlob',
-                request_serializer=turbolift_dot_v1_dot_worker__pb2.BlobRef.SerializeToString,
-                response_deserializer=turbolift_dot_v1_dot_worker__pb2.BlobChunk.FromString,
                 _registered_method=True)
 
 
@@ -75,52 +50,16 @@ class WorkerServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Session(self, request_iterator, context):
-        """A persistent stream of exchanges (see "Sessions" below).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Call(self, request, context):
-        """Run one call in one unary round trip.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CallBatch(self, request, context):
-        """Run many calls of one function in one message.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def PutBundle(self, request_iterator, context):
-        """Upload a bundle in chunks; the first chunk carries the header.
+        """A persistent stream of exchanges (see "Sessions" below): calls, their
+        output and log records, iterator items, nested calls, bundle uploads.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Describe(self, request, context):
-        """Describe the worker: versions, bundles held, load.
+        """Describe the worker: versions, bundles held, load (also on a Session).
         """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def PutBlob(self, request_iterator, context):
-        """Large arguments and results travel as blobs, streamed in chunks, so no
-        single message approaches gRPC's (or protobuf's 2 GiB) size limits.
-        A blob is held by the worker that received or produced it, until the
-        call that names it consumes it, or the caller fetches it, or it expires.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetBlob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -133,35 +72,10 @@ def add_WorkerServicer_to_server(servicer, server):
                     request_deserializer=turbolift_dot_v1_dot_worker__pb2.ClientFrame.FromString,
                     response_serializer=turbolift_dot_v1_dot_worker__pb2.ServerFrame.SerializeToString,
             ),
-            'Call': grpc.unary_unary_rpc_method_handler(
-                    servicer.Call,
-                    request_deserializer=turbolift_dot_v1_dot_worker__pb2.CallRequest.FromString,
-                    response_serializer=turbolift_dot_v1_dot_worker__pb2.CallReply.SerializeToString,
-            ),
-            'CallBatch': grpc.unary_unary_rpc_method_handler(
-                    servicer.CallBatch,
-                    request_deserializer=turbolift_dot_v1_dot_worker__pb2.BatchRequest.FromString,
-                    response_serializer=turbolift_dot_v1_dot_worker__pb2.BatchReply.SerializeToString,
-            ),
-            'PutBundle': grpc.stream_unary_rpc_method_handler(
-                    servicer.PutBundle,
-                    request_deserializer=turbolift_dot_v1_dot_worker__pb2.BundleChunk.FromString,
-                    response_serializer=turbolift_dot_v1_dot_worker__pb2.PutBundleReply.SerializeToString,
-            ),
             'Describe': grpc.unary_unary_rpc_method_handler(
                     servicer.Describe,
                     request_deserializer=turbolift_dot_v1_dot_worker__pb2.DescribeRequest.FromString,
                     response_serializer=turbolift_dot_v1_dot_worker__pb2.DescribeReply.SerializeToString,
-            ),
-            'PutBlob': grpc.stream_unary_rpc_method_handler(
-                    servicer.PutBlob,
-                    request_deserializer=turbolift_dot_v1_dot_worker__pb2.BlobChunk.FromString,
-                    response_serializer=turbolift_dot_v1_dot_worker__pb2.BlobRef.SerializeToString,
-            ),
-            'GetBlob': grpc.unary_stream_rpc_method_handler(
-                    servicer.GetBlob,
-                    request_deserializer=turbolift_dot_v1_dot_worker__pb2.BlobRef.FromString,
-                    response_serializer=turbolift_dot_v1_dot_worker__pb2.BlobChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -202,87 +116,6 @@ class Worker:
             _registered_method=True)
 
     @staticmethod
-    def Call(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/turbolift.v1.Worker/Call',
-            turbolift_dot_v1_dot_worker__pb2.CallRequest.SerializeToString,
-            turbolift_dot_v1_dot_worker__pb2.CallReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CallBatch(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/turbolift.v1.Worker/CallBatch',
-            turbolift_dot_v1_dot_worker__pb2.BatchRequest.SerializeToString,
-            turbolift_dot_v1_dot_worker__pb2.BatchReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def PutBundle(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_unary(
-            request_iterator,
-            target,
-            '/turbolift.v1.Worker/PutBundle',
-            turbolift_dot_v1_dot_worker__pb2.BundleChunk.SerializeToString,
-            turbolift_dot_v1_dot_worker__pb2.PutBundleReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
     def Describe(request,
             target,
             options=(),
@@ -299,60 +132,6 @@ class Worker:
             '/turbolift.v1.Worker/Describe',
             turbolift_dot_v1_dot_worker__pb2.DescribeRequest.SerializeToString,
             turbolift_dot_v1_dot_worker__pb2.DescribeReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def PutBlob(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_unary(
-            request_iterator,
-            target,
-            '/turbolift.v1.Worker/PutBlob',
-            turbolift_dot_v1_dot_worker__pb2.BlobChunk.SerializeToString,
-            turbolift_dot_v1_dot_worker__pb2.BlobRef.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetBlob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/turbolift.v1.Worker/GetBlob',
-            turbolift_dot_v1_dot_worker__pb2.BlobRef.SerializeToString,
-            turbolift_dot_v1_dot_worker__pb2.BlobChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     manifests.add_argument("--token-secret", help="use this existing Secret for the token (none is printed)")
     manifests.add_argument("--token-key", default="token", help="the token's key in the Secret")
     manifests.add_argument("--token-file", help="put this token in the printed Secret (default: a fresh one)")
+    manifests.add_argument("--metrics-port", type=int, help="workers serve Prometheus metrics on this port; "
+                           "pods are annotated for scraping (the image needs turbolift[metrics])")
     manifests.add_argument("--pull-policy", choices=("Always", "IfNotPresent", "Never"),
                            help="imagePullPolicy of the worker container")
     manifests.add_argument("--run-id", help="the run id every object is labelled with (default: a fresh one)")
@@ -121,7 +123,7 @@ def manifests(opts: argparse.Namespace) -> int:
         resources=resources_for(opts.cpu, opts.memory), token_secret=opts.token_secret,
         token_key=opts.token_key, token_file=opts.token_file, min_replicas=opts.min_replicas,
         max_replicas=opts.max_replicas, cpu_utilization=opts.cpu_utilization,
-        image_pull_policy=opts.pull_policy, run_id=opts.run_id)
+        image_pull_policy=opts.pull_policy, metrics_port=opts.metrics_port, run_id=opts.run_id)
     sys.stdout.write(render(cluster.objects(), opts.output))
     if not opts.token_secret:
         print(f"turbolift: the Secret {cluster.names.secret} holds the workers' token; callers attach with "

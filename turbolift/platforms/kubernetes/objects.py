@@ -111,6 +111,7 @@ class WorkerSpec:
     max_replicas: Optional[int] = None
     cpu_utilization: int = 80
     image_pull_policy: Optional[str] = None
+    metrics_port: Optional[int] = None    # Prometheus metrics of each worker (pods annotated for scraping)
 
     def __post_init__(self) -> None:
         check_namespace(self.namespace)
@@ -138,6 +139,11 @@ class WorkerSpec:
             raise ConfigurationError(f"resources may hold 'requests' and 'limits', not {sorted(unknown)}")
         if self.image_pull_policy is not None and self.image_pull_policy not in PULL_POLICIES:
             raise ConfigurationError(f"image_pull_policy must be one of {', '.join(PULL_POLICIES)}")
+        if self.metrics_port is not None and (not _is_int(self.metrics_port)
+                                              or not 1 <= self.metrics_port <= 65535
+                                              or self.metrics_port == WORKER_PORT):
+            raise ConfigurationError(f"metrics_port must be a port from 1 to 65535 other than {WORKER_PORT}, "
+                                     f"got {self.metrics_port!r}")
         if self.token_secret is not None and not _SECRET_NAME.match(self.token_secret):
             raise ConfigurationError(f"token_secret {self.token_secret!r} is not a valid Secret name")
 
@@ -233,6 +239,13 @@ def deployment(spec: WorkerSpec, run_id: str) -> dict:
     }
     if spec.image_pull_policy:
         container["imagePullPolicy"] = spec.image_pull_policy
+    template_metadata: dict[str, Any] = {"labels": labels(run_id)}
+    if spec.metrics_port is not None:
+        container["command"] += ["--metrics-port", str(spec.metrics_port)]
+        container["ports"].append({"name": "metrics", "containerPort": spec.metrics_port, "protocol": "TCP"})
+        template_metadata["annotations"] = {"prometheus.io/scrape": "true",
+                                            "prometheus.io/port": str(spec.metrics_port),
+                                            "prometheus.io/path": "/metrics"}
     pod_spec = {
         # Workers run whatever their callers send: give that code no
         # credentials for the Kubernetes API.
@@ -262,7 +275,7 @@ def deployment(spec: WorkerSpec, run_id: str) -> dict:
             "replicas": spec.initial_replicas,
             "revisionHistoryLimit": 1,
             "selector": {"matchLabels": pod_selector(run_id)},
-            "template": {"metadata": {"labels": labels(run_id)}, "spec": pod_spec},
+            "template": {"metadata": template_metadata, "spec": pod_spec},
         },
     }
 

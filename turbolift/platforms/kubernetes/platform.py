@@ -73,7 +73,8 @@ class Kubernetes(Cluster):
                  token: Optional[str] = None, token_file: Optional[str] = None,
                  min_replicas: Optional[int] = None, max_replicas: Optional[int] = None,
                  cpu_utilization: int = 80, image_pull_policy: Optional[str] = None,
-                 start_timeout: float = DEFAULT_START_TIMEOUT, kubeconfig: Optional[str] = None,
+                 metrics_port: Optional[int] = None, start_timeout: float = DEFAULT_START_TIMEOUT,
+                 kubeconfig: Optional[str] = None,
                  context: Optional[str] = None, run_id: Optional[str] = None, attach: bool = False,
                  api: Optional[Api] = None) -> None:
         super().__init__()
@@ -90,7 +91,7 @@ class Kubernetes(Cluster):
                 resources=resources if resources is not None else kobjects.DEFAULT_RESOURCES,
                 token_secret=token_secret, token_key=token_key, min_replicas=min_replicas,
                 max_replicas=max_replicas, cpu_utilization=cpu_utilization,
-                image_pull_policy=image_pull_policy)
+                image_pull_policy=image_pull_policy, metrics_port=metrics_port)
         self.run_id = kobjects.check_run_id(run_id) if run_id is not None else kobjects.new_run_id()
         self.names = kobjects.Names.of(self.run_id)
         self.ready_timeout = start_timeout
@@ -398,6 +399,7 @@ _URL_KEYS: dict[str, Callable[[str], Any]] = {
     "image": str, "replicas": int, "cpu": str, "memory": str, "token_secret": str, "token_key": str,
     "token_file": str, "min_replicas": int, "max_replicas": int, "cpu_utilization": int,
     "pull_policy": str, "timeout": float, "kubeconfig": str, "context": str, "run_id": str, "attach": _flag,
+    "metrics_port": int,
 }
 _URL_ARGUMENT = {"pull_policy": "image_pull_policy", "timeout": "start_timeout"}
 
