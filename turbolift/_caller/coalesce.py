@@ -4,7 +4,7 @@ A remote call of a function that runs in microseconds costs a gRPC round
 trip of CPU on both sides; with many calls in flight that overhead, not the
 function, sets the pace. When a function is cheap (its calls take under
 ``CHEAP_SECONDS`` on the worker, as the workers report) and it already has
-``2 x workers`` messages in flight, further ``submit``s wait in a queue and
+``MAX_MESSAGES`` messages in flight, further ``submit``s wait in a queue and
 leave together, as one CallBatch message, as soon as one of those messages
 returns (as Nagle's algorithm does for small TCP segments). A lone call, or
 a call of an expensive or blocking function, is never held back.
@@ -27,6 +27,10 @@ from .futures import copy_outcome, settle
 
 CHEAP_SECONDS = 0.001
 MAX_ITEMS = 256
+# Messages of a cheap function in flight before further calls wait for a batch. Not more with more
+# workers: for a cheap function the caller's CPU per message sets the pace, and a limit of 2 x workers
+# sent almost every call alone with 8 workers (a quarter of 1 worker's rate).
+MAX_MESSAGES = 2
 
 
 class _Waiting:
@@ -58,13 +62,10 @@ class Coalescer:
         self._in_flight = 0            # messages (calls or batches) of this function
         self._cost = WorkEstimate()
 
-    def _limit(self) -> int:
-        return 2 * max(1, len(self._dispatcher.connections()))
-
     def submit(self, args: tuple, kwargs: dict) -> cf.Future:
         with self._lock:
             seconds = self._cost.seconds
-            if seconds is not None and seconds < CHEAP_SECONDS and self._in_flight >= self._limit():
+            if seconds is not None and seconds < CHEAP_SECONDS and self._in_flight >= MAX_MESSAGES:
                 # The deadline counts from now, not from when the batch leaves.
                 waiting = _Waiting(args, kwargs, deadline_after(self._stub.timeout()))
                 self._waiting.append(waiting)
