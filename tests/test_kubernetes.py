@@ -36,6 +36,7 @@ from kube_standin import StandInKubernetes, image_without_turbolift, turbolift_i
 from kubernetes.client import ApiClient, models
 
 from turbolift import _runtime, on
+from turbolift._caller import status as _status
 from turbolift._enabling import switch
 from turbolift._wire.protocol import SERVICE_NAME
 from turbolift.errors import ClusterError, ConfigurationError
@@ -548,6 +549,9 @@ def test_manifests_applied_by_hand_can_be_attached_to_and_cleaned_up(standin, di
     assert spread(where, 2) == standin.ready_pods(NS)
     _runtime.disable()
     assert standin.labelled(kobjects.run_selector("applied"))       # attaching deletes nothing
+    rows = _status.describe_cluster(Kubernetes.from_url(f"k8s://{NS}?attach=1&run_id=applied", api=standin))
+    assert len(rows) == 2 and all("error" not in row and row["calls_served"] >= 1 for row in rows), rows
+    assert standin.labelled(kobjects.run_selector("applied"))       # nor does looking at it
 
     crashed = Kubernetes(NS, image="registry.example/never-pulled:1", api=standin, run_id="crashed")
     crashed.start()   # and never stopped, as if its program had been killed

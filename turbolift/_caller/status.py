@@ -6,7 +6,9 @@ programs: each ``LocalQueue`` keeps its workers' unix sockets in a private
 they are found (the program is the workers' parent process). With a
 ``grpc://`` or ``grpcs://`` URL it asks those workers, with the token as a
 caller would find it (``?token_file=``, ``--token-file``,
-``$TURBOLIFT_TOKEN_FILE``, or the file a worker of this user wrote).
+``$TURBOLIFT_TOKEN_FILE``, or the file a worker of this user wrote). With
+``k8s://NAMESPACE?run_id=RUN&attach=1`` it follows the pods of that run
+(``hostname`` is then the pod's name) with the run's token.
 
 Each worker answers a Describe over a Session stream (so it proves it holds
 the token before anything it says is read).
@@ -18,10 +20,12 @@ import json
 import sys
 import time
 from typing import Any, Optional, Sequence
+from urllib.parse import parse_qs, urlsplit
 
 from .._wire.auth import discovered_token, read_token
 from ..errors import TurboliftError
 from ..platforms.local import running_local_workers
+from ..platforms.registry import resolve
 from ..platforms.static import Workers
 from .connection import Connection
 from .units import size
@@ -82,12 +86,29 @@ def human(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def describe_cluster(cluster: Any, timeout: float = 60.0) -> list[dict]:
+    """The workers of a running cluster object (an attached Kubernetes run): followed, asked, let go."""
+    cluster.start()
+    try:
+        addresses = cluster.wait_ready(timeout)
+        return [describe(address, cluster.token, cluster.tls) for address in addresses]
+    finally:
+        cluster.stop()
+
+
 def gather(cluster: Optional[str], token_file: Optional[str]) -> list[dict]:
     if cluster is None:
         return [describe(address, None) for address in running_local_workers()]
+    if cluster.startswith("k8s://"):
+        query = parse_qs(urlsplit(cluster).query)
+        if "run_id" not in query or query.get("attach", ["0"])[-1] not in ("1", "true", "yes"):
+            raise TurboliftError("give the run to inspect: k8s://NAMESPACE?run_id=RUN&attach=1 (status "
+                                 "never starts a run; `kubectl get deploy -l "
+                                 "app.kubernetes.io/managed-by=turbolift` lists them)")
+        return describe_cluster(resolve(cluster))
     if not cluster.startswith(("grpc://", "grpcs://")):
-        raise TurboliftError(f"turbolift status reads grpc:// and grpcs:// URLs (or, with no URL, your local "
-                             f"clusters), not {cluster!r}")
+        raise TurboliftError(f"turbolift status reads grpc://, grpcs:// and k8s://...&attach=1 URLs (or, "
+                             f"with no URL, your local clusters), not {cluster!r}")
     workers = Workers.from_url(cluster)
     token = workers.token if workers.token is not None else read_token(None, token_file)
     return [describe(address, token, workers.tls) for address in workers.addresses]
@@ -97,7 +118,8 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="turbolift status", description="Show every worker of a cluster: address, process, versions, "
         "uptime, calls, bundles, memory. Without CLUSTER: the local clusters of your running programs.")
-    parser.add_argument("cluster", nargs="?", metavar="CLUSTER", help="grpc://host:port,... or grpcs://...")
+    parser.add_argument("cluster", nargs="?", metavar="CLUSTER",
+                        help="grpc://host:port,..., grpcs://... or k8s://NAMESPACE?run_id=RUN&attach=1")
     parser.add_argument("--token-file", help="the workers' token (default: as a caller finds it)")
     parser.add_argument("--json", action="store_true", help="print JSON (a list of workers)")
     parser.add_argument("--watch", type=float, nargs="?", const=2.0, metavar="SECONDS",
