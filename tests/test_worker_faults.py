@@ -234,6 +234,30 @@ def test_a_stopped_worker_is_noticed_promptly_and_the_call_gives_one_result(tmp_
         assert {f(0) for _ in range(6)} <= set(queue.pids())
 
 
+def backtrack(n):
+    """Holds the GIL in one C call (the regex engine) for seconds: no heartbeat can leave meanwhile."""
+    import re
+
+    started = time.monotonic()
+    re.match(r"(a+)+$", "a" * n + "b")
+    return time.monotonic() - started
+
+
+def test_a_call_holding_the_gil_longer_than_the_silence_allowance_is_not_lost(tmp_path, monkeypatch):
+    """A running local worker that sends nothing because one C call holds its GIL is left to finish;
+    only a stopped one is lost (the test above). The allowance is cut to 1 s to keep this short."""
+    from turbolift._caller import monitor
+
+    monkeypatch.setattr(monitor, "SILENT_SECONDS", 1.0)
+    with distributed_on(1, tmp_path / "cache") as queue:
+        f = on(timeout=300, retries=0)(backtrack)
+        assert f(5) < 1
+        before = queue.pids()
+        held = f(27)          # exponential: several seconds on any machine, in one C call
+        assert held > 2.0, f"the call held the GIL only {held:.1f} s: make the input longer"
+        assert queue.pids() == before   # the worker was neither lost nor replaced
+
+
 # -- 11. health answers at once however many calls wait ------------------------------------
 
 def test_health_answers_within_a_second_with_thousands_of_calls_queued(start_worker):

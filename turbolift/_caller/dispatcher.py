@@ -50,7 +50,7 @@ class Dispatcher:
         self.cluster = cluster
         self._token = cluster.token if cluster.token is not None else token
         self.prefix = prefix            # name function and worker in forwarded output
-        self._monitor = Monitor()
+        self._monitor = Monitor(busy=cluster.busy_in_native_code)
         self._connections: list[Connection] = []
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)

@@ -5,13 +5,20 @@ every ``PERIOD``: a stream whose exchange passed its deadline, or that has
 been waited on for ``SILENT_SECONDS`` without a frame (a worker sends a
 heartbeat every two seconds while a call runs), is cancelled, with the
 reason recorded so that the waiting thread raises TimeoutError or treats
-the worker as lost. gRPC's own keepalive is not relied on for this: its
-timeout is not applied on its own (grpc/grpc#39239).
+the worker as lost. gRPC's own keepalive is not relied on for this: a
+stopped worker was noticed by it only after 68 s (grpc/grpc#39239).
+
+Heartbeats need the worker's GIL, so a call inside one long C call that
+holds it (a 2 GiB ``bytes`` built at once, a huge ``list.sort``) sends
+none. Where the platform can see the worker's process (local workers),
+a silent worker that is running is left to finish: only a stopped,
+sleeping or vanished one is lost.
 """
 from __future__ import annotations
 
 import threading
 import time
+from typing import Callable, Optional
 
 from .session import Stream
 
@@ -21,7 +28,9 @@ DEADLINE, SILENT = "deadline", "silent"
 
 
 class Monitor:
-    def __init__(self) -> None:
+    def __init__(self, busy: Optional[Callable[[str], bool]] = None) -> None:
+        """``busy(address)``: True when that worker is seen running though silent (see above)."""
+        self._busy = busy or (lambda address: False)
         # No lock: set.add/discard and copying the set are atomic in CPython, and
         # these run on every call.
         self._streams: set[Stream] = set()
@@ -48,4 +57,5 @@ class Monitor:
                 if stream.deadline is not None and now >= stream.deadline:
                     stream.cancel(DEADLINE)
                 elif stream.waiting and now - stream.last_frame > SILENT_SECONDS:
-                    stream.cancel(SILENT)
+                    if not self._busy(stream.address):
+                        stream.cancel(SILENT)

@@ -59,6 +59,13 @@ class Cluster(abc.ABC):
         """Process ids of worker processes this platform runs on this machine (none by default)."""
         return []
 
+    def busy_in_native_code(self, address: str) -> bool:
+        """True when the worker at ``address`` is seen running although it has sent nothing for a
+        while: a call inside one long C call that holds the GIL (its heartbeats wait for the GIL).
+        Callers then keep waiting instead of treating it as lost. False where the platform cannot
+        see the worker's process (the default)."""
+        return False
+
     def subscribe(self, callback: Callable[[list[str]], None]) -> None:
         """Register ``callback`` to receive the full address list whenever it changes.
 

@@ -17,6 +17,25 @@ from ..errors import ConfigurationError
 from .base import Cluster
 
 
+def process_is_running(pid: int) -> bool:
+    """True when a thread of ``pid`` is on a CPU or waiting for one ("R"), or in uninterruptible I/O
+    such as page faults ("D"); not when all sleep, or it is stopped (SIGSTOP) or gone. Linux /proc
+    (False elsewhere)."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/stat") as handle:
+                state = handle.read().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state in ("R", "D"):
+            return True
+    return False
+
+
 def running_local_workers() -> list[str]:
     """The addresses of the unix-socket workers of this user's running LocalQueues (each keeps its
     sockets in a private run directory of the temporary directory)."""
@@ -106,6 +125,12 @@ class LocalQueue(Cluster):
             else:
                 return None
         return fresh.wait_address(time.monotonic() + timeout)
+
+    def busy_in_native_code(self, address: str) -> bool:
+        for proc in list(self._procs):
+            if proc.address == address:
+                return process_is_running(proc.pid)
+        return False
 
     def exit_reason(self, address: str, timeout: float = 0.0) -> Optional[str]:
         for proc in list(self._procs) + list(self._retired):
