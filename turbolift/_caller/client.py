@@ -10,7 +10,7 @@ nothing never loads it.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from .._settings import Settings
 from .._wire.auth import read_token
@@ -29,7 +29,9 @@ class Client:
         # The default cluster: a Cluster object, else the configured URL (None: local).
         self._default = default_cluster if default_cluster is not None else settings.cluster
         self._lock = threading.Lock()
+        self._clusters: dict[Any, Any] = {}     # resolved platforms, by spec
         self._dispatchers: dict[Any, "Dispatcher"] = {}
+        self._loading: Optional[threading.Thread] = None
 
     @staticmethod
     def load() -> None:
@@ -42,16 +44,26 @@ class Client:
 
         return RemoteStub(function, self)
 
+    def _key(self, cluster: Any) -> tuple[Any, Any]:
+        spec = self._default if cluster is None else cluster
+        return spec, spec if isinstance(spec, (str, type(None))) else id(spec)
+
+    def _cluster(self, spec: Any, key: Any) -> Any:
+        """The platform of ``spec``, resolved once (called with the lock held)."""
+        found = self._clusters.get(key)
+        if found is None:
+            found = self._clusters[key] = resolve(spec, workers=self.settings.workers)
+        return found
+
     def dispatcher(self, cluster: Any) -> "Dispatcher":
         """The dispatcher of ``cluster`` (a Cluster or URL; None: the default), made once."""
-        spec = self._default if cluster is None else cluster
-        key = spec if isinstance(spec, (str, type(None))) else id(spec)
+        spec, key = self._key(cluster)
         with self._lock:
             found = self._dispatchers.get(key)
             if found is None:
                 from .dispatcher import Dispatcher
 
-                resolved = resolve(spec, workers=self.settings.workers)
+                resolved = self._cluster(spec, key)
                 token = None
                 if resolved.token is None and self.settings.token_file:
                     token = read_token(None, self.settings.token_file)
@@ -60,18 +72,43 @@ class Client:
             return found
 
     def start_default(self) -> None:
-        """Start the default cluster now, so that workers boot while the program loads."""
-        self.dispatcher(None).start()
+        """Start the default cluster now, so that workers boot while the program loads.
+
+        The platform starts its workers first (spawning them needs no gRPC); the caller side,
+        gRPC included (a third of a second), is then imported in a thread of its own while the
+        program itself starts. Its first remote call waits for that import if it is not done.
+        """
+        spec, key = self._key(None)
+        with self._lock:
+            cluster = self._cluster(spec, key)
+        cluster.start()
+
+        def load() -> None:
+            try:
+                self.load()
+            except Exception:   # the first call imports it again and says what is wrong
+                pass
+
+        self._loading = threading.Thread(target=load, name="turbolift-load", daemon=True)
+        self._loading.start()
 
     def worker_pids(self) -> list[int]:
         with self._lock:
-            dispatchers = list(self._dispatchers.values())
-        return [pid for each in dispatchers for pid in each.cluster.local_pids()]
+            clusters = list(self._clusters.values())
+        return [pid for cluster in clusters for pid in cluster.local_pids()]
 
     def shutdown(self) -> None:
         """Stop every cluster this client started. Idempotent."""
+        loading = self._loading
+        if loading is not None:
+            loading.join(30)   # never tear down (or exit) in the middle of an import
         with self._lock:
             dispatchers = list(self._dispatchers.values())
             self._dispatchers.clear()
+            used = {id(each.cluster) for each in dispatchers}
+            started = [cluster for cluster in self._clusters.values() if id(cluster) not in used]
+            self._clusters.clear()
         for each in dispatchers:
             each.close()
+        for cluster in started:   # started early, never used by a call
+            cluster.stop()
