@@ -98,7 +98,7 @@ def evaluate(results: dict) -> list:
           "raw gRPC echo of the same bytes", "≤ 1.10×", lambda q, *_: q <= 1.10)
     r.add("1", "Sequential remote `add(1, 2)`, per call", (seq, "turbolift_add"), (seq, "dill_echo_add"),
           "dill-echo (server unpickles, adds, pickles)")
-    r.add("1", "Worker side only: pre-serialised `CallRequest` for `add(1, 2)`",
+    r.add("1", "Worker side only: pre-serialised `Invoke` frame for `add(1, 2)` on a Session",
           (seq, "worker_direct_add"), (seq, "raw_echo_add"), "raw gRPC echo of the arguments' bytes")
     r.add("1", "Sequential remote `add(1, 2)`, per call", (seq, "turbolift_add"), (seq, "local_add"),
           "in-process call")
