@@ -55,3 +55,45 @@ def test_a_tree_with_more_waiting_calls_than_slots_finishes_on_every_worker(tmp_
     ran_on = {pid for _, pid in found["leaves"]}
     assert ran_on == set(found["workers"]) and found["me"] not in ran_on
     assert found["deadline"] == "TimeoutError" and found["after"] == "woke"
+
+
+CANCEL = """
+    import os, sys, time
+    from turbolift import on
+
+    @on()
+    def ticker(path, seconds):
+        '''Appends a line every 50 ms for `seconds`: a cancelled call stops writing.'''
+        deadline = time.monotonic() + seconds
+        with open(path, "a") as handle:
+            while time.monotonic() < deadline:
+                handle.write(".")
+                handle.flush()
+                time.sleep(0.05)
+        return "finished"
+
+    @on(timeout=3.0)
+    def starts_a_long_nested_call(path):
+        return ticker.submit(path, 60).result()
+
+    path = os.path.abspath("ticks")
+    try:
+        starts_a_long_nested_call(path)
+        print("no timeout")
+    except TimeoutError:
+        print("outer timed out")
+    time.sleep(2.0)                    # the nested call is cancelled meanwhile
+    size = os.path.getsize(path)
+    time.sleep(2.0)
+    print("still growing" if os.path.getsize(path) > size else "stopped", size)
+"""
+
+
+def test_timing_out_the_outer_call_cancels_the_nested_call_it_started(tmp_path, cache_dir):
+    write_files(tmp_path, {"cancel.py": CANCEL})
+    done = run_python(["-m", "turbolift", "--workers", "2", "cancel.py"], tmp_path, cache_dir, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split("\n")
+    assert lines[0] == "outer timed out"
+    verdict, size = lines[1].split()
+    assert int(size) > 0 and verdict == "stopped", done.stdout   # it ran, then was stopped
