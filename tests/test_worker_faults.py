@@ -543,6 +543,36 @@ def test_a_full_disk_names_the_path(start_worker, tmp_path):
         subprocess.run(["umount", "-l", str(small)], capture_output=True)
 
 
+def test_a_replacement_killed_during_its_start_up_is_replaced_in_turn(tmp_path):
+    """Found by the chaos test: when a dead worker's replacement died before it was ready, the slot
+    stayed empty for good (recovery looked for the old address only)."""
+    def own_pid():
+        return os.getpid()
+
+    with distributed_on(2, tmp_path / "cache") as queue:
+        f = on(timeout=120, retries=3)(own_pid)
+        assert {f() for _ in range(6)} == set(queue.pids())
+        first, other = queue.pids()
+        os.kill(first, signal.SIGKILL)
+        assert wait_gone([first]) == []
+        killed = None
+        calls = f.submit()     # finds the dead worker (or the other one) and starts a replacement
+        deadline = time.monotonic() + 60
+        while killed is None and time.monotonic() < deadline:
+            fresh = [pid for pid in queue.pids() if pid not in (first, other)]
+            if fresh:
+                killed = fresh[0]
+                os.kill(killed, signal.SIGKILL)   # during its start-up
+            time.sleep(0.005)
+        assert killed is not None, "no replacement was started"
+        assert calls.result(timeout=120) in (other, *queue.pids())
+        deadline = time.monotonic() + 120
+        seen: set = set()
+        while seen != set(queue.pids()) and time.monotonic() < deadline:
+            seen = {f() for _ in range(6)}
+        assert seen == set(queue.pids()) and killed not in seen and len(seen) == 2, (seen, queue.pids())
+
+
 # -- 16. calls spread evenly -------------------------------------------------------------------
 
 @pytest.mark.parametrize("workers, calls", [(2, 40), (3, 60)])

@@ -83,6 +83,7 @@ class LocalQueue(Cluster):
         self._lock = threading.Lock()
         self._procs: list[WorkerProcess] = []
         self._retired: list[WorkerProcess] = []   # replaced after dying; kept for exit_reason
+        self._former: dict[str, int] = {}         # address of a replaced worker -> its slot
         self._run_dir: Optional[str] = None
         self._stopped = False
 
@@ -111,19 +112,29 @@ class LocalQueue(Cluster):
         return [proc.wait_address(deadline) for proc in list(self._procs)]
 
     def replace(self, address: str, timeout: float) -> Optional[str]:
+        """A live worker in the slot that ``address`` had: a new one when the slot's worker is dead,
+        the slot's replacement when it already has one (a recovery that failed half-way, say
+        because the replacement was killed during its start-up, must not leave the slot empty)."""
         with self._lock:
             if self._stopped:
                 return None
-            for slot, proc in enumerate(self._procs):
-                if proc.address == address:
-                    if proc.exit_reason(2.0) is None:  # a killed process may take a moment to go
-                        return None  # still alive: the connection failed, not the worker
-                    proc.stop(0)
-                    self._retired.append(proc)
-                    fresh = self._procs[slot] = self._spawn(slot)
-                    break
-            else:
+            slot = next((i for i, proc in enumerate(self._procs) if proc.address == address),
+                        self._former.get(address))
+            if slot is None:
                 return None
+            current = self._procs[slot]
+            waited = 2.0 if current.address == address else 0.0   # a killed process may take a moment
+            if current.exit_reason(waited) is None:
+                if current.address == address:
+                    return None  # still alive: the connection failed, not the worker
+                fresh = current   # the slot's replacement is alive: use it
+            else:
+                current.stop(0)
+                self._retired.append(current)
+                if current.address is not None:
+                    self._former[current.address] = slot
+                self._former[address] = slot
+                fresh = self._procs[slot] = self._spawn(slot)
         return fresh.wait_address(time.monotonic() + timeout)
 
     def busy_in_native_code(self, address: str) -> bool:
