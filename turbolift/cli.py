@@ -190,13 +190,20 @@ def run(argv: Sequence[str]) -> int:
             print(f"{program_name()}: {exc}", file=sys.stderr)
             return 1
         except BaseException as exc:
-            # What `python app.py` prints: the program's frames, not turbolift's and runpy's.
-            trimmed = main.user_frames(exc.__traceback__)
-            sys.excepthook(type(exc), exc.with_traceback(trimmed), trimmed)
+            _show_uncaught(exc)
             return 1
     finally:
         _runtime.shutdown()
     return 0
+
+
+def _show_uncaught(exc: BaseException) -> None:
+    """What `python app.py` prints for an uncaught exception: the program's frames, not turbolift's
+    and runpy's."""
+    from ._enabling import main
+
+    trimmed = main.user_frames(exc.__traceback__)
+    sys.excepthook(type(exc), exc.with_traceback(trimmed), trimmed)
 
 
 def trace(argv: Sequence[str]) -> int:
@@ -240,8 +247,7 @@ def trace(argv: Sequence[str]) -> int:
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException as exc:
-            trimmed = main.user_frames(exc.__traceback__)
-            sys.excepthook(type(exc), exc.with_traceback(trimmed), trimmed)
+            _show_uncaught(exc)
             status = 1
         tracing.print_report(client, overhead, rate, opts.json)
     finally:

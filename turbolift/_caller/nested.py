@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from .. import _runtime
 from .._wire import serialize
-from .._wire.chunked import frames_of
+from .._wire.chunked import framed
 from .._wire.outcomes import pack_exception
 from ..v1 import worker_pb2 as pb
 from .calls import remaining
@@ -96,12 +96,9 @@ class NestedHost:
                                            what="nested result")
         except BaseException as exc:
             ok, data = False, serialize.dumps(pack_exception(exc), for_worker=True)
-        sent = 0
-        for part in frames_of(data) if len(data) else (b"",):
+        for part, first, last in framed(data):
             stream.send(pb.ClientFrame(nested_reply=pb.NestedReply(
-                id=call_id, ok=ok, data=part, size=0 if sent else len(data),
-                last=sent + len(part) >= len(data))))
-            sent += len(part)
+                id=call_id, ok=ok, data=part, size=len(data) if first else 0, last=last)))
 
     def close(self) -> None:
         """The outer call ended: cancel what it started and did not wait for."""

@@ -14,6 +14,7 @@ figures from ``python -m benchmarks`` (sequential call, 1 MB payload);
 from __future__ import annotations
 
 import concurrent.futures as cf
+import inspect
 import statistics
 import sys
 import threading
@@ -23,7 +24,7 @@ from typing import Any, Iterator, Optional
 
 from .. import _runtime
 from .._settings import Settings
-from .._wire import serialize
+from .._wire import serialize, streamed
 from .bundling import describe, target_for
 from .units import duration, size
 
@@ -89,7 +90,9 @@ class TracingStub:
         started = time.perf_counter()
         value = self._function.local(*args, **kwargs)
         elapsed = time.perf_counter() - started
-        returned = 0 if _streams(value) else self._size(value, False, "result")
+        # (a coroutine is awaited by the program; a streamed result is not copied whole)
+        streams = inspect.iscoroutine(value) or streamed.result_streams(value)
+        returned = 0 if streams else self._size(value, False, "result")
         with self._lock:
             self._stats.seconds.append(elapsed)
             self._stats.argument_bytes.append(sent)
@@ -108,10 +111,6 @@ class TracingStub:
     def map(self, iterables: tuple, timeout: Optional[float] = None,
             chunksize: Optional[int] = None) -> Iterator:
         return (self.call(args, {}, mapped=True) for args in zip(*iterables))
-
-
-def _streams(value: Any) -> bool:
-    return hasattr(value, "__next__") or hasattr(value, "__anext__") or hasattr(value, "__await__")
 
 
 def report(stats: dict[str, FunctionStats], overhead: float, rate: float) -> dict:

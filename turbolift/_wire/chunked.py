@@ -111,6 +111,17 @@ def frames_of(payload: Any, frame_size: int = FRAME_DATA) -> Iterator[bytes]:
         yield b"".join(pending)
 
 
+def framed(payload: Any) -> Iterator[tuple[bytes, bool, bool]]:
+    """``(part, first, last)`` for each frame of ``payload``: at least one, even when it is empty
+    (the framing of nested calls and their replies, whose first frame carries the size)."""
+    size = len(payload)
+    sent = 0
+    for part in frames_of(payload) if size else (b"",):
+        first = sent == 0
+        sent += len(part)
+        yield part, first, sent >= size
+
+
 def gather(size: int, parts: Iterable[bytes]) -> Pieces:
     """The chunks of a payload that declared ``size`` bytes, checked to add up to exactly that.
 

@@ -18,9 +18,23 @@ from __future__ import annotations
 
 import collections.abc
 import io
+import types
 from typing import Any, Callable, Iterator, Optional
 
 _pull_from_caller: Optional[Callable[[int], Iterator]] = None
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), list, tuple, dict, set})
+
+
+def result_streams(value: Any) -> bool:
+    """True for a *result* that travels as a stream of items rather than as a copy: a generator, an
+    async generator, or an iterator of the builtins and itertools (map, filter, zip, ...). (The
+    worker decides by it; ``turbolift trace`` too, so that it sizes what would be copied.)"""
+    kind = type(value)
+    if kind in _PLAIN:
+        return False
+    if isinstance(value, (types.GeneratorType, types.AsyncGeneratorType)):
+        return True
+    return kind.__module__ in ("builtins", "itertools") and hasattr(kind, "__next__")
 
 
 def streamable(obj: Any) -> bool:

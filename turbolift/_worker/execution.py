@@ -13,11 +13,10 @@ import asyncio
 import inspect
 import itertools
 import time
-import types
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
-from .._wire import serialize
+from .._wire import serialize, streamed
 from .._wire.outcomes import pack_exception
 from . import capture
 from .cancel import CallCancelled, Ticket, Watchdog
@@ -49,20 +48,6 @@ def _decode_arguments(payload: Any) -> tuple[tuple, dict]:
             and type(arguments[0]) is tuple and type(arguments[1]) is dict):
         raise BadRequest("arguments must serialise an (args tuple, kwargs dict) pair")
     return arguments
-
-
-_PLAIN = frozenset({int, float, str, bytes, bool, type(None), list, tuple, dict, set})
-
-
-def streams(value: Any) -> bool:
-    """True for a result that travels as a stream of items: a generator, an async
-    generator, or an iterator of the builtins and itertools (map, filter, zip, ...)."""
-    kind = type(value)
-    if kind in _PLAIN:
-        return False
-    if isinstance(value, (types.GeneratorType, types.AsyncGeneratorType)):
-        return True
-    return kind.__module__ in ("builtins", "itertools") and hasattr(kind, "__next__")
 
 
 class _AsyncGeneratorIterator:
@@ -105,7 +90,7 @@ def _run_call(function: Callable, payload: Any) -> Any:
     value = function(*args, **kwargs)
     if inspect.iscoroutine(value):
         value = _settle_coroutine(value)
-    if streams(value):
+    if streamed.result_streams(value):
         return _Iterating(value if not inspect.isasyncgen(value) else _AsyncGeneratorIterator(value))
     return serialize.dumps_payload(value, for_worker=False, what="result")
 

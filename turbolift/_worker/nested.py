@@ -21,7 +21,7 @@ from collections import deque
 from typing import Any, Iterable, Iterator, Optional
 
 from .._wire import serialize
-from .._wire.chunked import frames_of
+from .._wire.chunked import framed
 from .._wire.outcomes import unpack_exception
 from ..errors import WorkerLost
 from ..v1 import worker_pb2 as pb
@@ -92,22 +92,13 @@ class NestedCalls:
 
     def start(self, function: Any, args: tuple, kwargs: dict, ticket: Optional[Ticket]) -> NestedFuture:
         """Send a call of the marked ``function`` to the caller; return its future."""
-        future = NestedFuture(self._session.watchdog, ticket)
         data = serialize.dumps_payload((args, kwargs), for_worker=False, what="arguments")
         pickled = serialize.dumps(function, for_worker=False, what="function")
-        with self._lock:
-            if self._lost:
-                raise WorkerLost("the caller of this call went away; nested calls cannot reach it")
-            call_id = next(self._ids)
-            self._waiting[call_id] = future
-        self._session.start_pump(self._route)
-        sent = 0
-        for part in frames_of(data) if len(data) else (b"",):
-            first = sent == 0
-            sent += len(part)
+        future, call_id = self._register(ticket, "nested calls cannot reach it")
+        for part, first, last in framed(data):
             self._session.send(pb.ServerFrame(nested_call=pb.NestedCall(
                 id=call_id, function=pickled if first else b"", data=part, size=len(data) if first else 0,
-                last=sent >= len(data))))
+                last=last)))
         return future
 
     def pull(self, number: int, ticket: Optional[Ticket], epoch: int) -> NestedFuture:
@@ -116,15 +107,20 @@ class NestedCalls:
         if epoch != self.epoch:
             raise RuntimeError("an iterator streamed from the caller was read after the call it was passed "
                                "to ended: read it during the call (or pass a list)")
+        future, call_id = self._register(ticket, "its iterator cannot be read")
+        self._session.send(pb.ServerFrame(nested_call=pb.NestedCall(id=call_id, pull=number, last=True)))
+        return future
+
+    def _register(self, ticket: Optional[Ticket], lost: str) -> tuple[NestedFuture, int]:
+        """A future for a request to the caller, under a fresh id; the pump reads its answer."""
         future = NestedFuture(self._session.watchdog, ticket)
         with self._lock:
             if self._lost:
-                raise WorkerLost("the caller of this call went away; its iterator cannot be read")
+                raise WorkerLost(f"the caller of this call went away; {lost}")
             call_id = next(self._ids)
             self._waiting[call_id] = future
         self._session.start_pump(self._route)
-        self._session.send(pb.ServerFrame(nested_call=pb.NestedCall(id=call_id, pull=number, last=True)))
-        return future
+        return future, call_id
 
     def _route(self, frame: Optional[pb.ClientFrame]) -> bool:
         """In the pump thread: take nested replies; None means the stream ended."""
