@@ -55,6 +55,11 @@ class Executor(cf.Executor):
             atexit.register(self._own_client.shutdown)
         self._apply = self._remote(on(timeout=timeout, retries=retries)(call_with))
 
+    def _check_open(self) -> None:
+        with self._lock:
+            if self._shut:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+
     def _remote(self, function: TurboliftFunction) -> TurboliftFunction:
         """``function`` bound to this executor's cluster."""
         if self._own_client is not None:
@@ -69,9 +74,7 @@ class Executor(cf.Executor):
         return self._apply, True
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> cf.Future:
-        with self._lock:
-            if self._shut:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+        self._check_open()
         function, wrapped = self._as_remote(fn)
         future = function.submit(fn, args, kwargs) if wrapped else function.submit(*args, **kwargs)
         with self._lock:
@@ -87,9 +90,7 @@ class Executor(cf.Executor):
             chunksize: int = 1, progress: Any = None) -> Iterator:
         """Ordered results, as :meth:`concurrent.futures.Executor.map`; items travel in batches
         (chosen adaptively unless ``chunksize`` is more than 1)."""
-        with self._lock:
-            if self._shut:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+        self._check_open()
         function, wrapped = self._as_remote(fn)
         size = chunksize if chunksize > 1 else None
         if wrapped:   # (fn is pickled once per batch: pickle keeps one copy of a repeated object)

@@ -54,6 +54,7 @@ class Connection:
             self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._token = token
         self._monitor = monitor or Monitor()
+        self._owns_monitor = monitor is None   # (a dispatcher's monitor serves all its connections)
         self._idle: list[Stream] = []
         self._opening = threading.BoundedSemaphore(OPENING_AT_ONCE)
         self._lock = threading.Lock()
@@ -170,3 +171,5 @@ class Connection:
         for stream in idle:
             stream.close()
         self.channel.close()
+        if self._owns_monitor:
+            self._monitor.close()
