@@ -314,11 +314,12 @@ class Dispatcher:
                 uploads += 1
                 continue
             connection.bundles.add(call.bundle.id)
-            first = (call.label, connection.address)
-            if first not in self._first_calls and log.isEnabledFor(logging.INFO):
-                self._first_calls.add(first)
-                log.info("first call of %s on worker %s (%s)", call.label, connection.worker_id or "?",
-                         connection.address)
+            if log.isEnabledFor(logging.INFO):   # (checked first: this runs on every call)
+                first = (call.label, connection.address)
+                if first not in self._first_calls:
+                    self._first_calls.add(first)
+                    log.info("first call of %s on worker %s (%s)", call.label, connection.worker_id or "?",
+                             connection.address)
             if reply.outcome == pb.ITERATOR:
                 return _Iterator(exchange)
             return reply, data
