@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from .._wire import bulk
 from .._wire.chunked import Payload, gather
+from .._wire.frames import client_frame
 from .._wire.protocol import FRAME_DATA
 from ..errors import ClusterError
 from ..v1 import worker_pb2 as pb
@@ -113,8 +115,7 @@ def invoke(exchange: Exchange, call: Call) -> tuple[pb.Reply, Any]:
         request.log_levels = stream.sent_levels = levels
     payload = call.payload
     if len(payload) <= FRAME_DATA:
-        request.arguments = payload
-        stream.send(frame)
+        stream.send(bulk.encoded(frame, "invoke", payload))
     else:
         request.arguments_size = len(payload)
         stream.send(frame)
@@ -127,6 +128,6 @@ def invoke(exchange: Exchange, call: Call) -> tuple[pb.Reply, Any]:
 
 def upload(exchange: Exchange, bundle: Bundle) -> None:
     """Send ``bundle`` to the worker on this stream; return once it is stored."""
-    exchange.stream.send(pb.ClientFrame(bundle=pb.BundleHeader(bundle_id=bundle.id, size=len(bundle.data))))
+    exchange.stream.send(client_frame("bundle", bundle_id=bundle.id, size=len(bundle.data)))
     exchange.send_payload(bundle.data)
     exchange.receive("bundle_stored")

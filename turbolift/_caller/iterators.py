@@ -17,6 +17,7 @@ import grpc
 
 from .. import _runtime
 from .._wire import serialize
+from .._wire.frames import client_frame
 from .._wire.outcomes import unpack_exception
 from ..errors import WorkerLost
 from ..v1 import worker_pb2 as pb
@@ -70,7 +71,7 @@ class RemoteIterator:
         stream = self._exchange.stream
         outstanding = self._granted - self._received
         if outstanding <= CREDIT // 2:
-            stream.send(pb.ClientFrame(credit=pb.Credit(items=CREDIT - outstanding)))
+            stream.send(client_frame("credit", items=CREDIT - outstanding))
             self._granted += CREDIT - outstanding
         try:
             frame = self._exchange.receive("item", "end")
@@ -115,7 +116,7 @@ class RemoteIterator:
         self._buffer.clear()
         with _runtime.turbolift_code():
             try:
-                stream.send(pb.ClientFrame(stop=pb.Stop()))
+                stream.send(client_frame("stop"))
                 stream.deadline = stream.last_frame + CLOSE_SECONDS
                 while True:  # the items already on their way, then its end
                     frame = self._exchange.receive("item", "end")

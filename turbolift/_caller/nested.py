@@ -18,8 +18,9 @@ import threading
 from typing import Any, Optional
 
 from .. import _runtime
-from .._wire import serialize
+from .._wire import bulk, serialize
 from .._wire.chunked import framed
+from .._wire.frames import client_frame
 from .._wire.outcomes import pack_exception
 from ..v1 import worker_pb2 as pb
 from .calls import remaining
@@ -97,8 +98,8 @@ class NestedHost:
         except BaseException as exc:
             ok, data = False, serialize.dumps(pack_exception(exc), for_worker=True)
         for part, first, last in framed(data):
-            stream.send(pb.ClientFrame(nested_reply=pb.NestedReply(
-                id=call_id, ok=ok, data=part, size=len(data) if first else 0, last=last)))
+            frame = client_frame("nested_reply", id=call_id, ok=ok, size=len(data) if first else 0, last=last)
+            stream.send(bulk.encoded(frame, "nested_reply", part))
 
     def close(self) -> None:
         """The outer call ended: cancel what it started and did not wait for."""

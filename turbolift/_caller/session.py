@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import queue
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
 import grpc
 
-from .._wire import handshake
+from .._wire import bulk, handshake
 from .._wire.auth import SESSION_METHOD
-from .._wire.chunked import frames_of
+from .._wire.frames import client_frame
 from .._wire.protocol import SESSION_VERSION
 from ..errors import ClusterError
 from ..v1 import worker_pb2 as pb
 
 _CLOSE = None
+
+
+def _decoded(raw: bytes) -> Any:
+    return bulk.decoded(pb.ServerFrame, raw)
 
 
 class _Payload:
@@ -33,9 +37,8 @@ class _Payload:
     def __init__(self, data: Any) -> None:
         self.data = data
 
-    def chunks(self) -> Iterator[pb.ClientFrame]:
-        for data in frames_of(self.data):
-            yield pb.ClientFrame(chunk=pb.Chunk(data=data))
+    def chunks(self) -> Iterator[bytes]:
+        return bulk.chunk_frames(pb.ClientFrame, self.data)
 
 
 class StreamEnded(Exception):
@@ -49,8 +52,8 @@ class Stream:
         self.address = address
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._call = channel.stream_stream(
-            SESSION_METHOD, request_serializer=pb.ClientFrame.SerializeToString,
-            response_deserializer=pb.ServerFrame.FromString)(self._frames())
+            SESSION_METHOD, request_serializer=bulk.serialize,
+            response_deserializer=_decoded)(self._frames())
         self.broken = False
         self.waiting = False                  # inside receive() (the monitor watches for silence)
         self.last_frame = time.monotonic()
@@ -77,7 +80,7 @@ class Stream:
             yield frame
             frame = None
 
-    def send(self, frame: pb.ClientFrame) -> None:
+    def send(self, frame: Union[pb.ClientFrame, bytes]) -> None:
         self._outbox.put(frame)
 
     def send_payload(self, data: Any) -> None:
@@ -107,7 +110,7 @@ class Stream:
     def handshake(self, token: Optional[str]) -> None:
         """Prove each side holds ``token``; ClusterError when the worker cannot (UNAVAILABLE: gRPC's)."""
         mine = handshake.nonce()
-        self.send(pb.ClientFrame(hello=pb.Hello(nonce=mine, version=SESSION_VERSION)))
+        self.send(client_frame("hello", nonce=mine, version=SESSION_VERSION))
         try:
             frame = self.receive()
         except StreamEnded:
@@ -126,7 +129,7 @@ class Stream:
                 f"the process at {self.address} could not prove it holds the workers' token, so nothing "
                 "was sent to it: another program may have taken the worker's address (while it restarted), "
                 "or the token files differ. Check the worker and the --token-file on both sides.")
-        self.send(pb.ClientFrame(proof=pb.Proof(proof=handshake.caller_proof(token, mine, challenge.nonce))))
+        self.send(client_frame("proof", proof=handshake.caller_proof(token, mine, challenge.nonce)))
         self.slots = challenge.slots
         self.worker_id = challenge.worker_id
 
@@ -144,7 +147,7 @@ class Stream:
         self._outbox.put(_CLOSE)
 
     def describe(self) -> Any:
-        self.send(pb.ClientFrame(describe=pb.DescribeRequest()))
+        self.send(client_frame("describe"))
         frame = self.receive()
         if frame.WhichOneof("frame") != "described":
             raise ClusterError(f"worker {self.address} answered Describe with {frame.WhichOneof('frame')}")

@@ -19,7 +19,7 @@ the heartbeats the caller waits for).
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Iterable, Iterator, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 from .protocol import FRAME_DATA
 
@@ -86,12 +86,14 @@ class PieceWriter:
         return Pieces(self.parts, self.size)
 
 
-def frames_of(payload: Any, frame_size: int = FRAME_DATA) -> Iterator[bytes]:
+def frames_of(payload: Any, frame_size: int = FRAME_DATA,
+              head: Optional[Callable[[int], bytes]] = None) -> Iterator[bytes]:
     """``payload`` (bytes-like or :class:`Pieces`) cut into chunks of ``frame_size`` bytes
-    (the last one shorter), each copied only when it is taken."""
+    (the last one shorter), each copied only when it is taken; ``head(size)``, when given,
+    is put before each chunk in the same copy (an encoded frame's header)."""
     if not isinstance(payload, Pieces) and len(payload) <= frame_size:
         if len(payload):
-            yield bytes(payload)   # (bytes: no copy)
+            yield head(len(payload)) + payload if head else bytes(payload)   # (bytes: no copy)
         return
     parts = payload.parts if isinstance(payload, Pieces) else (payload,)
     pending: list = []
@@ -105,10 +107,10 @@ def frames_of(payload: Any, frame_size: int = FRAME_DATA) -> Iterator[bytes]:
             pending_size += take
             offset += take
             if pending_size == frame_size:
-                yield b"".join(pending)
+                yield b"".join([head(pending_size), *pending] if head else pending)
                 pending, pending_size = [], 0
     if pending:
-        yield b"".join(pending)
+        yield b"".join([head(pending_size), *pending] if head else pending)
 
 
 def framed(payload: Any) -> Iterator[tuple[bytes, bool, bool]]:

@@ -24,6 +24,7 @@ import warnings
 from typing import Any, Callable, Optional
 
 from .._wire import serialize
+from .._wire.frames import server_frame
 from .._wire.protocol import FRAME_DATA
 from ..v1 import worker_pb2 as pb
 
@@ -82,7 +83,7 @@ class Events:
     def _send_text(self, stream: int, text: str) -> None:
         step = FRAME_DATA // 4   # characters: up to 4 bytes each in UTF-8
         for start in range(0, len(text), step):
-            self._emit(pb.ServerFrame(output=pb.OutputChunk(stream=stream, text=text[start:start + step])))
+            self._emit(server_frame("output", stream=stream, text=text[start:start + step]))
 
     # -- logging -----------------------------------------------------------------
     def wants(self, name: str, level: int) -> bool:
@@ -110,11 +111,11 @@ class Events:
         if record.exc_info and not exc_text:
             exc_text = logging.Formatter().formatException(record.exc_info)
         self.flush()  # keep the order of output and records
-        self._emit(pb.ServerFrame(log=pb.LogRecord(
+        self._emit(server_frame("log",
             logger=record.name, level=record.levelno, message=message, created=record.created,
             exc_text=exc_text, pathname=record.pathname or "", lineno=record.lineno or 0,
             func_name=record.funcName or "", thread_name=record.threadName or "",
-            stack_info=record.stack_info or "", process=record.process or 0)))
+            stack_info=record.stack_info or "", process=record.process or 0))
 
     # -- warnings ----------------------------------------------------------------
     def warning(self, message: Any, category: type, filename: str, lineno: int) -> None:
@@ -131,9 +132,9 @@ class Events:
         except Exception:
             pickled = b""
         self.flush()
-        self._emit(pb.ServerFrame(warning=pb.WarningRecord(
+        self._emit(server_frame("warning",
             category=pickled, category_name=f"{category.__module__}.{category.__qualname__}",
-            message=text, filename=filename or "", lineno=lineno or 0)))
+            message=text, filename=filename or "", lineno=lineno or 0))
 
 
 def _sink() -> Optional[Events]:

@@ -20,8 +20,9 @@ import threading
 from collections import deque
 from typing import Any, Iterable, Iterator, Optional
 
-from .._wire import serialize
+from .._wire import bulk, serialize
 from .._wire.chunked import framed
+from .._wire.frames import server_frame
 from .._wire.outcomes import unpack_exception
 from ..errors import WorkerLost
 from ..v1 import worker_pb2 as pb
@@ -96,9 +97,9 @@ class NestedCalls:
         pickled = serialize.dumps(function, for_worker=False, what="function")
         future, call_id = self._register(ticket, "nested calls cannot reach it")
         for part, first, last in framed(data):
-            self._session.send(pb.ServerFrame(nested_call=pb.NestedCall(
-                id=call_id, function=pickled if first else b"", data=part, size=len(data) if first else 0,
-                last=last)))
+            frame = server_frame("nested_call", id=call_id, function=pickled if first else b"",
+                                 size=len(data) if first else 0, last=last)
+            self._session.send(bulk.encoded(frame, "nested_call", part))
         return future
 
     def pull(self, number: int, ticket: Optional[Ticket], epoch: int) -> NestedFuture:
@@ -108,7 +109,7 @@ class NestedCalls:
             raise RuntimeError("an iterator streamed from the caller was read after the call it was passed "
                                "to ended: read it during the call (or pass a list)")
         future, call_id = self._register(ticket, "its iterator cannot be read")
-        self._session.send(pb.ServerFrame(nested_call=pb.NestedCall(id=call_id, pull=number, last=True)))
+        self._session.send(server_frame("nested_call", id=call_id, pull=number, last=True))
         return future
 
     def _register(self, ticket: Optional[Ticket], lost: str) -> tuple[NestedFuture, int]:

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2
 
 from .. import _runtime
-from .._wire import streamed
+from .._wire import allocator, bulk, streamed
 from .._wire.protocol import MESSAGE_LIMIT, SERVICE_NAME, WORKER_RECEIVE_LIMIT
 from .._wire.tls import TLS
 from ..errors import ConfigurationError
@@ -132,7 +132,7 @@ def _handlers(state: WorkerState, sessions: SessionHandler) -> grpc.GenericRpcHa
         return state.describe()
 
     return grpc.method_handlers_generic_handler(SERVICE_NAME, {
-        "Session": grpc.stream_stream_rpc_method_handler(sessions, response_serializer=serialize),
+        "Session": grpc.stream_stream_rpc_method_handler(sessions, response_serializer=bulk.serialize),
         "Describe": grpc.unary_unary_rpc_method_handler(
             _parsing(describe, pb.DescribeRequest), response_serializer=serialize),
     })
@@ -224,6 +224,7 @@ def run(options: WorkerOptions, *, ready_fd: Optional[int] = None, exit_with_std
     ``publish_token`` the token (made for this worker) is written where
     callers of this user find it, and removed at exit.
     """
+    allocator.tune()
     server, address = serve(options)
     published = tokens.publish(address, options.token) if publish_token and options.token else None
     if published is not None and threading.current_thread() is threading.main_thread():

@@ -19,13 +19,14 @@ import json
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Union
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from .._wire import handshake
-from .._wire.chunked import ChunkError, Payload, Pieces, frames_of, gather
+from .._wire import bulk, handshake
+from .._wire.chunked import ChunkError, Payload, Pieces, gather
+from .._wire.frames import server_frame
 from .._wire.protocol import FRAME_DATA, SESSION_VERSION
 from ..errors import BundleError
 from ..v1 import worker_pb2 as pb
@@ -101,7 +102,7 @@ class Session:
         self.nested = nested.NestedCalls(self)
 
     # -- frames ----------------------------------------------------------------
-    def send(self, frame: pb.ServerFrame) -> None:
+    def send(self, frame: Union[pb.ServerFrame, bytes]) -> None:
         with self._send_lock:
             self._raw_send(frame)
             self._last_sent = time.monotonic()
@@ -114,14 +115,14 @@ class Session:
         if not self._send_lock.acquire(blocking=False):
             return
         try:
-            self._raw_send(pb.ServerFrame(heartbeat=pb.Heartbeat()))
+            self._raw_send(server_frame("heartbeat"))
             self._last_sent = time.monotonic()
         finally:
             self._send_lock.release()
 
     def parse(self, raw: bytes) -> pb.ClientFrame:
         try:
-            return pb.ClientFrame.FromString(raw)
+            return bulk.decoded(pb.ClientFrame, raw)
         except DecodeError as exc:
             self._context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed ClientFrame: {exc}")
             raise  # pragma: no cover (abort raises)
@@ -193,8 +194,8 @@ class Session:
             self.send(head(data, 0))  # type: ignore[arg-type]  (a payload this small is bytes)
             return
         self.send(head(b"", len(data)))
-        for chunk in frames_of(data):
-            self.send(pb.ServerFrame(chunk=pb.Chunk(data=chunk)))
+        for chunk in bulk.chunk_frames(pb.ServerFrame, data):
+            self.send(chunk)
 
     # -- the handshake -----------------------------------------------------------
     def handshake(self) -> bool:
@@ -210,9 +211,9 @@ class Session:
                 self._context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Hello needs a 32-byte nonce")
             token = self._state.token
             mine = handshake.nonce()
-            self.send(pb.ServerFrame(challenge=pb.Challenge(
+            self.send(server_frame("challenge",
                 nonce=mine, proof=handshake.worker_proof(token, hello.nonce, mine), version=SESSION_VERSION,
-                worker_id=self._state.worker_id, slots=self._state.watchdog.slots)))
+                worker_id=self._state.worker_id, slots=self._state.watchdog.slots))
             proof = self._expect("proof")
             if proof is None:
                 return False
@@ -268,8 +269,8 @@ class Session:
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, OSError) else \
                 grpc.StatusCode.INVALID_ARGUMENT
             raise Failure(code, str(exc)) from None
-        self.send(pb.ServerFrame(bundle_stored=pb.PutBundleReply(bundle_id=header.bundle_id,
-                                                                  already_present=not stored)))
+        self.send(server_frame("bundle_stored", bundle_id=header.bundle_id,
+                               already_present=not stored))
 
     def _invoke(self, invoke: pb.Invoke) -> None:
         if invoke.log_levels:  # first: they hold for this stream even if this call goes no further
@@ -283,7 +284,7 @@ class Session:
         for bundle_id in (*invoke.extra_bundles, invoke.function.bundle_id):
             bundle = state.bundle(bundle_id)
             if bundle is None:
-                self.send(pb.ServerFrame(reply=pb.Reply(outcome=pb.BUNDLE_MISSING, missing_bundle=bundle_id)))
+                self.send(server_frame("reply", outcome=pb.BUNDLE_MISSING, missing_bundle=bundle_id))
                 return
             bundle.activate()  # the function's own bundle last: its modules come first
         function = state.function(bundle, invoke.function)
@@ -309,8 +310,8 @@ class Session:
             if outcome.kind == execution.RETURNED:
                 METRICS.sent(len(outcome.value))
             if outcome.kind == execution.ITERATOR:
-                self.send(pb.ServerFrame(reply=pb.Reply(outcome=pb.ITERATOR,
-                                                        elapsed_seconds=outcome.elapsed)))
+                self.send(server_frame("reply", outcome=pb.ITERATOR,
+                                       elapsed_seconds=outcome.elapsed))
                 self._iterate(outcome.value, events)
                 return
         finally:
@@ -321,15 +322,15 @@ class Session:
         if outcome.kind == execution.RETURNED:
             result = outcome.value
             if len(result) <= FRAME_DATA:  # the common case, kept short
-                self.send(pb.ServerFrame(reply=pb.Reply(outcome=pb.RETURNED, result=result,
-                                                        elapsed_seconds=outcome.elapsed)))
+                self.send(bulk.encoded(server_frame("reply", outcome=pb.RETURNED,
+                                                    elapsed_seconds=outcome.elapsed), "reply", result))
                 return
-            self._send_payload(result, lambda data, size: pb.ServerFrame(reply=pb.Reply(
-                outcome=pb.RETURNED, result_size=size, elapsed_seconds=outcome.elapsed)))
+            self._send_payload(result, lambda data, size: server_frame("reply",
+                outcome=pb.RETURNED, result_size=size, elapsed_seconds=outcome.elapsed))
         elif outcome.kind == execution.RAISED:
             error = pb.RemoteException(**outcome.value)
-            self.send(pb.ServerFrame(reply=pb.Reply(outcome=pb.RAISED, error=error,
-                                                    elapsed_seconds=outcome.elapsed)))
+            self.send(server_frame("reply", outcome=pb.RAISED, error=error,
+                                   elapsed_seconds=outcome.elapsed))
         elif outcome.kind == execution.INVALID:
             raise Failure(grpc.StatusCode.INVALID_ARGUMENT, outcome.value)
         elif ticket.expired():
@@ -354,7 +355,7 @@ class Session:
                         credit += max(1, frame.credit.items)
                         continue
                     if kind == "stop":
-                        self.send(pb.ServerFrame(end=pb.End(stopped=True)))
+                        self.send(server_frame("end", stopped=True))
                     elif kind is not None:
                         self._context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                             f"expected credit or stop while iterating, got {kind}")
@@ -366,9 +367,9 @@ class Session:
                 credit -= len(items)
                 if ended is not None:
                     if ended.kind == execution.RAISED:
-                        self.send(pb.ServerFrame(end=pb.End(error=pb.RemoteException(**ended.value))))
+                        self.send(server_frame("end", error=pb.RemoteException(**ended.value)))
                     elif ended.kind == execution.RETURNED:
-                        self.send(pb.ServerFrame(end=pb.End()))
+                        self.send(server_frame("end"))
                     return
         finally:
             execution.close_iterator(watchdog, iterator, events)
@@ -380,12 +381,12 @@ class Session:
                 small.append(item)
                 continue
             if small:
-                self.send(pb.ServerFrame(item=pb.Item(values=small)))
+                self.send(server_frame("item", values=small))
                 small = []
-            self._send_payload(item, lambda data, size: pb.ServerFrame(
-                item=pb.Item(values=[data] if data else [], size=size)))
+            self._send_payload(item, lambda data, size: server_frame(
+                "item", values=[data] if data else [], size=size))
         if small:
-            self.send(pb.ServerFrame(item=pb.Item(values=small)))
+            self.send(server_frame("item", values=small))
 
 
 def _levels(text: str) -> dict:

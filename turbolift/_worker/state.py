@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import grpc
 
 from .._version import __version__
+from .._wire.frames import server_frame
 from ..errors import BundleError, EnvironmentMismatch
 from ..v1 import worker_pb2 as pb
 from .bundle_store import BundleStore, LoadedBundle
@@ -35,9 +36,9 @@ class Failure(Exception):
         self.differences = differences
 
     def frame(self) -> pb.ServerFrame:
-        return pb.ServerFrame(failure=pb.Failure(
+        return server_frame("failure",
             code=self.code.value[0], details=self.details,
-            differences=json.dumps(self.differences) if self.differences is not None else ""))
+            differences=json.dumps(self.differences) if self.differences is not None else "")
 
 
 @dataclass
