@@ -13,7 +13,6 @@ import threading
 from typing import TYPE_CHECKING, Any, Optional
 
 from .._settings import Settings
-from .._wire import allocator
 from .._wire.auth import read_token
 from ..platforms.registry import resolve
 
@@ -64,7 +63,6 @@ class Client:
             if found is None:
                 from .dispatcher import Dispatcher
 
-                allocator.tune()   # this process now sends and receives payloads
                 resolved = self._cluster(spec, key)
                 token = None
                 if resolved.token is None and self.settings.token_file:

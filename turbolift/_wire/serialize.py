@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 import dill
 
-from . import reducers, streamed
+from . import buffers, reducers, streamed
 from .by_value import is_local
 from .chunked import Payload, Pieces, PieceWriter
 
@@ -126,8 +126,9 @@ class _Pickler(pickle.Pickler):
     """The C pickler with turbolift's rules (see :mod:`.reducers`) and dill for code it cannot carry."""
 
     def __init__(self, file: Any, for_worker: bool, modules: Optional[set] = None,
-                 streams: Optional[streamed.Streams] = None) -> None:
-        super().__init__(file, protocol=PROTOCOL)
+                 streams: Optional[streamed.Streams] = None,
+                 out_of_band: Optional[buffers.Collector] = None) -> None:
+        super().__init__(file, protocol=PROTOCOL, buffer_callback=out_of_band)
         self._for_worker = for_worker
         self._modules = modules       # collects the modules referenced (arguments to a worker)
         self._streams = streams       # keeps the iterators that stream (arguments of one call)
@@ -241,8 +242,9 @@ def dumps_payload(obj: Any, *, for_worker: bool, what: str = "value", modules: O
 def _dumps(obj: Any, for_worker: bool, what: str, modules: Optional[set],
            streams: Optional[streamed.Streams]) -> Payload:
     buffer = PieceWriter()
+    out_of_band = buffers.Collector()
     try:
-        _Pickler(buffer, for_worker, modules, streams).dump(obj)
+        _Pickler(buffer, for_worker, modules, streams, out_of_band).dump(obj)
     except reducers.Uncopyable as exc:
         raise TypeError(f"turbolift cannot send the {what}: {exc}") from None
     except (pickle.PicklingError, TypeError, AttributeError) as first:
@@ -258,6 +260,9 @@ def _dumps(obj: Any, for_worker: bool, what: str, modules: Optional[set],
                 "Arguments and results of distributed functions must be picklable "
                 "(dill is used for lambdas, closures and the classes of your script)."
             ) from first
+    if out_of_band.views:
+        buffer.parts[:0] = [out_of_band.header(), *out_of_band.views]
+        buffer.size += len(buffer.parts[0]) + sum(view.nbytes for view in out_of_band.views)
     return buffer.payload()
 
 
@@ -265,5 +270,12 @@ def loads(data: Any) -> Any:
     """Deserialise what :func:`dumps` or :func:`dumps_payload` produced (in either direction);
     received :class:`~.chunked.Pieces` are consumed as they are read."""
     if isinstance(data, Pieces):
-        return pickle.Unpickler(data.reader()).load()
+        carries = data.parts and buffers.has_buffers(data.parts[0])
+        reader = data.reader()
+        if not carries:
+            return pickle.Unpickler(reader).load()
+        reader.read(len(buffers.MAGIC))
+        return pickle.Unpickler(reader, buffers=buffers.read_buffers(reader.read, reader.readinto)).load()
+    if buffers.has_buffers(data):
+        return buffers.loads_inline(data, lambda stream, found: pickle.loads(stream, buffers=found))
     return pickle.loads(data)

@@ -1,0 +1,119 @@
+"""numpy arrays and other large buffers travel out of band (pickle protocol 5), through a real worker.
+
+What must hold: they come back equal, of the same dtype, shape, memory
+order and writability as they left (as an in-process call would hand
+them over); the sender does not copy them into the payload; a payload
+whose buffer table lies is refused with an error, not a crash.
+"""
+from __future__ import annotations
+
+import hashlib
+import pickle
+
+import pytest
+from conftest import distributed_on
+
+from turbolift import on
+from turbolift._wire import buffers, serialize
+from turbolift._wire.chunked import Pieces, frames_of, gather
+from turbolift._wire.protocol import FRAME_DATA
+
+np = pytest.importorskip("numpy")
+
+
+def describe(array):
+    """What a worker sees of an array: its properties and a checksum of its values."""
+    return (str(array.dtype), array.shape, bool(array.flags.c_contiguous), bool(array.flags.f_contiguous),
+            bool(array.flags.writeable), hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest())
+
+
+def doubled(array):
+    out = array * 2
+    out[..., 0] = -1             # the result is the worker's own, writable array
+    return out
+
+
+def bump_in_place(array):
+    array[0] += 1                # a writable argument is writable on the worker too
+    return array
+
+
+def read_only_copy(array):
+    out = array.copy()
+    out.flags.writeable = False
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with distributed_on(1, tmp_path_factory.mktemp("cache")) as queue:
+        yield queue
+
+
+ARRAYS = {
+    "inline 1 MB float64": lambda: np.arange(131_072, dtype=np.float64),
+    "chunked 24 MB int32 2-d": lambda: np.arange(6_000_000, dtype=np.int32).reshape(3_000, 2_000),
+    "fortran order": lambda: np.asfortranarray(np.arange(400_000, dtype=np.float32).reshape(800, 500)),
+    "structured dtype": lambda: np.zeros(100_000, dtype=[("x", "f8"), ("n", "i4")]),
+    "not contiguous (in band)": lambda: np.arange(2_000_000, dtype=np.float64)[::3],
+    "small (in band)": lambda: np.arange(10),
+}
+
+
+@pytest.mark.parametrize("name", list(ARRAYS))
+def test_arrays_arrive_and_return_as_they_were(cluster, name):
+    array = ARRAYS[name]()
+    # As the copy pickle makes (a strided view arrives contiguous, as pickle.loads gives it locally).
+    assert on(cluster)(describe)(array) == describe(pickle.loads(pickle.dumps(array, protocol=5)))
+    if array.flags.c_contiguous or array.flags.f_contiguous:
+        assert on(cluster)(describe)(array) == describe(array)
+    if array.dtype.names:
+        return   # (nothing to double in a record)
+    back = on(cluster)(doubled)(array)
+    expected = doubled(array)
+    assert back.dtype == expected.dtype and back.shape == expected.shape
+    assert np.array_equal(back, expected) and back.flags.writeable
+
+
+def test_writability_travels_both_ways(cluster):
+    array = np.arange(200_000, dtype=np.float64)
+    assert on(cluster)(bump_in_place)(array)[0] == 1 and array[0] == 0   # (a copy: listed as inherent)
+    frozen = array.copy()
+    frozen.flags.writeable = False
+    assert on(cluster)(describe)(frozen)[4] is False
+    assert on(cluster)(read_only_copy)(array).flags.writeable is False
+
+
+def test_bytearrays_and_arrays_inside_structures(cluster):
+    value = {"raw": bytearray(range(256)) * 1_000, "arrays": [np.ones(70_000), np.zeros((300, 300))]}
+    back = on(cluster)(lambda v: v)(value)
+    assert type(back["raw"]) is bytearray and back["raw"] == value["raw"]
+    assert all(np.array_equal(a, b) for a, b in zip(back["arrays"], value["arrays"]))
+
+
+def test_the_payload_refers_to_the_arrays_memory_instead_of_copying_it():
+    array = np.zeros(FRAME_DATA // 4, dtype=np.float64)      # 8 MiB: chunked
+    payload = serialize.dumps_payload((array,), for_worker=True)
+    assert isinstance(payload, Pieces) and buffers.has_buffers(payload.parts[0])
+    array[-1] = 42.0   # changed after serialising: the payload sees it, so it holds no copy
+    (back,) = serialize.loads(gather(len(payload), frames_of(payload)))
+    assert back[-1] == 42.0
+    in_band = len(pickle.dumps(array, protocol=5))
+    assert len(payload) < in_band + 200   # the same bytes, once
+
+
+@pytest.mark.parametrize("damage", ["truncated buffer", "count too large", "table cut short"])
+def test_a_payload_with_a_lying_buffer_table_is_refused(damage):
+    data = serialize.dumps(np.ones(100_000), for_worker=False)
+    count_at = len(buffers.MAGIC)
+    if damage == "truncated buffer":
+        bad = data[:len(data) // 2]
+    elif damage == "count too large":
+        bad = data[:count_at] + (2**31).to_bytes(4, "little") + data[count_at + 4:]
+    else:
+        bad = data[:count_at + 6]
+    with pytest.raises((ValueError, pickle.UnpicklingError, EOFError)):
+        serialize.loads(bad)
+    with pytest.raises((ValueError, pickle.UnpicklingError, EOFError)):
+        serialize.loads(Pieces([bad[:FRAME_DATA], bad[FRAME_DATA:]] if len(bad) > FRAME_DATA else [bad],
+                               len(bad)))
