@@ -300,6 +300,10 @@ def test_slow_unpickling_is_bounded_by_slots_and_stopped_by_the_deadline(hand_st
     started = time.monotonic()
     assert on(timeout=60)(identity)("after") == "ran"
     assert time.monotonic() - started < 30
+    # Every slot comes free well before one unpickling could finish (30 s): the last interrupted
+    # one may release its slot a moment after the caller's deadline (a busy machine's moment).
+    while describe(hand_started).calls_running and time.monotonic() - started < 20:
+        time.sleep(0.1)
     assert describe(hand_started).calls_running == 0
 
 
