@@ -13,6 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Optional
 
 from .._settings import Settings
+from .._wire import allocator
 from .._wire.auth import read_token
 from ..platforms.registry import resolve
 
@@ -63,6 +64,7 @@ class Client:
             if found is None:
                 from .dispatcher import Dispatcher
 
+                allocator.bound()   # this program now receives payloads: let them go back when freed
                 resolved = self._cluster(spec, key)
                 token = None
                 if resolved.token is None and self.settings.token_file:
