@@ -10,6 +10,9 @@ message-size limits as a turbolift worker. Methods of ``bench.Baseline``:
 
 * ``Echo``: returns the request bytes (the raw gRPC limit for a call that
   carries exactly the bytes turbolift sends);
+* ``EchoStream``: a bidirectional stream that sends back each request
+  message as it arrives (one long-lived stream, one reply per message:
+  the transport's stream form, as turbolift's Session uses it);
 * ``Call_<fn>`` ("dill-echo"): unpickles ``(args, kwargs)``, runs
   ``workloads.<fn>``, pickles the result, with turbolift's own serialiser
   (``turbolift._wire.serialize``: the C pickler, dill for what it cannot carry);
@@ -93,6 +96,8 @@ def _handlers() -> dict:
 
     handlers = {
         "Echo": unary(lambda request: request),
+        # The handler's iterator of replies is its iterator of requests: each message back as it came.
+        "EchoStream": grpc.stream_stream_rpc_method_handler(lambda requests, context: requests),
         "Prepare": unary(prepare),
         "Release": unary(release),
         "Sink": unary(lambda request: str(len(request)).encode()),
@@ -162,6 +167,7 @@ class BaselineServers:
         self.transport = transport
         self._processes: list = []
         self.channels: list = []
+        self.addresses: list = []     # one per server, as grpc targets ("unix:PATH" or "HOST:PORT")
         self._socket_dir = tempfile.mkdtemp(prefix="bench-baseline-") if transport == "unix" else None
         try:
             for index in range(count):
@@ -177,6 +183,7 @@ class BaselineServers:
                 channel = grpc.insecure_channel(address, options=MESSAGE_OPTIONS)
                 grpc.channel_ready_future(channel).result(timeout=start_timeout)
                 self.channels.append(channel)
+                self.addresses.append(address)
         except BaseException:
             self.close()
             raise

@@ -47,19 +47,21 @@ def _panel(ax, title: str, unit: str, bars: list, label: Callable = _short, log:
         ax.set_xticks([])
         return
     names = [name for name, *_ in shown]
+    crowded = len(shown) > 10   # labels upright, so that they do not run into each other
     positions = range(len(shown))
     values = [value for _, value, _, _ in shown]
     if log:
         ax.set_yscale("log")
         bottom = min(values) / 4
-        ax.set_ylim(bottom, max(values + [p for _, _, p, _ in shown if p]) * 4)
+        ax.set_ylim(bottom, max(values + [p for _, _, p, _ in shown if p]) * (40 if crowded else 4))
         ax.bar(positions, [v - bottom for v in values], bottom=bottom, color=[c for *_, c in shown])
     else:
         ax.bar(positions, values, color=[c for *_, c in shown])
     for x, (_, value, p99, _) in zip(positions, shown):
         if p99 is not None:
             ax.plot([x - 0.3, x + 0.3], [p99, p99], color="black", linewidth=1)
-        ax.annotate(label(value), (x, max(value, p99 or value)), ha="center", va="bottom", fontsize=7)
+        ax.annotate(label(value), (x, max(value, p99 or value)), ha="center", va="bottom", fontsize=7,
+                    rotation=90 if crowded else 0)
     ax.set_xticks(list(positions))
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
     ax.tick_params(axis="y", labelsize=7)
@@ -74,21 +76,32 @@ def draw(results: dict, path: Path) -> None:
     def g(section: str, name: str, field: str = "median") -> tuple:
         return _get(results, section, name, field)
 
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    fig, axes = plt.subplots(2, 3, figsize=(17, 9))
     _panel(axes[0][0], "1. Sequential call, per call (log)", "s", [
         ("local add", g("sequential", "local_add"), LOCAL),
         ("raw echo", g("sequential", "raw_echo_add"), BASELINE),
         ("dill-echo", g("sequential", "dill_echo_add"), BASELINE),
         ("turbolift worker only", g("sequential", "worker_direct_add"), PARTIAL),
+        ("socket ping-pong", g("sequential", "socket_pingpong_add"), BASELINE),
+        ("sync stream", g("sequential", "stream_echo_add"), BASELINE),
+        ("aio stream", g("sequential", "aio_stream_echo_add"), BASELINE),
+        ("aio unary", g("sequential", "aio_unary_echo_add"), BASELINE),
         ("turbolift add", g("sequential", "turbolift_add"), TURBOLIFT),
         ("Ray", g("peers", "ray_seq"), PEER),
         ("Dask", g("peers", "dask_seq"), PEER),
+        ("execnet", g("peers", "execnet_seq"), PEER),
+        ("rpyc", g("peers", "rpyc_seq"), PEER),
+        ("Pyro5", g("peers", "pyro5_seq"), PEER),
+        ("ProcessPool", g("peers", "process_pool_seq"), PEER),
+        ("loky", g("peers", "loky_seq"), PEER),
     ], label=lambda v: fmt(v, "s"), log=True)
     axes[0][0].set_ylabel("seconds (log)", fontsize=8)
     _panel(axes[0][1], "2. Throughput", "calls/s", [
         ("raw echo 64", g("concurrency", "raw_echo_add_64_in_flight"), BASELINE),
         ("dill-echo 64", g("concurrency", "dill_echo_add_64_in_flight"), BASELINE),
         ("turbolift 64", g("concurrency", "turbolift_add_64_in_flight"), TURBOLIFT),
+        ("ProcessPool 64", g("peers", "process_pool_64_in_flight"), PEER),
+        ("loky 64", g("peers", "loky_64_in_flight"), PEER),
         ("raw burst", g("concurrency", "raw_echo_add_burst"), BASELINE),
         ("turbolift burst", g("concurrency", "turbolift_add_burst"), TURBOLIFT),
         ("Ray burst", g("peers", "ray_burst"), PEER),
@@ -97,9 +110,12 @@ def draw(results: dict, path: Path) -> None:
     _panel(axes[0][2], "3. map of a trivial function (log)", "items/s", [
         ("local map", g("map", "local_map_trivial"), LOCAL),
         ("raw batched", g("map", "raw_batched_map_trivial"), BASELINE),
+        ("ProcessPool best chunks", g("map", "process_pool_map_trivial"), BASELINE),
         ("turbolift map", g("map", "turbolift_map_trivial"), TURBOLIFT),
         ("Ray", g("peers", "ray_map_trivial"), PEER),
+        ("Ray batched", g("peers", "ray_map_batched"), PEER),
         ("Dask", g("peers", "dask_map_trivial"), PEER),
+        ("Dask batched", g("peers", "dask_map_batched"), PEER),
     ], log=True)
     _panel(axes[1][0], "4. Cold start, start to exit", "s", label=lambda v: fmt(v, "s"), bars=[
         ("python app.py", g("cold_start", "plain_exit"), LOCAL),
@@ -120,7 +136,8 @@ def draw(results: dict, path: Path) -> None:
                              (f"turbolift {label} {short}", ours, TURBOLIFT)]
     _panel(axes[1][2], "6. Payload transfer rate", "MB/s", payload_bars)
     fig.suptitle(f"turbolift benchmarks ({results.get('mode')} mode, {results.get('timestamp', '')}): "
-                 "blue turbolift (light: worker side only), grey bare gRPC, green in-process, orange peers; "
+                 "blue turbolift (light: worker side only), grey bare gRPC / socket, green in-process, "
+                 "orange peers; "
                  "tick = p99",
                  fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.96))

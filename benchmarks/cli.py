@@ -8,8 +8,9 @@ ones that time fresh processes (4 cold start, 5 import hook) and the peers
 run; the exit code is 1 if any did. Writes ``latest.json``, ``latest.md``
 and ``latest.png`` into ``--out`` (default ``benchmarks/results``).
 
-Peers run in full mode when Ray or Dask is importable (``--no-peers``
-turns them off); quick mode skips them unless ``--peers`` is given.
+Peers (Ray, Dask, execnet, rpyc, Pyro5, loky where installed, and
+``ProcessPoolExecutor``) run in full mode (``--no-peers`` turns them off);
+quick mode skips them unless ``--peers`` is given.
 """
 from __future__ import annotations
 
@@ -153,8 +154,8 @@ def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[1])
     parser.add_argument("--quick", action="store_true", help="the smoke-test run (well under a minute)")
     peers_group = parser.add_mutually_exclusive_group()
-    peers_group.add_argument("--peers", action="store_true", help="measure Ray/Dask even in quick mode")
-    peers_group.add_argument("--no-peers", action="store_true", help="do not measure Ray/Dask")
+    peers_group.add_argument("--peers", action="store_true", help="measure the peers even in quick mode")
+    peers_group.add_argument("--no-peers", action="store_true", help="do not measure the peers")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory ({DEFAULT_OUT})")
     parser.add_argument("--only", nargs="+", choices=ALL, metavar="SECTION",
                         help=f"run only these sections: {', '.join(ALL)}")

@@ -7,7 +7,8 @@ import sys
 
 from . import memory
 
-DISTRIBUTIONS = ("grpcio", "protobuf", "dill", "matplotlib", "ray", "dask", "distributed")
+DISTRIBUTIONS = ("grpcio", "protobuf", "dill", "matplotlib", "ray", "dask", "distributed", "execnet", "rpyc",
+                 "Pyro5", "loky")
 
 
 def _cpu_model() -> str:

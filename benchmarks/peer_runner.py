@@ -15,6 +15,11 @@ reference by the peer's workers), and prints one JSON line of raw samples:
 * ``cpu``: seconds per repetition of ``burn(burn_n)`` over ``cpu_items`` items,
   and ``cpu_local``: the same loop run right after in this process, for a
   speed-up measured under the same conditions.
+* ``map_batched``: ``{batch size: [[count, seconds], ...]}``: ``inc`` over
+  ``batch_items`` items (section 3's count) in hand-made batches, one task of
+  ``inc_batch`` per batch of each size in ``batch_sizes``, submitted at once
+  and gathered, the results flattened in order (slicing the items counted:
+  turbolift's ``map`` does its own batching).
 
 Warm-up calls are made first and discarded. Every loop is bounded by its
 count and by the ``budget`` in seconds.
@@ -48,6 +53,8 @@ def _ray(params: dict) -> dict:
         return ray.get([burn.remote(n) for _ in range(count)])
 
     out = _measure(params, lambda: ray.get(add.remote(1, 2)), burst, mapped, cpu)
+    inc_batch = ray.remote(workloads.inc_batch)
+    out["map_batched"] = _batched(params, lambda chunk: inc_batch.remote(chunk), ray.get)
     began = time.perf_counter()
     ray.shutdown()
     out.update(start_s=start_s, stop_s=time.perf_counter() - began, version=ray.__version__)
@@ -75,6 +82,8 @@ def _dask(params: dict) -> dict:
 
     out = _measure(params, lambda: client.submit(workloads.add, 1, 2, pure=False).result(),
                    burst, mapped, cpu)
+    out["map_batched"] = _batched(params, lambda chunk: client.submit(workloads.inc_batch, chunk, pure=False),
+                                  client.gather)
     began = time.perf_counter()
     client.close()
     cluster.close()
@@ -127,6 +136,28 @@ def _measure(params: dict, one_call, burst, mapped, cpu) -> dict:
             workloads.burn(n)
         local_runs.append(time.perf_counter() - began)
     return {"seq": seq, "burst": bursts, "map": maps, "cpu": cpu_runs, "cpu_local": local_runs}
+
+
+def _batched(params: dict, submit, gather) -> dict:
+    """``{size: [[count, seconds], ...]}`` of ``inc`` over ``batch_items`` items in batches of ``size``."""
+    budget = Budget(params["budget"] / 2)
+    items = list(range(params["batch_items"]))
+    found: dict = {}
+    for size in params["batch_sizes"]:
+        runs: list = []
+        for rep in range(params["reps"] + 1):  # repetition 0 is the warm-up
+            began = time.perf_counter()
+            parts = gather([submit(items[i:i + size]) for i in range(0, len(items), size)])
+            values = [value for part in parts for value in part]
+            seconds = time.perf_counter() - began
+            if values != [x + 1 for x in items]:
+                raise RuntimeError(f"wrong or unordered results from inc_batch (batches of {size})")
+            if rep:
+                runs.append([len(items), seconds])
+            if rep and budget.expired():
+                break
+        found[str(size)] = runs
+    return found
 
 
 def main(argv: list) -> int:

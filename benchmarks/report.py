@@ -106,7 +106,9 @@ def render(results: dict) -> str:
         f"{machine.get('load_average_start', machine.get('load_average'))}. "
         f"Python {versions.get('python')}, turbolift {versions.get('turbolift')}, "
         f"grpcio {versions.get('grpcio')}, protobuf {versions.get('protobuf')}, dill {versions.get('dill')}, "
-        f"ray {versions.get('ray') or '—'}, dask {versions.get('distributed') or '—'}.",
+        f"ray {versions.get('ray') or '—'}, dask {versions.get('distributed') or '—'}, "
+        + ", ".join(f"{name} {versions.get(name) or '—'}" for name in ("execnet", "rpyc", "Pyro5", "loky"))
+        + ".",
         "",
         f"Targets met: {sum(1 for row in met if row['met'])} of {len(met)} measured.",
         "",

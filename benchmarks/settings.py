@@ -56,6 +56,7 @@ class Mode:
     peer_cpu_items: int = 200
     peer_cold_reps: int = 3
     peer_budget: float = 40.0        # per peer: its measurements, then again its cold starts
+    rpc_peer_budget: float = 15.0    # per plain-RPC peer (execnet, rpyc, Pyro5, the process pools)
 
 
 FULL = Mode(name="full")
@@ -71,5 +72,5 @@ QUICK = Mode(
     payloads=((MB, 5), (100 * MB, 1)), payload_warmup_below=100 * MB, payload_budget=10.0,
     peers=False,
     peer_seq_calls=50, peer_tasks=300, peer_reps=1, peer_map_items=300, peer_cpu_items=20,
-    peer_cold_reps=1, peer_budget=20.0,
+    peer_cold_reps=1, peer_budget=20.0, rpc_peer_budget=5.0,
 )

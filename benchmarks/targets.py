@@ -15,6 +15,12 @@ from typing import Callable, Optional
 from .settings import GB, MB
 
 TIME, RATE, ITEMS, MBPS, TIMES = "s", "calls/s", "items/s", "MB/s", "x"
+# The plain-RPC peers of section 7 (figure prefix, what the baseline column says); pools last.
+RPC_PEERS = (("execnet", "execnet channel send/receive to a popen gateway"),
+             ("rpyc", "rpyc service call on a unix socket"),
+             ("pyro5", "Pyro5 proxy call to a daemon on 127.0.0.1"),
+             ("process_pool", "ProcessPoolExecutor(2) `submit().result()`"),
+             ("loky", "loky reusable executor (2) `submit().result()`"))
 
 
 def _figure(results: dict, section: str, name: str) -> Optional[dict]:
@@ -36,10 +42,9 @@ def _missing(results: dict, section: str, name: str) -> str:
     if found.get("status") == "error":
         return "error (see the section)"
     if section == "peers":
-        peer = name.split("_", 1)[0]
-        state = found.get("params", {}).get("status", {}).get(peer)
-        if state and state != "ok":
-            return state
+        for peer, state in found.get("params", {}).get("status", {}).items():
+            if name.startswith(peer + "_") and state != "ok":
+                return state
     if section == "payloads":
         for label, why in found.get("params", {}).get("skipped", {}).items():
             if name.endswith(label.replace(" ", "").lower()):
@@ -104,10 +109,28 @@ def evaluate(results: dict) -> list:
           "in-process call")
     r.add("1", "`add(1, 2)` through the marker, distribution off", (seq, "local_marked_add"),
           (seq, "local_add"), "in-process call")
+    # 1. the transport's forms: one round trip of the same request bytes each, same socket kind
+    r.add("1", "Sequential remote `add(1, 2)` (speed issue)", (seq, "turbolift_add"), (seq, "raw_echo_add"),
+          "raw gRPC sync unary echo of the same bytes", "≤ 0.75×", lambda q, *_: q <= 0.75)
+    r.add("1", "Sequential remote `add(1, 2)` ÷ sync stream", (seq, "turbolift_add"),
+          (seq, "stream_echo_add"), "bare grpcio sync stream round trip (one long-lived stream)")
+    r.add("1", "Sequential remote `add(1, 2)` ÷ aio stream", (seq, "turbolift_add"),
+          (seq, "aio_stream_echo_add"), "bare grpcio aio stream round trip")
+    r.add("1", "Sequential remote `add(1, 2)` ÷ aio unary", (seq, "turbolift_add"),
+          (seq, "aio_unary_echo_add"), "bare grpcio aio unary echo")
+    r.add("1", "Sequential remote `add(1, 2)` ÷ socket ping-pong", (seq, "turbolift_add"),
+          (seq, "socket_pingpong_add"), "bare socket ping-pong of the same bytes (the physical limit)")
+    r.add("1", "Transport only: sync stream round trip ÷ sync unary", (seq, "stream_echo_add"),
+          (seq, "raw_echo_add"), "raw gRPC sync unary echo (what ≤ 0.75× asks of turbolift)")
+    r.add("1", "Transport only: sync unary echo ÷ socket ping-pong", (seq, "raw_echo_add"),
+          (seq, "socket_pingpong_add"), "bare socket ping-pong (gRPC's own cost)")
     r.add("1", "Sequential `add(1, 2)` vs Ray task round trip", (seq, "turbolift_add"), (peers, "ray_seq"),
           "Ray `ray.get(f.remote())`", "≤ 0.40× (≥ 2.5× faster)", lambda q, *_: q <= 0.40)
     r.add("1", "Sequential `add(1, 2)` vs Dask", (seq, "turbolift_add"), (peers, "dask_seq"),
           "Dask `submit().result()`")
+    for peer, how in RPC_PEERS:
+        r.add("1", f"Sequential `add(1, 2)` vs {how.split(' ', 1)[0]}", (seq, "turbolift_add"),
+              (peers, f"{peer}_seq"), how)
     # 2. concurrency
     r.add("2", "64 in flight, `add.submit(1, 2)`", (conc, "turbolift_add_64_in_flight"),
           (conc, "raw_echo_add_64_in_flight"), "raw gRPC echo, 64 grpc futures in flight",
@@ -116,6 +139,9 @@ def evaluate(results: dict) -> list:
           (conc, "dill_echo_add_64_in_flight"), "dill-echo, 64 in flight")
     r.add("2", "64 in flight, latency per call", (conc, "turbolift_add_64_in_flight_latency"),
           (conc, "raw_echo_add_64_in_flight_latency"), "raw gRPC echo, 64 in flight")
+    for peer, how in RPC_PEERS[-2:]:
+        r.add("2", "64 in flight, `add.submit(1, 2)`", (conc, "turbolift_add_64_in_flight"),
+              (peers, f"{peer}_64_in_flight"), how.split(" `")[0] + ", 64 futures in flight")
     r.add("2", "Tasks submitted at once, then gathered", (conc, "turbolift_add_burst"),
           (conc, "raw_echo_add_burst"), "raw gRPC echo, same burst")
     r.add("2", "Tasks submitted at once, then gathered", (conc, "turbolift_add_burst"), (peers, "ray_burst"),
@@ -125,10 +151,16 @@ def evaluate(results: dict) -> list:
     # 3. map
     r.add("3", "`map` of a trivial function", (mp, "turbolift_map_trivial"), (mp, "raw_batched_map_trivial"),
           "raw gRPC, same batching work", "≥ 50,000 items/s", lambda q, v, *_: v >= 50_000)
+    r.add("3", "`map` of a trivial function", (mp, "turbolift_map_trivial"), (mp, "process_pool_map_trivial"),
+          "`ProcessPoolExecutor(2).map`, its best chunksize", "≥ 1.0×", lambda q, *_: q >= 1.0)
     r.add("3", "`map` of a trivial function", (mp, "turbolift_map_trivial"), (peers, "ray_map_trivial"),
           "Ray, one task per item")
     r.add("3", "`map` of a trivial function", (mp, "turbolift_map_trivial"), (peers, "dask_map_trivial"),
           "Dask `client.map`")
+    r.add("3", "`map` of a trivial function", (mp, "turbolift_map_trivial"), (peers, "ray_map_batched"),
+          "Ray, hand-made batches (best batch size)", "≥ 1.0×", lambda q, *_: q >= 1.0)
+    r.add("3", "`map` of a trivial function", (mp, "turbolift_map_trivial"), (peers, "dask_map_batched"),
+          "Dask, hand-made batches (best batch size)")
     r.add("3", "`map` of a ~10 ms CPU function, 2 workers", (mp, "turbolift_map_cpu"), (mp, "local_loop_cpu"),
           "local loop", "≤ 0.556× (≥ 1.8× faster)", lambda q, *_: q > 0 and 1.0 / q >= 1.8)
     r.add("3", "`map` of a ~10 ms CPU function, 2 workers", (mp, "turbolift_map_cpu"),

@@ -28,6 +28,11 @@ def inc(x: int) -> int:
     return x + 1
 
 
+def inc_batch(xs: list) -> list:
+    """``inc`` over a hand-made batch of items: one task of a peer for many items (section 7)."""
+    return [x + 1 for x in xs]
+
+
 def burn(n: int) -> int:
     """CPU-bound work; ``n`` is calibrated so that one call takes ~10 ms."""
     total = 0

@@ -15,63 +15,14 @@ Variants alternate in repetitions; one warm-up repetition of each is discarded.
 """
 from __future__ import annotations
 
-import threading
 import time
 from typing import Callable
 
 from turbolift._wire import serialize as _serialize
 
-from ..measure import Budget, rate_summary, summarise
+from ..measure import Budget, rate_summary, summarise, windowed
 
 TITLE = "Concurrent throughput"
-
-
-class _Window:
-    """Keeps ``size`` calls in flight; records each call's latency."""
-
-    def __init__(self, size: int) -> None:
-        self.slots = threading.Semaphore(size)
-        self.lock = threading.Lock()
-        self.latencies: list = []
-        self.errors: list = []
-        self.finished = 0
-        self.all_done = threading.Event()
-        self.expected = -1
-
-    def done(self, future, started: float) -> None:
-        latency = time.perf_counter() - started
-        error = future.exception()
-        with self.lock:
-            self.latencies.append(latency)
-            if error is not None:
-                self.errors.append(repr(error))
-            self.finished += 1
-            if self.finished == self.expected:
-                self.all_done.set()
-        self.slots.release()
-
-
-def windowed(start_call: Callable, total: int, in_flight: int, budget: Budget) -> tuple:
-    """Run up to ``total`` calls with ``in_flight`` outstanding; return (calls, seconds, latencies)."""
-    window = _Window(in_flight)
-    clock = time.perf_counter
-    began = clock()
-    sent = 0
-    while sent < total and (sent < in_flight or not budget.expired()):
-        window.slots.acquire()
-        started = clock()
-        start_call().add_done_callback(lambda future, started=started: window.done(future, started))
-        sent += 1
-    with window.lock:
-        window.expected = sent
-        if window.finished == sent:
-            window.all_done.set()
-    if not window.all_done.wait(timeout=max(budget.left(), 0) + 60):
-        raise RuntimeError(f"{sent - window.finished} calls never finished")
-    elapsed = clock() - began
-    if window.errors:
-        raise RuntimeError(f"{len(window.errors)} calls failed, first: {window.errors[0]}")
-    return sent, elapsed, window.latencies
 
 
 def burst(start_call: Callable, total: int) -> tuple:

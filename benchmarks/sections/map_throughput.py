@@ -7,7 +7,12 @@
     largest batch), at most 4 chunks in flight over the baseline servers,
     each server unpickling, applying ``inc`` and pickling
     ``[(True, result), ...]``, the caller unpickling the replies in order;
-  - ``local_map``: ``list(map(inc, range(N)))`` in this process.
+  - ``local_map``: ``list(map(inc, range(N)))`` in this process;
+  - ``process_pool_map``: ``list(pool.map(inc, range(N), chunksize=c))`` on a
+    ``ProcessPoolExecutor`` of as many processes as workers (spawn, started
+    and warmed before timing), for each ``c`` of ``POOL_CHUNKSIZES``
+    (``process_pool_map_c<c>_trivial``); ``process_pool_map_trivial`` is the
+    one of them with the best median: the hand-tuned pool.
 * CPU-bound function: ``burn(n)`` with ``n`` calibrated here so that one
   local call takes ~``mode.cpu_ms`` ms, over ``mode.cpu_items`` items:
   ``list(burn.map(...))`` on the cluster against a local loop
@@ -35,6 +40,7 @@ from ..measure import Budget, rate_summary, summarise
 
 TITLE = "map throughput"
 RAW_CHUNK = 8192
+POOL_CHUNKSIZES = (1000, 5000, 20000, 50000)
 
 
 def raw_batched_map(baseline, items, chunk: int = RAW_CHUNK, max_in_flight: int = 4) -> list:
@@ -89,15 +95,40 @@ def _check(values: list, count: int) -> None:
 
 def run(ctx) -> dict:
     mode = ctx.mode
-    remote = ctx.contenders.remote
-    baseline = ctx.contenders.baseline
     count = mode.map_items
     budget = Budget(mode.map_budget)
+    spawn = multiprocessing.get_context("spawn")
+    pool = concurrent.futures.ProcessPoolExecutor(mode.workers, mp_context=spawn)
+    try:
+        return _run(ctx, pool, count, budget)
+    finally:
+        pool.shutdown()
 
+
+def _pool_map(pool, chunksize: int):
+    return lambda items: list(pool.map(workloads.inc, items, chunksize=chunksize))
+
+
+def _best_pool(figures: dict) -> dict:
+    """The ``process_pool_map_c<c>_trivial`` figure with the best median, noting its chunksize."""
+    tried = {c: figures[f"process_pool_map_c{c}_trivial"] for c in POOL_CHUNKSIZES}
+    chunksize = max(tried, key=lambda c: tried[c]["median"])
+    best = dict(tried[chunksize], chunksize=chunksize)
+    best["note"] = (f"chunksize {chunksize}: the best median of chunksizes "
+                    f"{', '.join(map(str, POOL_CHUNKSIZES))}")
+    return best
+
+
+def _run(ctx, pool, count: int, budget: Budget) -> dict:
+    mode = ctx.mode
+    remote = ctx.contenders.remote
+    baseline = ctx.contenders.baseline
+    list(pool.map(workloads.inc, range(4 * mode.workers)))  # start its processes
     trivial = {
         "turbolift_map": lambda items: list(remote.inc.map(items, timeout=300)),
         "raw_batched_map": lambda items: raw_batched_map(baseline, items),
         "local_map": lambda items: list(map(workloads.inc, items)),
+        **{f"process_pool_map_c{c}": _pool_map(pool, c) for c in POOL_CHUNKSIZES},
     }
     runs: dict = {name: [] for name in trivial}
     names = list(trivial)
@@ -114,15 +145,14 @@ def run(ctx) -> dict:
         if rep and budget.expired():
             break
     figures = {f"{name}_trivial": rate_summary(samples, "items/s") for name, samples in runs.items()}
+    figures["process_pool_map_trivial"] = _best_pool(figures)
 
     n = calibrate(mode.cpu_ms / 1000.0)
     per_call = summarise([_timed(workloads.burn, n) for _ in range(5)], "s")
     items = [n] * mode.cpu_items
     expected = workloads.burn(n)
     cpu: dict = {"turbolift_map_cpu": [], "local_loop_cpu": [], "process_pool_cpu": []}
-    spawn = multiprocessing.get_context("spawn")
-    pool = concurrent.futures.ProcessPoolExecutor(mode.workers, mp_context=spawn)
-    list(pool.map(workloads.burn, [n] * 2 * mode.workers))  # start and warm its processes
+    list(pool.map(workloads.burn, [n] * 2 * mode.workers))  # warm its processes
     for rep in range(mode.cpu_reps + 1):
         subset = items[: max(2 * mode.workers, len(items) // 10)] if rep == 0 else items
         order = ["turbolift_map_cpu", "local_loop_cpu", "process_pool_cpu"]
@@ -142,7 +172,6 @@ def run(ctx) -> dict:
                 cpu[name].append(seconds)
         if rep and budget.expired():
             break
-    pool.shutdown()
     for name, samples in cpu.items():
         figures[name] = summarise(samples, "s")
     local_median = figures["local_loop_cpu"]["median"]
@@ -150,12 +179,16 @@ def run(ctx) -> dict:
         figures[f"{name}_speedup"] = summarise([local_median / seconds for seconds in cpu[name]], "x")
     figures["burn_local_call"] = per_call
     ctx.log(f"map: turbolift {figures['turbolift_map_trivial']['median']:,.0f} items/s, raw batched "
-            f"{figures['raw_batched_map_trivial']['median']:,.0f} items/s; cpu map "
+            f"{figures['raw_batched_map_trivial']['median']:,.0f} items/s, process pool "
+            f"{figures['process_pool_map_trivial']['median']:,.0f} items/s "
+            f"(chunksize {figures['process_pool_map_trivial']['chunksize']}); cpu map "
             f"{figures['turbolift_map_cpu']['median']:.2f}s vs local "
             f"{figures['local_loop_cpu']['median']:.2f}s")
     return {
         "figures": figures,
         "params": {"items": count, "raw_chunk": RAW_CHUNK, "raw_max_in_flight": 4,
+                   "pool_chunksizes": list(POOL_CHUNKSIZES),
+                   "pool_best_chunksize": figures["process_pool_map_trivial"]["chunksize"],
                    "cpu_items": mode.cpu_items, "cpu_target_ms": mode.cpu_ms, "burn_n": n,
                    "workers": mode.workers, "reps": mode.map_reps, "cpu_reps": mode.cpu_reps},
         "notes": [],

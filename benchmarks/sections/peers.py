@@ -1,4 +1,4 @@
-"""7. Peers: Ray and Dask distributed, when installed, in the same run.
+"""7. Peers: Ray and Dask distributed, and the plain-RPC tools, when installed, in the same run.
 
 Each peer is measured in a child process of its own
 (:mod:`benchmarks.peer_runner`, after turbolift's cluster of this run has
@@ -7,12 +7,22 @@ been shut down, so the two never compete for the 2 cores): sequential
 gathered, ``inc`` mapped over ``mode.peer_map_items`` items, and ``burn``
 (the same calibrated ~10 ms as section 3) over ``mode.peer_cpu_items``
 items, whose speed-up is taken against the same loop run locally in the
-peer's process right after (as section 3 does for turbolift). Cold start
+peer's process right after (as section 3 does for turbolift), and
+``<peer>_map_batched``: ``inc`` over section 3's ``mode.map_items`` items in
+hand-made batches, one task per batch, the best median of the batch sizes
+``BATCH_SIZES`` (each also as ``<peer>_map_batched_b<size>``). Cold start
 runs a generated script (start the peer's local cluster, one call,
 print, shut down) as a fresh process, timed like section 4, against
 section 4's ``python app.py``.
 
-Everything stays on 127.0.0.1: Ray with ``_node_ip_address="127.0.0.1"``
+The plain-RPC peers (execnet, rpyc, Pyro5, ``ProcessPoolExecutor``, loky)
+are measured each in a child process too (:mod:`benchmarks.rpc_peers`):
+``<peer>_seq``, seconds per sequential ``add(1, 2)`` round trip; for the
+two process pools also ``<peer>_64_in_flight`` (calls/s of a sliding
+window of ``mode.in_flight`` futures, as section 2) and its per-call
+latency; ``<peer>_start`` / ``<peer>_stop``, setting up and tearing down.
+
+Everything stays on 127.0.0.1 or unix sockets: Ray with ``_node_ip_address="127.0.0.1"``
 and ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (without it Ray binds the
 machine's external address), usage statistics off; Dask with
 ``host="127.0.0.1"`` and no dashboard.
@@ -31,9 +41,12 @@ from . import Skip
 from .cold_start import write_app
 from .map_throughput import calibrate
 
-TITLE = "Peers (Ray, Dask)"
+TITLE = "Peers (Ray, Dask, execnet, rpyc, Pyro5, process pools)"
 
 PEERS = {"ray": "ray", "dask": "distributed"}
+BATCH_SIZES = (5000, 20000, 50000)   # hand-made batches of section 3's items, one task each
+RPC_PEERS = {"execnet": "execnet", "rpyc": "rpyc", "pyro5": "Pyro5", "process_pool": "concurrent.futures",
+             "loky": "loky"}
 
 APPS = {
     "ray": '''
@@ -77,8 +90,9 @@ def peer_env() -> dict:
 
 
 def installed() -> dict:
-    """``{peer: True/False}``: importable in this interpreter."""
-    return {peer: importlib.util.find_spec(module) is not None for peer, module in PEERS.items()}
+    """``{peer: True/False}``: importable in this interpreter (Ray, Dask, then the plain-RPC peers)."""
+    return {peer: importlib.util.find_spec(module) is not None
+            for peer, module in {**PEERS, **RPC_PEERS}.items()}
 
 
 def run(ctx) -> dict:
@@ -94,7 +108,8 @@ def run(ctx) -> dict:
             status[peer] = "skipped: not installed"
             continue
         try:
-            figures.update(_measure_peer(ctx, peer, burn_n))
+            measured = _measure_rpc_peer(ctx, peer) if peer in RPC_PEERS else _measure_peer(ctx, peer, burn_n)
+            figures.update(measured)
             status[peer] = "ok"
         except Exception as exc:  # one peer failing must not hide the other
             status[peer] = f"error: {type(exc).__name__}: {exc}"[:2000]
@@ -105,7 +120,8 @@ def run(ctx) -> dict:
         "figures": figures,
         "params": {"status": status, "tasks": mode.peer_tasks, "seq_calls": mode.peer_seq_calls,
                    "map_items": mode.peer_map_items, "cpu_items": mode.peer_cpu_items, "burn_n": burn_n,
-                   "cold_reps": mode.peer_cold_reps, "workers": 2},
+                   "cold_reps": mode.peer_cold_reps, "workers": 2, "in_flight": mode.in_flight,
+                   "rpc_peer_budget": mode.rpc_peer_budget, "rpc_calls_per_rep": mode.conc_calls},
         "notes": [f"{peer}: {state}" for peer, state in status.items() if state != "ok"]
         + ["peer cold starts have no discarded warm-up run: the peer's own measurement, run just "
            "before in a child process, has warmed the file caches"],
@@ -124,7 +140,7 @@ def _measure_peer(ctx, peer: str, burn_n: int) -> dict:
     mode = ctx.mode
     params = {"seq_calls": mode.peer_seq_calls, "tasks": mode.peer_tasks, "reps": mode.peer_reps,
               "map_items": mode.peer_map_items, "cpu_items": mode.peer_cpu_items, "burn_n": burn_n,
-              "budget": mode.peer_budget}
+              "budget": mode.peer_budget, "batch_items": mode.map_items, "batch_sizes": list(BATCH_SIZES)}
     params_file = ctx.tmp / f"{peer}-params.json"
     params_file.write_text(json.dumps(params))
     ctx.log(f"peers: measuring {peer} ...")
@@ -143,6 +159,7 @@ def _measure_peer(ctx, peer: str, burn_n: int) -> dict:
         f"{peer}_stop": summarise([raw["stop_s"]], "s"),
     }
     figures[f"{peer}_seq"]["version"] = raw["version"]
+    figures.update(_batched_figures(peer, raw["map_batched"]))
 
     folder = ctx.tmp / f"cold-{peer}"
     app = write_app(folder, f"{peer}_app.py", APPS[peer])
@@ -162,4 +179,39 @@ def _measure_peer(ctx, peer: str, burn_n: int) -> dict:
             f"{figures[f'{peer}_burst']['median']:,.0f}/s, map "
             f"{figures[f'{peer}_map_trivial']['median']:,.0f} items/s, "
             f"cold exit {figures[f'{peer}_cold_exit']['median']:.2f}s")
+    return figures
+
+
+def _batched_figures(peer: str, runs_by_size: dict) -> dict:
+    """``<peer>_map_batched_b<size>`` per batch size, and ``<peer>_map_batched``: the best median."""
+    figures = {f"{peer}_map_batched_b{size}": rate_summary(runs, "items/s")
+               for size, runs in runs_by_size.items()}
+    size = max(runs_by_size, key=lambda s: figures[f"{peer}_map_batched_b{s}"]["median"])
+    best = dict(figures[f"{peer}_map_batched_b{size}"], batch=int(size))
+    best["note"] = f"batches of {size} items: the best median of {', '.join(runs_by_size)}"
+    figures[f"{peer}_map_batched"] = best
+    return figures
+
+
+def _measure_rpc_peer(ctx, peer: str) -> dict:
+    """One plain-RPC peer in a child process (:mod:`benchmarks.rpc_peers`): its figures."""
+    mode = ctx.mode
+    params = {"seq_calls": mode.peer_seq_calls, "tasks": mode.conc_calls, "reps": mode.peer_reps,
+              "in_flight": mode.in_flight, "workers": mode.workers, "budget": mode.rpc_peer_budget}
+    params_file = ctx.tmp / f"{peer}-params.json"
+    params_file.write_text(json.dumps(params))
+    ctx.log(f"peers: measuring {peer} ...")
+    result = timed_run([sys.executable, "-m", "benchmarks.rpc_peers", peer, str(params_file)],
+                       cwd=str(REPO), env=peer_env(), marker="{", timeout=mode.rpc_peer_budget + 120)
+    raw = json.loads(result.stdout.strip().splitlines()[-1])
+    figures = {f"{peer}_seq": summarise(raw["seq"], "s"),
+               f"{peer}_start": summarise([raw["start_s"]], "s"),
+               f"{peer}_stop": summarise([raw["stop_s"]], "s")}
+    figures[f"{peer}_seq"]["version"] = raw["version"]
+    if raw["in_flight"]:
+        figures[f"{peer}_{mode.in_flight}_in_flight"] = rate_summary(raw["in_flight"], "calls/s")
+        figures[f"{peer}_{mode.in_flight}_in_flight_latency"] = summarise(raw["latency"], "s")
+    window = figures.get(f"{peer}_{mode.in_flight}_in_flight")
+    ctx.log(f"peers: {peer} seq {figures[f'{peer}_seq']['median'] * 1e3:.3f} ms"
+            + (f", {mode.in_flight} in flight {window['median']:,.0f}/s" if window else ""))
     return figures

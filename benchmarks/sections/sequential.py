@@ -17,6 +17,15 @@ One call at a time, each timed on its own with ``perf_counter``:
   Session (handshake done once) straight to the turbolift workers, the
   reply frame left unparsed: the worker's share of the overhead, so that
   turbolift - worker_direct is the caller's share;
+* the transport's forms, each one round trip of ``add(1, 2)``'s request
+  bytes over the same kind of socket (unix, as turbolift's local workers),
+  rotating over as many server processes (:mod:`benchmarks.socket_echo`,
+  :mod:`benchmarks.transport_forms`):
+  ``socket_pingpong_add``: bare socket ping-pong, the physical limit;
+  ``raw_echo_add`` above: grpcio sync unary;
+  ``stream_echo_add``: grpcio sync bidirectional stream, one message out
+  and one back on a long-lived stream; ``aio_stream_echo_add`` and
+  ``aio_unary_echo_add``: the same two from a ``grpc.aio`` channel;
 * ``local_add``: ``add(1, 2)`` called directly, and ``local_marked_add``:
   through the marker with distribution off (``timeit`` blocks, since one
   call is far below the clock's resolution; each sample is a block mean).
@@ -36,13 +45,14 @@ from turbolift._wire import serialize as _serialize
 from .. import workloads
 from ..baseline_server import MESSAGE_OPTIONS
 from ..measure import Budget, interleave, summarise
+from ..socket_echo import SocketEchoServers
+from ..transport_forms import AioForms, SyncStreams, runner
 
 TITLE = "Sequential call overhead"
 
 
 def run(ctx) -> dict:
     mode = ctx.mode
-    remote = ctx.contenders.remote
     baseline = ctx.contenders.baseline
     noop_bytes = _serialize.dumps(((), {}), for_worker=True)
     add_bytes = _serialize.dumps(((1, 2), {}), for_worker=True)
@@ -51,23 +61,7 @@ def run(ctx) -> dict:
     if _serialize.loads(baseline.caller("Call_add", add_bytes)()) != 3:
         raise RuntimeError("the baseline dill-echo did not compute add(1, 2)")
 
-    channels: list = []
-    variants = {
-        "turbolift_noop": remote.noop,
-        "turbolift_add": lambda: remote.add(1, 2),
-        "worker_direct_noop": _worker_direct(ctx, "noop", noop_bytes, channels),
-        "worker_direct_add": _worker_direct(ctx, "add", add_bytes, channels),
-        "raw_echo_noop": baseline.caller("Echo", noop_bytes),
-        "raw_echo_add": baseline.caller("Echo", add_bytes),
-        "dill_echo_noop": baseline.caller("Call_noop", noop_bytes),
-        "dill_echo_add": baseline.caller("Call_add", add_bytes),
-    }
-    try:
-        interleave(variants, rounds=2, per_round=20, budget=Budget(mode.seq_budget))  # warm-up
-        samples = interleave(variants, mode.seq_rounds, mode.seq_per_round, Budget(mode.seq_budget))
-    finally:
-        for channel in reversed(channels):   # each Session before its channel
-            channel.close()
+    samples = _time_remote(ctx, noop_bytes, add_bytes)
     figures = {name: summarise(values, "s") for name, values in samples.items()}
 
     for name, fn in (("local_add", workloads.add), ("local_marked_add", ctx.contenders.local_marked.add)):
@@ -86,8 +80,52 @@ def run(ctx) -> dict:
                    "request_bytes_noop": len(noop_bytes), "request_bytes_add": len(add_bytes),
                    "servers": mode.workers},
         "notes": ["raw echo and dill-echo requests are serialised once, before timing; "
-                  "turbolift serialises its arguments on every call, as it must"],
+                  "turbolift serialises its arguments on every call, as it must",
+                  f"transport forms: {baseline.transport} sockets, {mode.workers} server processes each; "
+                  "socket ping-pong has no framing (the client reads back as many bytes as it sent); "
+                  "aio calls are timed inside a private event loop, one await each"],
     }
+
+
+FORMS = ("socket_pingpong_add", "stream_echo_add", "aio_stream_echo_add", "aio_unary_echo_add")
+
+
+def _time_remote(ctx, noop_bytes: bytes, add_bytes: bytes) -> dict:
+    """Per-call samples of every remote variant and transport form, interleaved in rounds."""
+    mode = ctx.mode
+    remote = ctx.contenders.remote
+    baseline = ctx.contenders.baseline
+    closing: list = []   # closed in reverse order after timing (each stream before its channel)
+    try:
+        pingpong = SocketEchoServers(mode.workers, transport=baseline.transport)
+        closing.append(pingpong)
+        aio = AioForms(baseline.addresses)
+        closing.append(aio)
+        streams = SyncStreams(baseline.channels)
+        closing.append(streams)
+        variants = {
+            "turbolift_noop": remote.noop,
+            "turbolift_add": lambda: remote.add(1, 2),
+            "worker_direct_noop": _worker_direct(ctx, "noop", noop_bytes, closing),
+            "worker_direct_add": _worker_direct(ctx, "add", add_bytes, closing),
+            "raw_echo_noop": baseline.caller("Echo", noop_bytes),
+            "raw_echo_add": baseline.caller("Echo", add_bytes),
+            "dill_echo_noop": baseline.caller("Call_noop", noop_bytes),
+            "dill_echo_add": baseline.caller("Call_add", add_bytes),
+            "socket_pingpong_add": pingpong.caller(add_bytes),
+            "stream_echo_add": streams.caller(add_bytes),
+            "aio_stream_echo_add": aio.stream(add_bytes),
+            "aio_unary_echo_add": aio.unary(add_bytes),
+        }
+        for name in FORMS:
+            if variants[name]() != add_bytes:
+                raise RuntimeError(f"{name} did not return the bytes it was sent")
+        interleave(variants, rounds=2, per_round=20, budget=Budget(mode.seq_budget), runner=runner)  # warm-up
+        return interleave(variants, mode.seq_rounds, mode.seq_per_round, Budget(mode.seq_budget),
+                          runner=runner)
+    finally:
+        for item in reversed(closing):
+            item.close()
 
 
 class _DirectSession:

@@ -1,0 +1,148 @@
+"""The physical limit of a round trip: bare socket ping-pong, no gRPC, no HTTP/2.
+
+Run as ``python -m benchmarks.socket_echo --listen unix:PATH`` (or
+``127.0.0.1:0``), it accepts connections and sends back whatever bytes
+arrive, one blocking ``recv`` then one ``sendall`` per message, a thread
+per connection; it prints its address on stdout and exits when its stdin
+closes (so it never outlives the suite). There is no framing: the client
+knows how many bytes it sent and reads until it has them all back, so one
+round trip is one write and one read on each side, the least any RPC over
+that socket can cost.
+
+:class:`SocketEchoServers` starts ``count`` of them (as many as turbolift
+has workers) on the transport turbolift's local workers use, and makes
+calls rotating over them, as the grpcio baseline does.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from typing import Callable, Optional
+
+from .baseline_server import REPO, _read_address, child_env
+
+
+def _connect_socket(address: str) -> socket.socket:
+    if address.startswith("unix:"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(address[len("unix:"):])
+    else:
+        host, port = address.rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _echo(conn: socket.socket) -> None:
+    with conn:
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            conn.sendall(data)
+
+
+def serve(listen: str) -> None:
+    if listen.startswith("unix:"):
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(listen[len("unix:"):])
+        address = listen
+    else:
+        host, port = listen.rsplit(":", 1)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind((host, int(port)))
+        address = f"{host}:{listener.getsockname()[1]}"
+    listener.listen(16)
+
+    def accept() -> None:
+        while True:
+            conn, _ = listener.accept()
+            if conn.family == socket.AF_INET:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=_echo, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    print(address, flush=True)
+    try:
+        while sys.stdin.buffer.read(65536):  # our parent holds the other end
+            pass
+    except (OSError, ValueError, KeyboardInterrupt):
+        pass
+    listener.close()
+
+
+class SocketEchoServers:
+    """``count`` socket echo server processes and one connected socket to each."""
+
+    def __init__(self, count: int = 2, transport: str = "unix", start_timeout: float = 30.0) -> None:
+        self.transport = transport
+        self._processes: list = []
+        self.sockets: list = []
+        self._socket_dir = tempfile.mkdtemp(prefix="bench-socket-echo-") if transport == "unix" else None
+        try:
+            for index in range(count):
+                listen = f"unix:{self._socket_dir}/echo-{index}.sock" if self._socket_dir else "127.0.0.1:0"
+                self._processes.append(subprocess.Popen(
+                    [sys.executable, "-m", "benchmarks.socket_echo", "--listen", listen],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(REPO), env=child_env()))
+            for process in self._processes:
+                self.sockets.append(_connect_socket(_read_address(process, start_timeout)))
+        except BaseException:
+            self.close()
+            raise
+
+    def caller(self, request: bytes) -> Callable[[], bytes]:
+        """A zero-argument function: send ``request``, read as many bytes back; rotating over the servers."""
+        turn = itertools.cycle(self.sockets)
+        size = len(request)
+
+        def call() -> bytes:
+            sock = next(turn)
+            sock.sendall(request)
+            got = sock.recv(65536)
+            while len(got) < size:
+                more = sock.recv(65536)
+                if not more:
+                    raise ConnectionError("the socket echo server closed the connection")
+                got += more
+            return got
+        return call
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets = []
+        for process in self._processes:
+            if process.stdin is not None:
+                try:
+                    process.stdin.close()
+                except OSError:
+                    pass
+        for process in self._processes:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+        self._processes = []
+        if self._socket_dir:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.socket_echo")
+    parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT or unix:PATH")
+    serve(parser.parse_args(argv).listen)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
