@@ -132,15 +132,15 @@ class Coalescer:
 
     def _settle(self, done: cf.Future, batch: list[_Waiting]) -> None:
         try:
-            results, elapsed, _ = done.result()
+            values, errors, elapsed, _ = done.result()
         except BaseException as exc:
             for waiting in batch:
                 settle(waiting.future, exc=exc)
         else:
-            self._cost.observe(elapsed, len(results))
-            for waiting, (ok, value) in zip(batch, results):
-                try:
-                    waiting.future.set_result(outcomes.item_value(ok, value))
-                except BaseException as exc:
-                    waiting.future.set_exception(exc)
+            self._cost.observe(elapsed, len(values))
+            for index, (waiting, value) in enumerate(zip(batch, values)):
+                if index in errors:
+                    settle(waiting.future, exc=outcomes.raised(errors[index]))
+                else:
+                    settle(waiting.future, value)
         self._message_done(None)

@@ -12,8 +12,8 @@ from .calls import Call, WorkEstimate, remaining
 from .dispatcher import Dispatcher
 
 
-class MapIterator:
-    """Ordered results of a remote ``map``, computed in batches as consumed.
+class _Batches:
+    """The batches of a remote ``map``: sent ahead of consumption, taken in order.
 
     At most ``2 * workers`` batches are in flight, and at most twice as many
     finished batches wait to be consumed: a batch that finishes early frees
@@ -23,6 +23,7 @@ class MapIterator:
     then aims at batches of about ``TARGET_BATCH_SECONDS`` of work (80 ms) as
     measured by the workers, so that short functions travel in large batches
     and long ones stay spread over every worker.
+
     """
 
     TARGET_BATCH_SECONDS = 0.08
@@ -46,7 +47,6 @@ class MapIterator:
         self._cost = WorkEstimate()
         self._what = what
         self._pending: deque = deque()
-        self._ready: deque = deque()
         self._exhausted = False
         self._max_running = max(4, 2 * len(dispatcher.connections()))
         self._max_buffered = 2 * self._max_running
@@ -95,41 +95,30 @@ class MapIterator:
         """Learn the workers' time per item as batches finish."""
         if future.cancelled() or future.exception() is not None:
             return
-        results, elapsed, reply_bytes = future.result()
-        if results:
-            self._note_bytes(reply_bytes, len(results))
-            self._cost.observe(elapsed, len(results))
+        values, _, elapsed, reply_bytes = future.result()
+        if values:
+            self._note_bytes(reply_bytes, len(values))
+            self._cost.observe(elapsed, len(values))
 
-    def __iter__(self) -> "MapIterator":
-        return self
-
-    def __next__(self) -> Any:
-        if not self._ready:
-            if not self._pending:
-                raise StopIteration
-            future, count = self._pending[0]
-            try:
-                while not future.done():  # refill as other batches finish meanwhile
-                    left = remaining(self._deadline)
-                    if left == 0:
-                        raise cf.TimeoutError()
-                    cf.wait(self._running(), timeout=left, return_when=cf.FIRST_COMPLETED)
-                    self._fill()
-                self._pending.popleft()
-                results, _, _ = future.result()
-            except cf.TimeoutError:
-                self.close()
-                raise TimeoutError(f"map over {self._what[2:]} did not finish before its timeout") from None
-            except BaseException:
-                self.close()
-                raise
-            self._ready.extend(results)
-            self._fill()
-        ok, value = self._ready.popleft()
-        if ok:
-            return value
-        self.close()
-        return outcomes.item_value(ok, value)
+    def next_batch(self) -> Optional[tuple[list, dict]]:
+        """The values and errors of the first batch in flight once it is done (others are sent
+        meanwhile); None when every batch was taken."""
+        if not self._pending:
+            return None
+        future, _ = self._pending[0]
+        try:
+            while not future.done():  # refill as other batches finish meanwhile
+                left = remaining(self._deadline)
+                if left == 0:
+                    raise cf.TimeoutError()
+                cf.wait(self._running(), timeout=left, return_when=cf.FIRST_COMPLETED)
+                self._fill()
+            self._pending.popleft()
+            values, errors, _, _ = future.result()
+        except cf.TimeoutError:
+            raise TimeoutError(f"map over {self._what[2:]} did not finish before its timeout") from None
+        self._fill()
+        return values, errors
 
     def close(self) -> None:
         """Cancel the batches not yet consumed."""
@@ -137,6 +126,49 @@ class MapIterator:
         while self._pending:
             future, _ = self._pending.popleft()
             future.cancel()
+
+
+def _values(batches: _Batches) -> Iterator:
+    """Each batch's values in order, from C (``yield from``); the exception of the first item
+    that raised, at its place."""
+    try:
+        while True:
+            batch = batches.next_batch()
+            if batch is None:
+                return
+            values, errors = batch
+            if not errors:
+                yield from values
+                continue
+            first = min(errors)
+            yield from values[:first]
+            raise outcomes.raised(errors[first])
+    finally:
+        batches.close()
+
+
+class MapIterator:
+    """Ordered results of a remote ``map``, computed in batches as consumed (see :class:`_Batches`).
+
+    A ``for`` loop over it runs the generator of :func:`_values`, which
+    costs no Python call per item; ``next()`` draws from the same
+    generator. Closing it, or dropping it, cancels the batches not yet
+    consumed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._batches = _Batches(*args, **kwargs)
+        self._results = _values(self._batches)
+
+    def __iter__(self) -> Iterator:
+        return self._results
+
+    def __next__(self) -> Any:
+        return next(self._results)
+
+    def close(self) -> None:
+        self._results.close()
+        self._batches.close()   # (a generator never started runs no finally)
 
     def __del__(self) -> None:
         try:

@@ -100,15 +100,18 @@ def value_of(reply: Any, data: Any) -> Any:
     raise TurboliftError(f"worker sent an unexpected outcome {reply.outcome}")
 
 
-def batch_of(reply: Any, data: Any) -> tuple[list, float, int]:
-    """``(outcomes, seconds the worker spent, bytes of the results)`` of a batch."""
+def batch_of(reply: Any, data: Any) -> tuple[list, dict, float, int]:
+    """``(values, {index: packed exception}, seconds the worker spent, bytes of the results)`` of a
+    batch; the value of an item that raised is None (:func:`raised` makes its exception)."""
     if reply.outcome != pb.RETURNED:
         raise TurboliftError(f"worker sent an unexpected batch outcome {reply.outcome}")
-    return serialize.loads(data), reply.elapsed_seconds, len(data)
+    outcomes = serialize.loads(data)
+    if (type(outcomes) is not tuple or len(outcomes) != 2 or type(outcomes[0]) is not list
+            or type(outcomes[1]) is not dict):
+        raise TurboliftError("worker sent batch results of an unexpected shape")
+    return outcomes[0], outcomes[1], reply.elapsed_seconds, len(data)
 
 
-def item_value(ok: bool, value: Any) -> Any:
-    """The value of one batch item, or raise the exception it carries."""
-    if ok:
-        return value
-    raise unpack_exception(value)
+def raised(packed: Any) -> BaseException:
+    """The exception a batch item raised, from what :func:`batch_of` gave for it."""
+    return unpack_exception(packed)

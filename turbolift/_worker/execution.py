@@ -147,11 +147,13 @@ def call(watchdog: Watchdog, ticket: Ticket, function: Callable, payload: Any,
     return outcome
 
 
-def _run_items(function: Callable, items: list, with_kwargs: bool) -> list:
-    """``[(True, value) | (False, packed exception)]`` for each item, in order.
+def _run_items(function: Callable, items: list, with_kwargs: bool) -> tuple[list, dict]:
+    """``(values, errors)``: each item's value in order, and ``{index: packed exception}`` for
+    those that raised (their value is None).
 
-    The common case runs in C (``starmap`` into a list); an exception only
-    costs restarting it after the failing item.
+    The common case runs in C (``starmap`` into a list) and travels as a
+    plain list (no pair per item to build, pickle and unpickle); an
+    exception only costs restarting it after the failing item.
     """
     if with_kwargs:
         def mapped(rest: Iterator) -> Iterator:
@@ -176,27 +178,21 @@ def _run_items(function: Callable, items: list, with_kwargs: bool) -> list:
         except BaseException as exc:  # one item raised: note it, go on with the rest
             errors[len(results)] = pack_exception(exc)
             results.append(None)
-    if not errors:
-        return [(True, value) for value in results]
-    outcomes = [(True, value) for value in results]
-    for index, packed in errors.items():
-        outcomes[index] = (False, packed)
-    return outcomes
+    return results, errors
 
 
-def _encode_items(outcomes: list) -> serialize.Payload:
+def _encode_items(outcomes: tuple[list, dict]) -> serialize.Payload:
     try:
         return serialize.dumps_payload(outcomes, for_worker=False, what="results")
     except TypeError:  # replace the results that cannot travel with the error that says so
-        safe = []
-        for ok, value in outcomes:
-            if ok:
+        values, errors = outcomes
+        for index, value in enumerate(values):
+            if index not in errors:
                 try:
                     serialize.dumps(value, for_worker=False, what="result")
                 except TypeError as exc:
-                    ok, value = False, pack_exception(exc)
-            safe.append((ok, value))
-        return serialize.dumps_payload(safe, for_worker=False, what="results")
+                    values[index], errors[index] = None, pack_exception(exc)
+        return serialize.dumps_payload((values, errors), for_worker=False, what="results")
 
 
 def _run_batch(function: Callable, payload: Any, count: int, with_kwargs: bool) -> serialize.Payload:
@@ -213,7 +209,8 @@ def _run_batch(function: Callable, payload: Any, count: int, with_kwargs: bool) 
 
 def batch(watchdog: Watchdog, ticket: Ticket, function: Callable, payload: Any, count: int,
           with_kwargs: bool, events: Optional[capture.Events] = None) -> Outcome:
-    """Run ``count`` calls of ``function``; RETURNED carries the serialised list of outcomes."""
+    """Run ``count`` calls of ``function``; RETURNED carries the serialised
+    ``(values, {index: packed exception})`` (see :func:`_run_items`)."""
     return _interruptible(watchdog, ticket, events, _run_batch, function, payload, count, with_kwargs)
 
 
