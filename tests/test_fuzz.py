@@ -605,9 +605,11 @@ def local_outcome(function: Callable, item: Any, with_kwargs: bool) -> tuple:
         return False, f"{type(exc).__module__}.{type(exc).__qualname__}"
 
 
-def remote_outcome(outcome: Any) -> tuple:
-    ok, value = outcome
-    return (True, value) if ok else (False, value["type_name"])
+def remote_outcomes(results: Any) -> list:
+    """A batch's ``(values, {index: packed exception})`` as ``[(True, value) | (False, type name)]``."""
+    values, errors = results
+    return [(False, errors[index]["type_name"]) if index in errors else (True, value)
+            for index, value in enumerate(values)]
 
 
 # -- the open worker: bad input of every kind --------------------------------------
@@ -786,9 +788,8 @@ def test_batch_items_garbage_truncated_wrongly_typed_or_miscounted(open_worker, 
     else:
         reply = replied(answer, what)
         assert reply.outcome == pb.RETURNED, reply
-        outcomes = _serialize.loads(result_of(answer))
-        assert len(outcomes) == count
-        got = [remote_outcome(outcome) for outcome in outcomes]
+        got = remote_outcomes(_serialize.loads(result_of(answer)))
+        assert len(got) == count
         assert got == [local_outcome(project.echo, item, with_kwargs) for item in value], what
 
 
@@ -957,7 +958,7 @@ def test_chunked_arguments_that_lie_about_their_size_are_refused(open_worker, ta
     if lie == "honest":
         assert replied(answer, what).outcome == pb.RETURNED
         result = _serialize.loads(result_of(answer))
-        assert result == ([(True, ([data_bytes], {}))] if count else ([data_bytes], {}))
+        assert result == (([([data_bytes], {})], {}) if count else ([data_bytes], {}))
         return
     boundaries = {sum(map(len, honest[:index])) for index in range(1, len(honest))}
     if lie == "more than declared" and size in boundaries:
@@ -1427,7 +1428,7 @@ def test_arguments_that_unpickle_to_an_unruly_tuple_get_a_clear_status(open_work
     items = pickle.dumps([(1,), project.StubbornTuple((2,)), (3,)])
     answer = open_worker.session(invoke_frame(ref(target_bundle.id), items, count=3))
     assert replied(answer, "a batch with a StubbornTuple item").outcome == pb.RETURNED
-    got = [remote_outcome(outcome) for outcome in _serialize.loads(result_of(answer))]
+    got = remote_outcomes(_serialize.loads(result_of(answer)))
     assert got == [(True, ([1], {})), (False, "builtins.RuntimeError"), (True, ([3], {}))]
     open_worker.assert_intact()
 
