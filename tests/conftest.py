@@ -1,10 +1,13 @@
 """Shared helpers: real worker processes, real sockets, real subprocesses."""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -13,6 +16,12 @@ from typing import Any, Iterator, Optional
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# The caller's bundle cache of the tests, and of the programs they run, is a
+# temporary directory: never the user's ~/.cache (a test may point it elsewhere).
+_BUNDLE_CACHE = tempfile.mkdtemp(prefix="turbolift-test-bundle-cache-")
+os.environ.setdefault("TURBOLIFT_BUNDLE_CACHE", _BUNDLE_CACHE)
+atexit.register(shutil.rmtree, _BUNDLE_CACHE, True)
 
 
 def write_files(root: Path, files: dict[str, str]) -> Path:

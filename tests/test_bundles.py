@@ -1,12 +1,19 @@
 """Bundles: content-addressed, project code only, pinned third-party versions."""
 from __future__ import annotations
 
+import ast
+import hashlib
 import io
 import json
 import os
+import shutil
+import subprocess
 import sys
+import textwrap
+import time
 import zipfile
 from pathlib import Path
+from unittest.mock import ANY
 
 import dill
 import pytest
@@ -15,6 +22,8 @@ from conftest import write_files
 from turbolift._caller import bundling as _bundle
 from turbolift._worker.bundle_store import BundleStore
 from turbolift.errors import BundleError, ConfigurationError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -165,3 +174,577 @@ def test_an_unpacked_bundle_with_an_extra_file_is_unpacked_afresh(tmp_path, proj
     again = BundleStore(str(tmp_path / "store"))
     assert again.load(bundle.id).resolve("calc.core", "work")(3) == 7
     assert not (unpacked / "calc" / "evil.py").exists()
+
+
+# -- the caller's bundle cache: real files, real builds, fresh processes -------------
+
+_BUILD_ONCE = '''
+import importlib, json, os, sys
+sys.path.insert(0, sys.argv[1])
+importlib.import_module(sys.argv[2])
+from turbolift._caller import bundling, pins
+# Files the test wrote a moment ago (their ctime is now) are trusted, unless it asks otherwise.
+bundling.RACY_NS = pins.RACY_NS = int(os.environ.get("TEST_RACY_NS", "0"))
+built = []
+real_build = bundling.build
+def counting_build(*args, **kwargs):
+    built.append(1)
+    return real_build(*args, **kwargs)
+bundling.build = counting_build
+bundle = bundling.module_bundle(sys.argv[2])
+print(json.dumps({"id": bundle.id, "built": len(built), "requirements": bundle.manifest["requirements"],
+                  "files": sorted(name for name, _ in bundle.files)}))
+'''
+_AN_HOUR_AGO = 3600
+
+
+def _age(*paths, seconds=_AN_HOUR_AGO):
+    """Set the files' times in the past: files modified seconds ago are never trusted unread."""
+    when = time.time() - seconds
+    for path in paths:
+        for each in ([path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()] + [path]):
+            os.utime(each, (when, when))
+
+
+@pytest.fixture
+def on_disk(tmp_path):
+    """A project whose module ``calc.core`` imports siblings (one lazily) and a library, files aged."""
+    source = write_files(tmp_path / "src", {
+        "calc/__init__.py": "",
+        "calc/core.py": """
+            import dill
+            from .helpers import twice
+            from calc import consts
+
+            def work(x):
+                return twice(x) + consts.K
+
+            def later():
+                from . import extra  # imported when called only: still shipped
+                from . import optional  # absent for now
+                return extra, optional
+        """,
+        "calc/helpers.py": "def twice(x):\n    return 2 * x\n",
+        "calc/consts.py": "K = 1\n",
+        "calc/extra.py": "E = 1\n",
+    })
+    _age(source)
+    return source
+
+
+def _fresh_build(source: Path, cache, module="calc.core", **env) -> dict:
+    """Build ``module``'s bundle in a fresh process; ``cache`` is TURBOLIFT_BUNDLE_CACHE (None: unset)."""
+    environment = {k: v for k, v in os.environ.items() if k != "TURBOLIFT_BUNDLE_CACHE"}
+    if cache is not None:
+        environment["TURBOLIFT_BUNDLE_CACHE"] = str(cache)
+    environment.update(env)
+    done = subprocess.run([sys.executable, "-c", _BUILD_ONCE, str(source), module], cwd=source,
+                          env=environment, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _uncached_id(source: Path, module="calc.core") -> str:
+    return _fresh_build(source, "0", module)["id"]
+
+
+def test_a_second_build_in_a_fresh_process_comes_from_the_cache_with_the_same_id(on_disk, tmp_path):
+    cache = tmp_path / "cache"
+    first = _fresh_build(on_disk, cache)
+    second = _fresh_build(on_disk, cache)
+    assert (first["built"], second["built"]) == (1, 0)
+    assert second["id"] == first["id"] == _uncached_id(on_disk)   # byte-identical to a build
+    assert "calc/extra.py" in second["files"] and second["requirements"] == {"dill": dill.__version__}
+    assert (cache.stat().st_mode & 0o777) == 0o700
+
+
+def test_the_default_cache_is_under_xdg_cache_home(on_disk, tmp_path):
+    xdg = tmp_path / "xdg"
+    first = _fresh_build(on_disk, None, XDG_CACHE_HOME=str(xdg))
+    assert _fresh_build(on_disk, None, XDG_CACHE_HOME=str(xdg)) == dict(first, built=0)
+    directory = xdg / "turbolift" / "caller-bundles"
+    assert sorted(p.suffix for p in directory.iterdir()) == [".entry", ".entry"]   # the bundle, the pins
+    assert directory.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("change", ["same size, new content", "same content, new mtime",
+                                    "new content, mtime restored"])
+def test_a_changed_file_is_built_afresh(on_disk, tmp_path, change):
+    cache = tmp_path / "cache"
+    before = _fresh_build(on_disk, cache)
+    helpers = on_disk / "calc" / "helpers.py"
+    recorded = helpers.stat()
+    if change != "same content, new mtime":
+        helpers.write_text("def twice(x):\n    return x + x\n")   # the same number of bytes
+        assert helpers.stat().st_size == recorded.st_size
+    if change == "new content, mtime restored":   # as rsync -t or an archive would
+        os.utime(helpers, ns=(recorded.st_atime_ns, recorded.st_mtime_ns))
+    else:
+        _age(helpers, seconds=2 * _AN_HOUR_AGO)
+    after = _fresh_build(on_disk, cache)
+    assert after["built"] == 1
+    assert after["id"] == _uncached_id(on_disk)
+    assert (after["id"] == before["id"]) == (change == "same content, new mtime")
+    assert _fresh_build(on_disk, cache) == dict(after, built=0)   # and then cached again
+
+
+def test_a_file_changed_seconds_ago_is_never_taken_from_the_cache(on_disk, tmp_path):
+    """File times advance by clock ticks: a same-size rewrite within one would leave them as they were."""
+    cache = tmp_path / "cache"
+    (on_disk / "calc" / "helpers.py").write_text("def twice(x):\n    return x + x\n")
+    racy = {"TEST_RACY_NS": str(_bundle.RACY_NS)}   # the real window
+    assert _fresh_build(on_disk, cache, **racy)["built"] == 1
+    assert _fresh_build(on_disk, cache, **racy)["built"] == 1
+
+
+def test_a_deleted_or_a_new_module_is_noticed(on_disk, tmp_path):
+    cache = tmp_path / "cache"
+    assert _fresh_build(on_disk, cache)["built"] == 1
+    (on_disk / "calc" / "extra.py").unlink()
+    gone = _fresh_build(on_disk, cache)
+    assert gone["built"] == 1 and "calc/extra.py" not in gone["files"]
+    assert gone["id"] == _uncached_id(on_disk)
+    (on_disk / "calc" / "optional.py").write_text("O = 1\n")   # a lookup that failed now succeeds
+    _age(on_disk / "calc" / "optional.py")   # (and no file read before changes)
+    new = _fresh_build(on_disk, cache)
+    assert new["built"] == 1 and "calc/optional.py" in new["files"]
+    assert new["id"] == _uncached_id(on_disk)
+
+
+def test_a_new_version_of_a_pinned_distribution_is_noticed(tmp_path):
+    from conftest import make_installed_library
+
+    site = tmp_path / "lib" / "site-packages"   # (so pinlib is not project code)
+    make_installed_library(site, "pinlib", "1.0", "V = 1\n")
+    source = write_files(tmp_path / "src", {"uses/__init__.py": "import pinlib\n"})
+    _age(site, source)
+    cache, path = tmp_path / "cache", {"PYTHONPATH": f"{site}{os.pathsep}{REPO_ROOT}"}
+    first = _fresh_build(source, cache, "uses", **path)
+    assert first["requirements"] == {"pinlib": "1.0"}
+    assert _fresh_build(source, cache, "uses", **path)["built"] == 0
+    # An upgrade, as pip does it: the files may not even change, the metadata does.
+    shutil.rmtree(site / "pinlib-1.0.dist-info")
+    make_installed_library(site, "pinlib", "2.0", "V = 1\n")
+    _age(site)
+    upgraded = _fresh_build(source, cache, "uses", **path)
+    assert upgraded["built"] == 1 and upgraded["requirements"] == {"pinlib": "2.0"}
+    assert upgraded["id"] != first["id"]
+
+
+def test_the_cache_can_be_switched_off(on_disk, tmp_path):
+    xdg = tmp_path / "xdg"
+    for _ in range(2):
+        assert _fresh_build(on_disk, "0", XDG_CACHE_HOME=str(xdg))["built"] == 1
+    assert not xdg.exists()
+
+
+def test_a_cache_directory_that_cannot_be_used_still_builds(on_disk, tmp_path):
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    expected = _uncached_id(on_disk)
+    for _ in range(2):   # cannot be created
+        assert _fresh_build(on_disk, None, XDG_CACHE_HOME=str(not_a_directory)) == \
+            {**_fresh_build(on_disk, "0"), "id": expected, "built": 1}
+
+
+def _split_entry(entry: Path) -> tuple[bytes, dict, bytes]:
+    """``(magic, header, data)`` of a cache entry."""
+    magic, digest, header, data = entry.read_bytes().split(b"\n", 3)
+    return magic, json.loads(header), data
+
+
+def _write_entry(entry: Path, magic: bytes, header: dict, data: bytes, digest=None) -> None:
+    """Write an entry as the cache does (its header digest recomputed, unless given)."""
+    encoded = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    digest = digest if digest is not None else hashlib.sha256(encoded).hexdigest().encode()
+    entry.write_bytes(magic + b"\n" + digest + b"\n" + encoded + b"\n" + data)
+
+
+def _bundle_entry(cache: Path) -> Path:
+    entries = [p for p in cache.rglob("*.entry")]
+    return max(entries, key=lambda p: p.stat().st_size)   # (the other one holds the pins)
+
+
+def _damage(entry: Path, how: str) -> None:
+    blob = entry.read_bytes()
+    if how == "truncated":
+        entry.write_bytes(blob[:len(blob) // 2])
+    elif how == "garbage":
+        entry.write_bytes(os.urandom(len(blob)))
+    elif how == "archive flipped":
+        entry.write_bytes(blob[:-10] + bytes([blob[-10] ^ 0xFF]) + blob[-9:])
+    elif how == "header flipped":
+        magic, digest, header, data = blob.split(b"\n", 3)
+        entry.write_bytes(b"\n".join([magic, digest, header.replace(b'"calc', b'"cal_', 1), data]))
+    else:   # a well-formed header of the wrong shape, its digest right
+        magic, parsed, data = _split_entry(entry)
+        parsed["lookups"] = 7
+        _write_entry(entry, magic, parsed, data)
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "archive flipped", "header flipped",
+                                 "header of the wrong shape"])
+def test_a_damaged_entry_is_ignored_and_replaced(on_disk, tmp_path, how):
+    cache = tmp_path / "cache"
+    first = _fresh_build(on_disk, cache)
+    _damage(_bundle_entry(cache), how)
+    assert _fresh_build(on_disk, cache) == first                  # built again, the same
+    assert _fresh_build(on_disk, cache) == dict(first, built=0)   # and the entry repaired
+
+
+@pytest.mark.parametrize("records", ["no imports", "not records"])
+@pytest.mark.parametrize("digest", ["left as it was", "recomputed"])
+def test_damaged_import_records_never_spoil_a_rebuild(on_disk, tmp_path, records, digest):
+    """On a miss, the entry's import records spare parsing unchanged files: damaged ones are not used."""
+    cache = tmp_path / "cache"
+    first = _fresh_build(on_disk, cache)
+    entry = _bundle_entry(cache)
+    magic, header, data = _split_entry(entry)
+    count = len(json.loads(header["records"]))
+    wrong = [[] for _ in range(count)] if records == "no imports" else [["bad"] for _ in range(count)]
+    header["records"] = json.dumps(wrong)
+    header["id"] = "sha256:" + "0" * 64   # not a hit: a miss, which uses the records
+    if digest == "recomputed":
+        if records == "no imports":
+            return   # (records of the right shape, in an entry of this user's: trusted, as its files are)
+        _write_entry(entry, magic, header, data)
+    else:
+        _write_entry(entry, magic, header, data, digest=entry.read_bytes().split(b"\n", 2)[1])
+    assert _fresh_build(on_disk, cache) == first
+    assert _fresh_build(on_disk, cache) == dict(first, built=0)
+
+
+def test_a_rebuild_that_fails_with_the_records_of_an_entry_is_done_again_without_them(on_disk, tmp_path):
+    cache = tmp_path / "cache"
+    first = _fresh_build(on_disk, cache)
+    entry = _bundle_entry(cache)
+    magic, header, data = _split_entry(entry)
+    _write_entry(entry, magic, dict(header, id="sha256:" + "0" * 64), data)   # a miss, its records read
+    poisoned = _BUILD_ONCE.replace("built = []", textwrap.dedent('''
+        from turbolift._caller import bundle_entries
+        real_known = bundle_entries.known_records
+        bundle_entries.known_records = lambda header: {
+            path: (identity, [["not", "a", "record"]]) for path, (identity, _) in real_known(header).items()}
+        built = []'''))
+    done = subprocess.run([sys.executable, "-c", poisoned, str(on_disk), "calc.core"], cwd=on_disk,
+                          env=dict(os.environ, TURBOLIFT_BUNDLE_CACHE=str(cache), TEST_RACY_NS="0"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == first   # (built once: the walk with the records failed)
+
+
+def test_the_cache_keeps_the_most_recently_used_entries(tmp_path, monkeypatch):
+    from turbolift._caller import bundle_cache
+
+    root = tmp_path / "cache"
+    monkeypatch.setenv("TURBOLIFT_BUNDLE_CACHE", str(root))
+    monkeypatch.setattr(bundle_cache, "MAX_ENTRIES", 10)
+    limit = bundle_cache.MAX_ENTRIES
+
+    def path(index):
+        return root / bundle_cache.entry_name(f"key {index}")
+
+    for index in range(limit + 6):
+        assert bundle_cache.store(f"key {index}", {"n": index}, b"data %d" % index)
+        os.utime(path(index), (1000 + index, 1000 + index))
+    assert [index for index in range(limit + 6) if path(index).exists()] == list(range(6, limit + 6))
+    assert bundle_cache.load("key 6") == ({"n": 6, "key": "key 6", "data_sha256": ANY, "data_size": 6},
+                                          b"data 6")   # used: now the most recent
+    stale = root / ".tmp-crashed-writer"
+    stale.write_bytes(b"half")
+    os.utime(stale, (1000, 1000))
+    assert bundle_cache.store("one more", {"n": -1})
+    assert path(6).exists() and not path(7).exists() and not stale.exists()
+    assert len(list(root.iterdir())) == limit
+
+
+def test_the_cache_is_bounded_by_bytes_and_holds_thousands_of_entries(tmp_path, monkeypatch):
+    from turbolift._caller import bundle_cache
+
+    assert bundle_cache.MAX_ENTRIES >= 4096 and bundle_cache.MAX_BYTES == 512 * 1024 * 1024
+    root = tmp_path / "cache"
+    monkeypatch.setenv("TURBOLIFT_BUNDLE_CACHE", str(root))
+    monkeypatch.setattr(bundle_cache, "MAX_BYTES", 10_000)
+    for index in range(12):
+        assert bundle_cache.store(f"key {index}", {"n": index}, bytes(1000))
+        os.utime(root / bundle_cache.entry_name(f"key {index}"), (1000 + index, 1000 + index))
+    kept = [index for index in range(12) if (root / bundle_cache.entry_name(f"key {index}")).exists()]
+    assert kept == list(range(12 - len(kept), 12)) and 5 <= len(kept) < 10
+    assert sum(p.stat().st_size for p in root.iterdir()) <= 10_000
+
+
+def test_a_program_of_a_hundred_modules_is_all_taken_from_the_cache(tmp_path):
+    """More bundles than the entries the cache used to keep (64): none is built in a second run."""
+    modules = {f"mod{i}.py": f"import mod{i - 1}\n" if i else "" for i in range(100)}
+    source = write_files(tmp_path / "src", modules)
+    script = textwrap.dedent('''
+        import importlib, json, os, sys
+        sys.path.insert(0, sys.argv[1])
+        from turbolift._caller import bundling, pins
+        bundling.RACY_NS = pins.RACY_NS = 0
+        built = []
+        real_build = bundling.build
+        bundling.build = lambda *args, **kwargs: (built.append(1), real_build(*args, **kwargs))[1]
+        for i in range(100):
+            importlib.import_module(f"mod{i}")
+            bundling.module_bundle(f"mod{i}")
+        print(len(built))
+    ''')
+    environment = dict(os.environ, TURBOLIFT_BUNDLE_CACHE=str(tmp_path / "cache"))
+    runs = [subprocess.run([sys.executable, "-c", script, str(source)], env=environment, cwd=source,
+                           capture_output=True, text=True, timeout=120) for _ in range(2)]
+    assert [run.stdout.strip() for run in runs] == ["100", "0"], runs[-1].stderr
+
+
+# -- the cache is this user's alone: what it holds is shipped and run -------------
+
+_ANOTHER_UID = 65534   # nobody
+_as_root = pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0,
+                              reason="needs root, to make files of another user's (os.chown)")
+
+
+def _plant(entry: Path) -> str:
+    """Rewrite ``entry`` as an attacker would: the header kept, the archive's code replaced, ids redone."""
+    magic, header, data = _split_entry(entry)
+    original, planted = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
+    with zipfile.ZipFile(planted, "w") as archive:
+        for name in original.namelist():
+            archive.writestr(name, b"def work(x):\n    return 666\n" if name == "calc/core.py"
+                             else original.read(name))
+    data = planted.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    header.update(id="sha256:" + digest, data_sha256=digest, data_size=len(data))
+    _write_entry(entry, magic, header, data)
+    return header["id"]
+
+
+def test_a_cache_others_can_write_holds_a_private_directory_of_this_users(on_disk, tmp_path):
+    shared = tmp_path / "shared"   # as /tmp, or a volume mounted 0777
+    shared.mkdir()
+    shared.chmod(0o777)
+    first = _fresh_build(on_disk, shared)
+    assert _fresh_build(on_disk, shared) == dict(first, built=0)
+    private = shared / f"turbolift-{os.getuid()}"
+    assert [p.name for p in shared.iterdir()] == [private.name]   # nothing else written there
+    info = private.stat()
+    assert (info.st_uid, info.st_mode & 0o777) == (os.getuid(), 0o700)
+    assert sorted(p.suffix for p in private.iterdir()) == [".entry", ".entry"]
+
+
+@pytest.mark.parametrize("how", ["group-writable", "a link", pytest.param("another user's", marks=_as_root)])
+def test_an_entry_others_could_have_written_is_never_used(on_disk, tmp_path, how):
+    cache = tmp_path / "cache"
+    first = _fresh_build(on_disk, cache)
+    entry = _bundle_entry(cache)
+    planted = _plant(entry)
+    if how == "group-writable":
+        entry.chmod(0o664)
+    elif how == "a link":
+        target = tmp_path / "planted.entry"
+        entry.rename(target)
+        entry.symlink_to(target)
+    else:
+        os.chown(entry, _ANOTHER_UID, _ANOTHER_UID)
+    again = _fresh_build(on_disk, cache)
+    assert again == dict(first, built=1) and again["id"] != planted
+
+
+@_as_root
+def test_directories_swapped_by_another_user_never_feed_a_planted_entry(tmp_path, monkeypatch):
+    """Another user exchanges the cache directory with one of theirs, over and over, as a call loads."""
+    import ctypes
+    import threading
+
+    from turbolift._caller import bundle_cache
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        pytest.skip("no renameat2 in this C library")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    cache, theirs = shared / "cache", shared / "theirs"
+    monkeypatch.setenv("TURBOLIFT_BUNDLE_CACHE", str(cache))
+    assert bundle_cache.store("key", {"n": 1}, b"the real bundle")
+    theirs.mkdir()
+    shutil.copy(cache / bundle_cache.entry_name("key"), theirs)
+    entry = theirs / bundle_cache.entry_name("key")
+    magic, header, _ = _split_entry(entry)
+    header.update(data_sha256=hashlib.sha256(b"planted").hexdigest(), data_size=len(b"planted"))
+    _write_entry(entry, magic, header, b"planted")
+    for path in (theirs, entry):
+        os.chown(path, _ANOTHER_UID, _ANOTHER_UID)
+    stop = threading.Event()
+
+    def attacker():
+        while not stop.is_set():   # RENAME_EXCHANGE (2): both names stay, the directories swap
+            libc.renameat2(-100, str(cache).encode(), -100, str(theirs).encode(), 2)
+
+    thread = threading.Thread(target=attacker, daemon=True)
+    thread.start()
+    try:
+        loaded = [bundle_cache.load("key") for _ in range(3000)]
+    finally:
+        stop.set()
+        thread.join()
+    assert {None if each is None else each[1] for each in loaded} <= {None, b"the real bundle"}
+    assert any(each is not None for each in loaded)
+
+
+# -- what a bundle pins, and builds that never fail because of the cache -----------
+
+def test_an_egg_info_rewritten_in_place_is_noticed(tmp_path):
+    """setuptools rewrites an ``*.egg-info``'s PKG-INFO in place: the folder's name and mtime stay."""
+    root = tmp_path / "env"
+    source = write_files(tmp_path / "src", {"uses/__init__.py": "import edlib\n"})
+    write_files(root, {"pyvenv.cfg": "home = /usr\n",   # (so edlib is not project code)
+                       "src/edlib/edlib/__init__.py": "V = 1\n",
+                       "src/edlib/edlib.egg-info/PKG-INFO":
+                           "Metadata-Version: 2.1\nName: edlib\nVersion: 1.0\n",
+                       "src/edlib/edlib.egg-info/top_level.txt": "edlib\n"})
+    _age(root, source)
+    cache, path = tmp_path / "cache", {"PYTHONPATH": f"{root / 'src' / 'edlib'}{os.pathsep}{REPO_ROOT}"}
+    first = _fresh_build(source, cache, "uses", **path)
+    assert first["requirements"] == {"edlib": "1.0"}
+    assert _fresh_build(source, cache, "uses", **path)["built"] == 0
+    info = root / "src" / "edlib" / "edlib.egg-info"
+    folder = info.stat()
+    (info / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: edlib\nVersion: 2.0\n")
+    _age(info / "PKG-INFO", seconds=2 * _AN_HOUR_AGO)
+    os.utime(info, ns=(folder.st_atime_ns, folder.st_mtime_ns))
+    upgraded = _fresh_build(source, cache, "uses", **path)
+    assert upgraded["requirements"] == {"edlib": "2.0"} and upgraded["built"] == 1
+
+
+_ODD_PROGRAM = '''
+import os, pathlib, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+import calc.core
+from turbolift._caller import bundling, pins
+bundling.RACY_NS = pins.RACY_NS = 0
+built = []
+real_build = bundling.build
+bundling.build = lambda *args, **kwargs: (built.append(1), real_build(*args, **kwargs))[1]
+ids = [bundling.module_bundle("calc.core").id]
+sys.path.append(pathlib.Path("/nonexistent"))   # not a str: import ignores it, so does the cache
+ids.append(bundling._module_bundle("calc.core").id)
+sys.path.insert(0, "")
+gone = tempfile.mkdtemp()
+os.chdir(gone)
+os.rmdir(gone)   # the working directory is deleted: no cache, still a build
+ids.append(bundling._module_bundle("calc.core").id)
+script = bundling.bundle_for_script(os.path.join(sys.argv[1], "calc", "core.py"))
+print(len(set(ids)), len(built), script.manifest["requirements"])
+'''
+
+
+@pytest.mark.parametrize("cache", ["on", "0"])
+def test_odd_sys_path_entries_and_a_deleted_working_directory_never_fail_a_build(on_disk, tmp_path, cache):
+    done = subprocess.run([sys.executable, "-c", _ODD_PROGRAM, str(on_disk)], cwd=on_disk,
+                          env=dict(os.environ, TURBOLIFT_BUNDLE_CACHE=str(tmp_path / "cache") if cache == "on"
+                                   else cache), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    builds = "3" if cache == "on" else "4"   # (the script too; with the cache, the second is a hit)
+    assert done.stdout.split(None, 2) == ["1", builds, f"{{'dill': '{dill.__version__}'}}\n"]
+
+
+def test_a_file_whose_ctime_is_recent_is_never_trusted_unread(tmp_path):
+    """Content rewritten and its mtime set back (rsync -t): only the ctime tells it is recent."""
+    path = tmp_path / "mod.py"
+    path.write_text("A = 1\n")
+    _age(path)
+    assert time.time_ns() - path.stat().st_mtime_ns > _bundle.RACY_NS   # the mtime is old, the ctime new
+    assert _bundle._identity(str(path)) is None
+
+
+def _names_by_walking(source: str, module_name: str, is_package: bool) -> set[str]:
+    """The reference: the scan as it was before the cache (every node of ``ast.walk``), verbatim."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    package = module_name if is_package else module_name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".") if package else []
+                if node.level - 1 > len(base_parts):
+                    continue
+                base_parts = base_parts[:len(base_parts) - (node.level - 1)]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            if not base:
+                continue
+            parts = base.split(".")
+            found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+            # `from pkg import name` may name a submodule
+            found.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+    return found
+
+
+def test_the_import_scan_finds_what_walking_the_whole_tree_finds():
+    from turbolift._caller.import_scan import import_records, imported_names
+
+    tricky = textwrap.dedent('''
+        import a.b.c, d as e
+        from . import sibling
+        from ..up import thing
+        from ...too.far import nothing
+        from .star import *
+        class K:
+            import in_class
+            def method(self):
+                try:
+                    import in_try
+                except ValueError:
+                    import in_handler
+                else:
+                    import in_else
+                finally:
+                    from .fin import x
+        async def f():
+            async with g() as h:
+                import in_with
+            while True:
+                import in_while
+            for _ in ():
+                pass
+            else:
+                import in_for_else
+            match h:
+                case 1:
+                    import in_case
+        if TYPE_CHECKING:
+            from typing_only import T
+        try:
+            pass
+        except* OSError:
+            import in_star_handler
+        lambda: __import__("not_a_statement")
+        "import not_code"
+    ''')
+    sources = [tricky] + [p.read_text() for p in sorted((REPO_ROOT / "turbolift").rglob("*.py"))]
+    for source in sources:
+        for module, is_package in (("pkg.sub.mod", False), ("pkg.sub", True), ("top", False)):
+            assert imported_names(import_records(source), module, is_package) == \
+                _names_by_walking(source, module, is_package)
+
+
+def test_pins_are_what_importlib_metadata_says(tmp_path, monkeypatch):
+    import importlib_metadata
+
+    from turbolift._caller import pins
+
+    monkeypatch.setenv("TURBOLIFT_BUNDLE_CACHE", str(tmp_path / "cache"))
+    tops = {"dill", "grpc", "pytest", "yaml", "no_such_module_here"}
+    every = importlib_metadata.packages_distributions()
+    expected = {dist: importlib_metadata.version(dist) for top in tops for dist in every.get(top, [])}
+    assert pins.pinned_requirements(tops) == expected
+    pins._memo.clear()   # as a fresh process: from the disk this time
+    assert pins.pinned_requirements(tops) == expected

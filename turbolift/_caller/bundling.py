@@ -8,17 +8,22 @@ Functions that cannot be imported on a worker (those of ``__main__`` and
 closures) travel serialised by value inside the bundle. The bundle id is the
 sha256 of the zip, so identical code yields the identical id on every run
 and a worker's cache can be reused across runs.
+
+Building a big project's bundle costs a program a noticeable part of its
+first call, so a module's bundle is kept in the caller's bundle cache
+(:mod:`.bundle_cache`, :mod:`.bundle_entries`) with what its build depended
+on, and reused while that holds: a hit is byte-identical to a build.
 """
 from __future__ import annotations
 
-import ast
 import hashlib
-import importlib.util
+import importlib
 import io
 import json
 import os
 import sys
 import threading
+import time
 import types
 import zipfile
 from dataclasses import dataclass, field
@@ -28,7 +33,10 @@ from .._wire import serialize
 from .._wire.bundle_format import FORMAT, MANIFEST, python_tag
 from .._wire.by_value import travels_by_value
 from ..errors import BundleError
-from .projects import is_project_file, is_stdlib
+from . import bundle_cache, bundle_entries
+from .import_scan import import_records, imported_names
+from .pins import pinned_requirements
+from .projects import is_project_file, is_stdlib, locate
 
 DEFAULT_SIZE_LIMIT = int(os.environ.get("TURBOLIFT_BUNDLE_LIMIT", 100 * 1024 * 1024))
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -76,65 +84,55 @@ def _global_names(code: types.CodeType) -> set[str]:
 
 # -- finding the project modules a module imports -------------------------
 
-def _imported_names(source: str, module_name: str, is_package: bool) -> set[str]:
-    """Absolute names of every module an ``import`` statement may refer to."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return set()
-    package = module_name if is_package else module_name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                parts = alias.name.split(".")
-                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base_parts = package.split(".") if package else []
-                if node.level - 1 > len(base_parts):
-                    continue
-                base_parts = base_parts[:len(base_parts) - (node.level - 1)]
-                base = ".".join(base_parts + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            if not base:
-                continue
-            parts = base.split(".")
-            found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-            # `from pkg import name` may name a submodule
-            found.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
-    return found
-
-
-def _locate(name: str) -> Optional[tuple[str, bool]]:
-    """(origin path, is_package) of module ``name``, or None."""
-    module = sys.modules.get(name)
-    spec = getattr(module, "__spec__", None) if module is not None else None
-    if spec is None:
-        parent = name.rpartition(".")[0]
-        if parent and parent not in sys.modules:
-            return None  # never import a parent just to look: it runs code
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError, AttributeError):
-            return None
-    if spec is None or not spec.origin or not spec.has_location:
-        return None
-    return spec.origin, spec.submodule_search_locations is not None
-
-
 def _archive_name(name: str, is_package: bool) -> str:
     return name.replace(".", "/") + ("/__init__.py" if is_package else ".py")
 
 
-class _Collector:
-    """Walks imports from some roots; gathers project files and pins."""
+_records_seen: dict[str, tuple] = {}   # local path -> (identity, import records), parsed in this process
+RACY_NS = 2_000_000_000
 
-    def __init__(self) -> None:
+
+def _identity(path: str) -> Optional[list]:
+    """What tells a file's content changed without reading it: size, mtime, ctime, inode, device.
+
+    None for a file modified or changed (its mtime or its ctime) in the last
+    RACY_NS (or in the future): file times advance by clock ticks (or
+    seconds), so a rewrite of the same size right after this one (its mtime
+    set back, as rsync -t does) could leave every field as it is. Such a
+    file is never trusted unread ("racy git").
+    """
+    info = os.stat(path)
+    if time.time_ns() - max(info.st_mtime_ns, info.st_ctime_ns) < RACY_NS:
+        return None
+    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev]
+
+
+class _Collector:
+    """Walks imports from some roots; gathers project files and pins.
+
+    It also keeps what the walk depended on, for the bundle cache: every
+    file it read (with its identity, taken before reading, and its import
+    records) and the answer to every module lookup. ``known`` holds import
+    records of an earlier walk (path -> (identity, records)), reused, as are
+    those this process parsed, for a file whose identity is unchanged
+    instead of parsing it again.
+    """
+
+    def __init__(self, known: Optional[dict] = None) -> None:
         self.files: dict[str, str] = {}        # archive name -> local path
         self.modules: dict[str, str] = {}      # module name -> archive name
         self.third_party: set[str] = set()     # top-level import names
+        self.read: dict[str, list] = {}        # local path -> [identity, import records]
+        self.contents: dict[str, bytes] = {}   # local path -> the bytes read (and shipped)
+        self.lookups: dict[str, Optional[tuple]] = {}   # name -> (origin, is_package, is project code)
+        self._known = known or {}
+
+    def locate(self, name: str) -> Optional[tuple]:
+        """``(origin, is_package, is_project_file(origin))`` of module ``name``, or None (remembered)."""
+        if name not in self.lookups:
+            located = locate(name)
+            self.lookups[name] = None if located is None else (*located, is_project_file(located[0]))
+        return self.lookups[name]
 
     def add_module(self, name: str, path: str, is_package: bool) -> None:
         if name in self.modules:
@@ -144,56 +142,40 @@ class _Collector:
         self.files[arcname] = path
         parent = name.rpartition(".")[0]
         if parent:  # a package's __init__ runs before its submodules
-            located = _locate(parent)
-            if located and is_project_file(located[0]):
-                self.add_module(parent, *located)
+            located = self.locate(parent)
+            if located and located[2]:
+                self.add_module(parent, located[0], located[1])
         self.scan(path, name, is_package)
 
     def scan(self, path: str, name: str, is_package: bool) -> None:
         try:
-            with open(path, encoding="utf-8") as handle:
-                source = handle.read()
+            identity = _identity(path)   # before reading: a later edit then shows as a change
+            with open(path, "rb") as handle:
+                data = handle.read()
+            known = self._known.get(path) or _records_seen.get(path)
+            if identity is not None and known is not None and known[0] == identity:
+                records = known[1]
+            else:
+                records = import_records(data.decode("utf-8"))
+                if identity is not None:
+                    _records_seen[path] = (identity, records)
         except (OSError, UnicodeDecodeError) as exc:
             raise BundleError(f"cannot read {path} to bundle it: {exc}") from exc
-        for imported in sorted(_imported_names(source, name, is_package)):
+        self.read[path] = [identity, records]
+        self.contents[path] = data
+        for imported in sorted(imported_names(records, name, is_package)):
             if imported in self.modules:
                 continue
             top = imported.partition(".")[0]
             if top == "turbolift" or is_stdlib(top):
                 continue
-            located = _locate(imported)
+            located = self.locate(imported)
             if located is None:
                 continue
-            if is_project_file(located[0]):
-                self.add_module(imported, *located)
+            if located[2]:
+                self.add_module(imported, located[0], located[1])
             else:
                 self.third_party.add(top)
-
-
-# -- requirements ----------------------------------------------------------
-
-_distributions_lock = threading.Lock()
-_distributions: Optional[dict] = None
-
-
-def pinned_requirements(top_level_names: set[str]) -> dict[str, str]:
-    """Map the distributions providing ``top_level_names`` to their versions."""
-    global _distributions
-    if not top_level_names:
-        return {}
-    import importlib_metadata
-
-    with _distributions_lock:
-        if _distributions is None:
-            _distributions = importlib_metadata.packages_distributions()
-    pins: dict[str, str] = {}
-    for top in sorted(top_level_names):
-        for dist in _distributions.get(top, []):
-            try:
-                pins[dist] = importlib_metadata.version(dist)
-            except importlib_metadata.PackageNotFoundError:
-                continue
-    return pins
 
 
 # -- packing ---------------------------------------------------------------
@@ -220,8 +202,11 @@ def build(collector: _Collector, extra: dict[str, bytes], manifest_extra: dict,
           limit: int = DEFAULT_SIZE_LIMIT) -> Bundle:
     entries: dict[str, bytes] = dict(extra)
     for arcname, path in collector.files.items():
-        with open(path, "rb") as handle:
-            entries[arcname] = handle.read()
+        data = collector.contents.get(path)
+        if data is None:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        entries[arcname] = data
     manifest = {"format": FORMAT, **python_tag(),
                 "modules": dict(sorted(collector.modules.items())),
                 "requirements": pinned_requirements(collector.third_party),
@@ -271,21 +256,63 @@ def needs_shipping(module_name: str) -> bool:
     top = module_name.partition(".")[0]
     if top in ("turbolift", "builtins", "__main__") or is_stdlib(top):
         return False
-    located = _locate(module_name)
+    located = locate(module_name)
     return bool(located and is_project_file(located[0]))
 
 
 def _module_bundle(module_name: str) -> Bundle:
-    collector = _Collector()
-    located = _locate(module_name)
+    """Build the bundle of ``module_name``, or take it from the bundle cache when it still holds.
+
+    The cache never makes a build fail: an entry that cannot be used (or a
+    key that cannot be computed) is a miss, a build that used an entry's
+    import records and failed with anything but BundleError is done again
+    without them, and a failure to store is ignored. A BundleError is the
+    build's own (a file that cannot be read, a bundle over the limit).
+    """
+    try:
+        key: Optional[str] = bundle_entries.bundle_key("module", module_name, DEFAULT_SIZE_LIMIT)
+    except Exception:   # (a working directory that is gone, say): no cache this time
+        key = None
+    entry = bundle_cache.load(key) if key is not None else None
+    known = None
+    if entry is not None:
+        header, data = entry
+        try:
+            if bundle_entries.still_valid(header, data):
+                assert data is not None
+                files = tuple(tuple(f) for f in header["files"])
+                return Bundle(header["id"], data, header["manifest"], files)
+        except Exception:   # an entry of an unexpected shape: build afresh
+            pass
+        known = bundle_entries.known_records(header)
+    try:
+        collector, bundle = _walk_and_build(module_name, known)
+    except BundleError:
+        raise
+    except Exception:
+        if not known:
+            raise
+        collector, bundle = _walk_and_build(module_name, None)   # the entry's records were bad
+    if key is not None:
+        try:
+            bundle_cache.store(key, bundle_entries.header_of(collector, bundle), bundle.data)
+        except Exception:
+            pass
+    return bundle
+
+
+def _walk_and_build(module_name: str, known: Optional[dict]) -> tuple[_Collector, Bundle]:
+    """The walk from ``module_name`` (reusing the import records ``known``) and the bundle it gives."""
+    collector = _Collector(known)
+    located = collector.locate(module_name)
     installed: list[str] = []
-    if located and is_project_file(located[0]):
-        collector.add_module(module_name, *located)
+    if located and located[2]:
+        collector.add_module(module_name, located[0], located[1])
     else:
         # An installed library: the worker imports its own copy, pinned.
         collector.third_party.add(module_name.partition(".")[0])
         installed.append(module_name)
-    return build(collector, {}, {"installed": installed, "pickled": {}})
+    return collector, build(collector, {}, {"installed": installed, "pickled": {}})
 
 
 def bundle_for_module(module_name: str) -> Bundle:

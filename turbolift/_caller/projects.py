@@ -7,6 +7,7 @@ installs of the user's own projects therefore count as project code.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import site
 import sys
@@ -44,13 +45,26 @@ def is_project_file(path: Optional[str]) -> bool:
     """True for a Python source file that belongs to the user's project."""
     if not path or not path.endswith(".py"):
         return False
-    real = os.path.realpath(path)
+    real = _real_path(path)
     parts = real.split(os.sep)
     if _NEVER_SHIPPED.intersection(parts[:-1]):
         return False
     if any(real.startswith(root) for root in _environment_roots()):
         return False
     return not _inside_virtualenv(os.path.dirname(real))
+
+
+def _real_path(path: str) -> str:
+    """``os.path.realpath(path)``, resolving each directory once rather than once per file in it."""
+    if os.path.islink(path):
+        return os.path.realpath(path)
+    directory, name = os.path.split(path)
+    return os.path.join(_real_directory(directory or os.curdir), name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _real_directory(directory: str) -> str:
+    return os.path.realpath(directory)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -67,3 +81,20 @@ def is_stdlib(top_level_name: str) -> bool:
     if names is not None:
         return top_level_name in names or top_level_name in sys.builtin_module_names
     return top_level_name in sys.builtin_module_names  # pragma: no cover (3.9)
+
+
+def locate(name: str) -> Optional[tuple[str, bool]]:
+    """(origin path, is_package) of module ``name``, or None; never imports anything."""
+    module = sys.modules.get(name)
+    spec = getattr(module, "__spec__", None) if module is not None else None
+    if spec is None:
+        parent = name.rpartition(".")[0]
+        if parent and parent not in sys.modules:
+            return None  # never import a parent just to look: it runs code
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError, AttributeError):
+            return None
+    if spec is None or not spec.origin or not spec.has_location:
+        return None
+    return spec.origin, spec.submodule_search_locations is not None
