@@ -26,11 +26,13 @@ from typing import Any, Optional
 
 import dill
 
-from . import buffers, reducers, streamed
+from . import buffers, dill_globals, reducers, streamed
 from .by_value import is_local
 from .chunked import Payload, Pieces, PieceWriter
 
 PROTOCOL = 5
+
+dill_globals.install()   # dill's own search swaps sys.stdout: not safe among threads
 
 
 def _dill_loads(data: bytes) -> Any:
