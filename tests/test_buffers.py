@@ -102,7 +102,8 @@ def test_the_payload_refers_to_the_arrays_memory_instead_of_copying_it():
     assert len(payload) < in_band + 200   # the same bytes, once
 
 
-@pytest.mark.parametrize("damage", ["truncated buffer", "count too large", "table cut short"])
+@pytest.mark.parametrize("damage", ["truncated buffer", "count too large", "table cut short",
+                                    "size too large"])
 def test_a_payload_with_a_lying_buffer_table_is_refused(damage):
     data = serialize.dumps(np.ones(100_000), for_worker=False)
     count_at = len(buffers.MAGIC)
@@ -110,10 +111,14 @@ def test_a_payload_with_a_lying_buffer_table_is_refused(damage):
         bad = data[:len(data) // 2]
     elif damage == "count too large":
         bad = data[:count_at] + (2**31).to_bytes(4, "little") + data[count_at + 4:]
+    elif damage == "size too large":   # refused before a buffer of that size is allocated
+        bad = data[:count_at + 4] + (2**62).to_bytes(8, "little") + data[count_at + 12:]
     else:
         bad = data[:count_at + 6]
-    with pytest.raises((ValueError, pickle.UnpicklingError, EOFError)):
+    with pytest.raises((ValueError, pickle.UnpicklingError, EOFError)) as refused:
         serialize.loads(bad)
+    if damage == "size too large":
+        assert "declared" in str(refused.value)
     with pytest.raises((ValueError, pickle.UnpicklingError, EOFError)):
         serialize.loads(Pieces([bad[:FRAME_DATA], bad[FRAME_DATA:]] if len(bad) > FRAME_DATA else [bad],
                                len(bad)))

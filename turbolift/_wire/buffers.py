@@ -60,13 +60,17 @@ def has_buffers(head: bytes) -> bool:
     return bytes(head[:len(MAGIC)]) == MAGIC
 
 
-def read_buffers(read: Callable[[int], bytes], readinto: Callable[[Any], int]) -> list:
-    """The buffers of a payload whose ``MAGIC`` was read: each a ``bytearray`` of its own
-    (a read-only view of one for a read-only buffer). ``ValueError`` when it is malformed."""
+def read_buffers(read: Callable[[int], bytes], readinto: Callable[[Any], int], available: int) -> list:
+    """The buffers of a payload of ``available`` bytes after its ``MAGIC``: each a ``bytearray`` of its
+    own (a read-only view of one for a read-only buffer). ``ValueError`` when it is malformed, before
+    anything larger than the payload is allocated."""
     (count,) = _COUNT.unpack(_exactly(read, _COUNT.size))
-    if count > MAX_BUFFERS:
-        raise ValueError(f"a payload declared {count:,} out-of-band buffers")
+    if count > MAX_BUFFERS or _COUNT.size + count * _ENTRY.size > available:
+        raise ValueError(f"a payload of {available:,} bytes declared {count:,} out-of-band buffers")
     entries = [_ENTRY.unpack(_exactly(read, _ENTRY.size)) for _ in range(count)]
+    declared = sum(size for size, _ in entries)
+    if declared > available - _COUNT.size - count * _ENTRY.size:
+        raise ValueError(f"a payload of {available:,} bytes declared {declared:,} bytes of buffers")
     buffers: list = []
     for size, readonly in entries:
         buffer = bytearray(size)
@@ -102,5 +106,5 @@ def loads_inline(data: Any, load: Callable[..., Any]) -> Any:
         at += len(piece)
         return len(piece)
 
-    buffers = read_buffers(read, readinto)
+    buffers = read_buffers(read, readinto, len(view) - at)
     return load(view[at:], buffers)

@@ -277,7 +277,8 @@ def loads(data: Any) -> Any:
         if not carries:
             return pickle.Unpickler(reader).load()
         reader.read(len(buffers.MAGIC))
-        return pickle.Unpickler(reader, buffers=buffers.read_buffers(reader.read, reader.readinto)).load()
+        found = buffers.read_buffers(reader.read, reader.readinto, data.size - len(buffers.MAGIC))
+        return pickle.Unpickler(reader, buffers=found).load()
     if buffers.has_buffers(data):
         return buffers.loads_inline(data, lambda stream, found: pickle.loads(stream, buffers=found))
     return pickle.loads(data)
