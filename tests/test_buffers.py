@@ -122,3 +122,28 @@ def test_a_payload_with_a_lying_buffer_table_is_refused(damage):
     with pytest.raises((ValueError, pickle.UnpicklingError, EOFError)):
         serialize.loads(Pieces([bad[:FRAME_DATA], bad[FRAME_DATA:]] if len(bad) > FRAME_DATA else [bad],
                                len(bad)))
+
+
+def refills(count, size):
+    """A generator that reuses one buffer for every item (as readers into a buffer do)."""
+    buffer = np.zeros(size // 8, dtype=np.int64)
+    for n in range(count):
+        buffer[:] = n
+        yield buffer
+
+
+def first_and_last(array):
+    return int(array[0]), int(array[-1])
+
+
+@pytest.mark.parametrize("size", [512 * 1024, 8 * 1024 * 1024])
+def test_items_of_a_generator_that_reuses_its_buffer_arrive_as_they_were_yielded(cluster, size):
+    """Items are read as they are sent; the worker's generator runs again before an item leaves, so
+    an item that refers to a reused buffer is copied first (arrays over 4 MiB travel as pieces)."""
+    remote = [int(item[0]) for item in on(cluster)(refills)(6, size)]
+    assert remote == [int(item[0]) for item in refills(6, size)] == list(range(6))
+
+
+def test_map_inputs_from_a_generator_that_reuses_its_buffer_arrive_as_they_were_yielded(cluster):
+    results = list(on(cluster)(first_and_last).map(refills(6, 8 * 1024 * 1024), chunksize=1))
+    assert results == [(n, n) for n in range(6)]

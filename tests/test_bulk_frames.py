@@ -111,3 +111,25 @@ def test_garbage_and_truncated_frames_raise_protobufs_decode_error_and_nothing_e
     assert refused >= len(cases) - 5   # (random bytes are now and then a valid frame)
     with pytest.raises(DecodeError):
         bulk.decoded(pb.ClientFrame, good[:-1])
+
+
+def _padded(value: int, width: int) -> bytes:
+    """``value`` as a varint of exactly ``width`` bytes (continuation bits on zero bytes)."""
+    out = bytearray()
+    for _ in range(width - 1):
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("width", [6, 8, 10])
+def test_keys_and_lengths_longer_than_protobuf_allows_are_protobufs_to_refuse(width):
+    data = os.urandom(bulk.BULK + 10)
+    inner = pb.Chunk(data=data).SerializeToString()
+    for raw in (b"\x22" + _padded(len(inner), width) + inner,                   # the frame's length
+                _padded(4 << 3 | 2, width) + bulk._varint(len(inner)) + inner):  # the frame's key
+        with pytest.raises(DecodeError):
+            pb.ClientFrame.FromString(raw)
+        with pytest.raises(DecodeError):
+            bulk.decoded(pb.ClientFrame, raw)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import os
 import threading
 import time
@@ -142,6 +143,23 @@ def test_submit_returns_futures_and_map_is_ordered(remote):
     assert list(f.map([], [])) == []
     bad = remote(fail).submit("in a future")
     assert isinstance(bad.exception(timeout=30), CustomError)
+
+
+def test_map_results_reach_every_way_of_iterating_over_them(remote):
+    """A for loop, a comprehension, enumerate, zip and islice over ``f.map(...)`` itself, with nothing
+    else holding the map: each sees every result (the map object is dropped at once)."""
+    f = remote(add)
+    expected = [2 * i for i in range(300)]
+    assert [x for x in f.map(range(300), range(300))] == expected
+    seen = []
+    for x in f.map(range(300), range(300)):
+        seen.append(x)
+    assert seen == expected
+    assert [x for _, x in enumerate(f.map(range(300), range(300)))] == expected
+    assert [x for x, _ in zip(f.map(range(300), range(300)), range(300))] == expected
+    assert list(itertools.islice(f.map(range(300), range(300)), 10)) == expected[:10]
+    items = iter(f.map(range(300), range(300)))
+    assert next(items) == 0 and list(items) == expected[1:]
 
 
 def test_map_raises_the_first_failing_item_in_order(remote):

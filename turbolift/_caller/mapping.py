@@ -4,6 +4,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import itertools
 import time
+import weakref
 from collections import deque
 from typing import Any, Callable, Iterator, Optional
 
@@ -78,7 +79,9 @@ class _Batches:
                 self._exhausted = True
                 return
             modules: set = set()
-            items = serialize.dumps_payload(batch, for_worker=True, what="map items", modules=modules)
+            # Detached: the input iterator runs again before this batch is sent, and may reuse a buffer.
+            items = serialize.detached(serialize.dumps_payload(batch, for_worker=True, what="map items",
+                                                               modules=modules))
             self._note_bytes(len(items), len(batch))
             deadline = None
             if self._per_item_timeout is not None:  # each item keeps the deadline a call of it would have
@@ -152,13 +155,15 @@ class MapIterator:
 
     A ``for`` loop over it runs the generator of :func:`_values`, which
     costs no Python call per item; ``next()`` draws from the same
-    generator. Closing it, or dropping it, cancels the batches not yet
-    consumed.
+    generator. The batches not yet consumed are cancelled by :meth:`close`
+    or once that generator is gone, not when this object is: a ``for``
+    loop over ``f.map(...)`` keeps only the generator.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._batches = _Batches(*args, **kwargs)
         self._results = _values(self._batches)
+        weakref.finalize(self._results, self._batches.close)   # (a generator never started runs no finally)
 
     def __iter__(self) -> Iterator:
         return self._results
@@ -168,10 +173,4 @@ class MapIterator:
 
     def close(self) -> None:
         self._results.close()
-        self._batches.close()   # (a generator never started runs no finally)
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+        self._batches.close()

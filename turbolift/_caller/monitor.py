@@ -12,7 +12,9 @@ Heartbeats need the worker's GIL, so a call inside one long C call that
 holds it (a 2 GiB ``bytes`` built at once, a huge ``list.sort``) sends
 none. Where the platform can see the worker's process (local workers),
 a silent worker that is running is left to finish: only a stopped,
-sleeping or vanished one is lost.
+sleeping or vanished one is lost, and only once it has been seen so on
+every look for ``CONFIRM_SECONDS``: a running thread can be caught for a
+moment in a wait (a lock of the allocator, a page fault).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from .session import Stream
 
 PERIOD = 0.05
 SILENT_SECONDS = 10.0
+CONFIRM_SECONDS = 1.0
 DEADLINE, SILENT = "deadline", "silent"
 
 
@@ -34,6 +37,7 @@ class Monitor:
         # No lock: set.add/discard and copying the set are atomic in CPython, and
         # these run on every call.
         self._streams: set[Stream] = set()
+        self._idle_since: dict[Stream, float] = {}   # silent streams whose worker was last seen idle
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="turbolift-monitor", daemon=True)
         self._thread.start()
@@ -43,6 +47,7 @@ class Monitor:
 
     def forget(self, stream: Stream) -> None:
         self._streams.discard(stream)
+        self._idle_since.pop(stream, None)
 
     def close(self) -> None:
         self._stop.set()
@@ -57,5 +62,9 @@ class Monitor:
                 if stream.deadline is not None and now >= stream.deadline:
                     stream.cancel(DEADLINE)
                 elif stream.waiting and now - stream.last_frame > SILENT_SECONDS:
-                    if not self._busy(stream.address):
+                    if self._busy(stream.address):
+                        self._idle_since.pop(stream, None)
+                    elif now - self._idle_since.setdefault(stream, now) >= CONFIRM_SECONDS:
                         stream.cancel(SILENT)
+                else:
+                    self._idle_since.pop(stream, None)

@@ -18,7 +18,10 @@ value, the frame, gRPC's copy). Two settings of glibc's ``mallopt``:
   128 KiB, 44-50 MiB. It costs the page faults of fresh memory for each
   payload over 128 KiB.
 
-Both do nothing on other C libraries, or with ``TURBOLIFT_TUNE_MALLOC=0``.
+Both do nothing on other C libraries, without ctypes, with
+``TURBOLIFT_TUNE_MALLOC=0``, or when the environment sets glibc's malloc
+itself (``MALLOC_*_`` variables, ``glibc.malloc`` tunables): the user's
+choice stands.
 """
 from __future__ import annotations
 
@@ -58,11 +61,14 @@ def _mallopt() -> Optional[Any]:
     """glibc's ``mallopt``, or None (another C library or system, or switched off)."""
     if os.environ.get("TURBOLIFT_TUNE_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
         return None
+    if any(name.startswith("MALLOC_") for name in os.environ) or \
+            "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        return None
     try:
         import ctypes
         libc = ctypes.CDLL(None)
         if not hasattr(libc, "gnu_get_libc_version"):   # musl and others: not glibc's knobs
             return None
         return libc.mallopt
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return None

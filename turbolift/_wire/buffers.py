@@ -1,4 +1,4 @@
-"""Large buffers (numpy arrays, bytearrays...) carried out of band: pickle protocol 5.
+"""Large buffers (numpy arrays: what pickles as a ``PickleBuffer``) carried out of band: pickle protocol 5.
 
 In band, the pickler copies an array's memory into its output, so the
 sender holds the array twice until the payload is sent. Out of band, the

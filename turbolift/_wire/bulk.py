@@ -133,17 +133,18 @@ class BulkFrame:
         raise AttributeError(f"a {self._kind} frame has no {name}")
 
 
-def _read_varint(raw: memoryview, at: int) -> tuple[int, int]:
+def _read_varint(raw: memoryview, at: int, longest: int = 10) -> tuple[int, int]:
+    """The varint at ``at`` and where it ends; ValueError past ``longest`` bytes (5 for keys and
+    lengths: protobuf refuses longer ones, and so must this, handing them to protobuf)."""
     value = shift = 0
-    while True:
+    for _ in range(longest):
         byte = raw[at]            # IndexError when truncated
         at += 1
         value |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return value, at
         shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
+    raise ValueError("varint too long")
 
 
 def _split(raw: memoryview, field_number: int) -> Optional[tuple[bytes, memoryview]]:
@@ -153,7 +154,7 @@ def _split(raw: memoryview, field_number: int) -> Optional[tuple[bytes, memoryvi
     at = 0
     while at < len(raw):
         start = at
-        key, at = _read_varint(raw, at)
+        key, at = _read_varint(raw, at, 5)
         wire = key & 7
         if wire == 0:
             _, at = _read_varint(raw, at)
@@ -162,7 +163,7 @@ def _split(raw: memoryview, field_number: int) -> Optional[tuple[bytes, memoryvi
         elif wire == 5:
             at += 4
         elif wire == _LEN:
-            length, at = _read_varint(raw, at)
+            length, at = _read_varint(raw, at, 5)
             if key >> 3 == field_number:
                 if bulk is not None:
                     return None   # (repeated: protobuf's rule, the last one wins, is protobuf's to apply)
@@ -196,11 +197,11 @@ def decoded(frame_class: type, raw: bytes) -> Any:
 
 
 def _bulk(frame_class: type, raw: memoryview) -> Optional[BulkFrame]:
-    key, at = _read_varint(raw, 0)
+    key, at = _read_varint(raw, 0, 5)
     kind = _KINDS.get((frame_class, key >> 3))
     if kind is None or key & 7 != _LEN:
         return None
-    length, at = _read_varint(raw, at)
+    length, at = _read_varint(raw, at, 5)
     if at + length != len(raw):
         return None   # (more than one field: protobuf's to merge)
     _, field_number, sub_class = _LAYOUT[frame_class, kind]

@@ -268,6 +268,15 @@ def _dumps(obj: Any, for_worker: bool, what: str, modules: Optional[set],
     return buffer.payload()
 
 
+def detached(payload: Payload) -> Payload:
+    """``payload`` with its own copy of any memory it refers to (out-of-band buffers), for a payload
+    that user code may run before it is sent: a generator's next items, a map's next inputs, which
+    may reuse the very buffer the payload refers to."""
+    if isinstance(payload, Pieces) and any(type(part) is not bytes for part in payload.parts):
+        payload.parts = [part if type(part) is bytes else bytes(part) for part in payload.parts]
+    return payload
+
+
 def loads(data: Any) -> Any:
     """Deserialise what :func:`dumps` or :func:`dumps_payload` produced (in either direction);
     received :class:`~.chunked.Pieces` are consumed as they are read."""

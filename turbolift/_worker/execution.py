@@ -228,7 +228,8 @@ def _next_items(iterator: Any, count: int, batch_seconds: float) -> tuple[list, 
     for _ in range(count):
         try:
             value = next(iterator)
-            items.append(serialize.dumps_payload(value, for_worker=False, what="item"))
+            # Detached: the generator runs again before this item is sent, and may reuse its buffer.
+            items.append(serialize.detached(serialize.dumps_payload(value, for_worker=False, what="item")))
         except StopIteration:
             return items, _DONE
         except CallCancelled:
