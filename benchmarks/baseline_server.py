@@ -29,14 +29,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 from concurrent import futures
-from pathlib import Path
 from typing import Any, Callable, Optional
+
+from .servers import REPO, ServerProcesses
 
 SERVICE = "bench.Baseline"
 MESSAGE_LIMIT = 2**31 - 1
@@ -45,7 +43,6 @@ MESSAGE_OPTIONS = [
     ("grpc.max_send_message_length", MESSAGE_LIMIT),
 ]
 WORKLOAD_NAMES = ("noop", "add", "inc", "burn", "size_of")
-REPO = Path(__file__).resolve().parent.parent
 
 
 # -- the server (runs in its own fresh process) ---------------------------------------
@@ -165,25 +162,15 @@ class BaselineServers:
         import grpc
 
         self.transport = transport
-        self._processes: list = []
         self.channels: list = []
-        self.addresses: list = []     # one per server, as grpc targets ("unix:PATH" or "HOST:PORT")
-        self._socket_dir = tempfile.mkdtemp(prefix="bench-baseline-") if transport == "unix" else None
+        self._servers = ServerProcesses("benchmarks.baseline_server", count, transport, "baseline",
+                                        child_env(), ("--threads", str(threads)), start_timeout)
+        self.addresses = self._servers.addresses   # one per server, as grpc targets (unix:PATH, HOST:PORT)
         try:
-            for index in range(count):
-                listen = (f"unix:{self._socket_dir}/baseline-{index}.sock" if self._socket_dir
-                          else "127.0.0.1:0")
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "benchmarks.baseline_server", "--threads", str(threads),
-                     "--listen", listen],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(REPO), env=child_env())
-                self._processes.append(process)
-            for process in self._processes:
-                address = _read_address(process, start_timeout)
+            for address in self.addresses:
                 channel = grpc.insecure_channel(address, options=MESSAGE_OPTIONS)
-                grpc.channel_ready_future(channel).result(timeout=start_timeout)
                 self.channels.append(channel)
-                self.addresses.append(address)
+                grpc.channel_ready_future(channel).result(timeout=start_timeout)
         except BaseException:
             self.close()
             raise
@@ -193,7 +180,7 @@ class BaselineServers:
 
     @property
     def pids(self) -> list:
-        return [process.pid for process in self._processes]
+        return self._servers.pids
 
     def method(self, name: str) -> list:
         """One raw multicallable per server for ``bench.Baseline/<name>`` (bytes in, bytes out)."""
@@ -223,41 +210,13 @@ class BaselineServers:
         for channel in self.channels:
             channel.close()
         self.channels = []
-        for process in self._processes:
-            if process.stdin is not None:
-                try:
-                    process.stdin.close()
-                except OSError:
-                    pass
-        for process in self._processes:
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
-        self._processes = []
-        if self._socket_dir:
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
+        self._servers.close()
 
     def __enter__(self) -> "BaselineServers":
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _read_address(process: subprocess.Popen, timeout: float) -> str:
-    import select
-
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], timeout)
-    line = process.stdout.readline().decode().strip() if ready else ""
-    if not line:
-        raise RuntimeError(f"baseline server pid {process.pid} did not report its address "
-                           f"(exit code {process.poll()})")
-    return line
 
 
 if __name__ == "__main__":

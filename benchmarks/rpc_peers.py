@@ -107,20 +107,14 @@ def _quiet_logger():
 @contextlib.contextmanager
 def _server(kind: str, address: str) -> Iterator[str]:
     """A server child process of ``kind``; yields the address it printed."""
-    from .baseline_server import _read_address
+    from .servers import read_address, stop
 
     process = subprocess.Popen([sys.executable, "-m", "benchmarks.rpc_peers", f"serve-{kind}", address],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=dict(os.environ))
     try:
-        yield _read_address(process, 30)
+        yield read_address(process, 30)
     finally:
-        process.stdin.close()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        process.stdout.close()
+        stop([process])
 
 
 # -- the clients ----------------------------------------------------------------------

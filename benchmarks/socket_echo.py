@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import shutil
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 from typing import Callable, Optional
 
-from .baseline_server import REPO, _read_address, child_env
+from .baseline_server import child_env
+from .servers import ServerProcesses
 
 
 def _connect_socket(address: str) -> socket.socket:
@@ -82,17 +80,12 @@ class SocketEchoServers:
 
     def __init__(self, count: int = 2, transport: str = "unix", start_timeout: float = 30.0) -> None:
         self.transport = transport
-        self._processes: list = []
         self.sockets: list = []
-        self._socket_dir = tempfile.mkdtemp(prefix="bench-socket-echo-") if transport == "unix" else None
+        self._servers = ServerProcesses("benchmarks.socket_echo", count, transport, "socket-echo",
+                                        child_env(), start_timeout=start_timeout)
         try:
-            for index in range(count):
-                listen = f"unix:{self._socket_dir}/echo-{index}.sock" if self._socket_dir else "127.0.0.1:0"
-                self._processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "benchmarks.socket_echo", "--listen", listen],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(REPO), env=child_env()))
-            for process in self._processes:
-                self.sockets.append(_connect_socket(_read_address(process, start_timeout)))
+            for address in self._servers.addresses:
+                self.sockets.append(_connect_socket(address))
         except BaseException:
             self.close()
             raise
@@ -118,23 +111,7 @@ class SocketEchoServers:
         for sock in self.sockets:
             sock.close()
         self.sockets = []
-        for process in self._processes:
-            if process.stdin is not None:
-                try:
-                    process.stdin.close()
-                except OSError:
-                    pass
-        for process in self._processes:
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
-        self._processes = []
-        if self._socket_dir:
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
+        self._servers.close()
 
 
 def main(argv: Optional[list] = None) -> int:

@@ -136,17 +136,23 @@ def _burn_size(ctx) -> int:
         return calibrate(ctx.mode.cpu_ms / 1000.0)
 
 
-def _measure_peer(ctx, peer: str, burn_n: int) -> dict:
-    mode = ctx.mode
-    params = {"seq_calls": mode.peer_seq_calls, "tasks": mode.peer_tasks, "reps": mode.peer_reps,
-              "map_items": mode.peer_map_items, "cpu_items": mode.peer_cpu_items, "burn_n": burn_n,
-              "budget": mode.peer_budget, "batch_items": mode.map_items, "batch_sizes": list(BATCH_SIZES)}
+def _raw_samples(ctx, peer: str, runner: str, params: dict) -> dict:
+    """The raw samples ``python -m RUNNER PEER PARAMS.json`` prints as its last line (a JSON object),
+    measured in a child process bounded by ``params["budget"]`` and two minutes more."""
     params_file = ctx.tmp / f"{peer}-params.json"
     params_file.write_text(json.dumps(params))
     ctx.log(f"peers: measuring {peer} ...")
-    result = timed_run([sys.executable, "-m", "benchmarks.peer_runner", peer, str(params_file)],
-                       cwd=str(REPO), env=peer_env(), marker="{", timeout=mode.peer_budget + 120)
-    raw = json.loads(result.stdout.strip().splitlines()[-1])
+    result = timed_run([sys.executable, "-m", runner, peer, str(params_file)],
+                       cwd=str(REPO), env=peer_env(), marker="{", timeout=params["budget"] + 120)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _measure_peer(ctx, peer: str, burn_n: int) -> dict:
+    mode = ctx.mode
+    raw = _raw_samples(ctx, peer, "benchmarks.peer_runner", {
+        "seq_calls": mode.peer_seq_calls, "tasks": mode.peer_tasks, "reps": mode.peer_reps,
+        "map_items": mode.peer_map_items, "cpu_items": mode.peer_cpu_items, "burn_n": burn_n,
+        "budget": mode.peer_budget, "batch_items": mode.map_items, "batch_sizes": list(BATCH_SIZES)})
     figures = {
         f"{peer}_seq": summarise(raw["seq"], "s"),
         f"{peer}_burst": rate_summary(raw["burst"], "calls/s"),
@@ -196,14 +202,9 @@ def _batched_figures(peer: str, runs_by_size: dict) -> dict:
 def _measure_rpc_peer(ctx, peer: str) -> dict:
     """One plain-RPC peer in a child process (:mod:`benchmarks.rpc_peers`): its figures."""
     mode = ctx.mode
-    params = {"seq_calls": mode.peer_seq_calls, "tasks": mode.conc_calls, "reps": mode.peer_reps,
-              "in_flight": mode.in_flight, "workers": mode.workers, "budget": mode.rpc_peer_budget}
-    params_file = ctx.tmp / f"{peer}-params.json"
-    params_file.write_text(json.dumps(params))
-    ctx.log(f"peers: measuring {peer} ...")
-    result = timed_run([sys.executable, "-m", "benchmarks.rpc_peers", peer, str(params_file)],
-                       cwd=str(REPO), env=peer_env(), marker="{", timeout=mode.rpc_peer_budget + 120)
-    raw = json.loads(result.stdout.strip().splitlines()[-1])
+    raw = _raw_samples(ctx, peer, "benchmarks.rpc_peers", {
+        "seq_calls": mode.peer_seq_calls, "tasks": mode.conc_calls, "reps": mode.peer_reps,
+        "in_flight": mode.in_flight, "workers": mode.workers, "budget": mode.rpc_peer_budget})
     figures = {f"{peer}_seq": summarise(raw["seq"], "s"),
                f"{peer}_start": summarise([raw["start_s"]], "s"),
                f"{peer}_stop": summarise([raw["stop_s"]], "s")}
