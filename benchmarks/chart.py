@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from .report import fmt
+from .settings import GB, KB, MB, size_key, size_label
 
 TURBOLIFT, PARTIAL, BASELINE, PEER, LOCAL = "#1f6feb", "#79b8ff", "#8c959f", "#d4731f", "#2da44e"
 
@@ -128,7 +129,8 @@ def draw(results: dict, path: Path) -> None:
         ("with hook", g("import_hook", "with_hook_import"), TURBOLIFT),
     ])
     payload_bars = []
-    for key, label in (("1mb", "1 MB"), ("100mb", "100 MB"), ("1gb", "1 GB")):
+    for size in (100 * KB, MB, 10 * MB, 100 * MB, GB):
+        key, label = size_key(size), size_label(size)
         for way, short in (("upload", "arg"), ("download", "result")):
             raw = g("payloads", f"raw_{way}_{key}", "mb_per_s")
             ours = g("payloads", f"turbolift_{way}_{key}", "mb_per_s")

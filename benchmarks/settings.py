@@ -10,8 +10,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+KB = 1_000
 MB = 1_000_000
 GB = 1_000_000_000
+
+
+def size_label(size: int) -> str:
+    """'100 KB', '10 MB', '1 GB': how reports name a payload size."""
+    for unit, name in ((GB, "GB"), (MB, "MB"), (KB, "KB")):
+        if size >= unit:
+            return f"{size // unit} {name}"
+    return f"{size} B"
+
+
+def size_key(size: int) -> str:
+    """'100kb', '10mb', '1gb': how figure names carry a payload size."""
+    return size_label(size).replace(" ", "").lower()
 
 
 @dataclass(frozen=True)
@@ -44,7 +58,7 @@ class Mode:
     import_reps: int = 15
     import_budget: float = 30.0
     # 6. payloads: size -> repetitions per direction and contender
-    payloads: tuple = ((MB, 20), (100 * MB, 3), (GB, 1))
+    payloads: tuple = ((100 * KB, 40), (MB, 20), (10 * MB, 8), (100 * MB, 3), (GB, 1))
     payload_warmup_below: int = GB   # sizes below this get a discarded warm-up transfer
     payload_budget: float = 80.0
     # 7. peers

@@ -1,7 +1,7 @@
 """6. Large payloads: throughput and peak memory.
 
-For each size (1 MB and 100 MB; 1 GB in full mode when the machine has
-the memory), in both directions:
+For each size (1 MB and 100 MB; in full mode also 100 KB and 10 MB, and
+1 GB when the machine has the memory), in both directions:
 
 * upload (an argument): turbolift ``size_of(data)`` against a raw grpcio
   call to ``Sink`` carrying ``turbolift._wire.serialize.dumps(((data,), {}))``,
@@ -45,18 +45,10 @@ from turbolift._wire import serialize as _serialize
 
 from .. import memory, workloads
 from ..measure import Budget, summarise
-from ..settings import FULL, GB, MB
+from ..settings import FULL, GB, MB, size_key, size_label
 from . import Skip
 
 TITLE = "Payloads"
-
-
-def _label(size: int) -> str:
-    return f"{size // GB} GB" if size >= GB else f"{size // MB} MB"
-
-
-def _key(size: int) -> str:
-    return f"{size // GB}gb" if size >= GB else f"{size // MB}mb"
 
 
 def _enough_memory(size: int) -> Optional[str]:
@@ -98,14 +90,14 @@ def run(ctx) -> dict:
     budget = Budget(mode.payload_budget)
     figures: dict = {}
     sizes = {size for size, _ in mode.payloads}
-    skipped: dict = {_label(size): "full mode only" for size, _ in FULL.payloads if size not in sizes}
+    skipped: dict = {size_label(size): "full mode only" for size, _ in FULL.payloads if size not in sizes}
     for size, reps in mode.payloads:
         reason = _enough_memory(size)
         if reason is None and budget.expired():
             reason = "time budget of the section spent"
         if reason:
-            skipped[_label(size)] = reason
-            ctx.log(f"payloads: {_label(size)} skipped: {reason}")
+            skipped[size_label(size)] = reason
+            ctx.log(f"payloads: {size_label(size)} skipped: {reason}")
             continue
         warm_up = size < mode.payload_warmup_below
         figures.update(_one_size(ctx, size, reps, remote, baseline, me, warm_up=warm_up))
@@ -115,7 +107,7 @@ def run(ctx) -> dict:
     return {
         "figures": figures,
         "params": {"sizes": [size for size, _ in mode.payloads],
-                   "reps": {_label(size): reps for size, reps in mode.payloads},
+                   "reps": {size_label(size): reps for size, reps in mode.payloads},
                    "skipped": skipped, "peak_reset_supported": can_reset},
         "notes": [f"{label} skipped: {why}" for label, why in skipped.items()]
         + ([] if can_reset else ["VmHWM could not be reset: peaks are since process start"]),
@@ -123,7 +115,7 @@ def run(ctx) -> dict:
 
 
 def _one_size(ctx, size: int, reps: int, remote, baseline, me: int, warm_up: bool) -> dict:
-    key = _key(size)
+    key = size_key(size)
     worker_pids = ctx.contenders.worker_pids()
     server_pids = baseline.pids
     data = workloads.make_payload(size)
@@ -194,7 +186,7 @@ def _one_size(ctx, size: int, reps: int, remote, baseline, me: int, warm_up: boo
             figure[f"rss_before_{side}_bytes"] = before
             figure[f"peak_{side}_x_payload"] = peak / size
         figures[f"{name}_{key}"] = figure
-    ctx.log(f"payloads {_label(size)}: " + ", ".join(
+    ctx.log(f"payloads {size_label(size)}: " + ", ".join(
         f"{name} {figures[f'{name}_{key}']['mb_per_s']:,.0f} MB/s" for name in times))
     return figures
 
