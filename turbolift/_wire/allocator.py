@@ -18,11 +18,14 @@ value, the frame, gRPC's copy). Two settings of glibc's ``mallopt``:
   adaptive threshold, 319-357 MiB. So each arena keeps at most
   ``CALLER_TRIM_THRESHOLD`` at its top, and a thread of this module,
   ``turbolift-trim``, hands the free memory inside the arenas back
-  (``malloc_trim``) within ``TRIM_INTERVAL`` of its appearing: 17 MiB
-  larger in that experiment. Before it, the program held glibc's mmap
+  (``malloc_trim``) at its next look (every ``TRIM_INTERVAL``) once there
+  is enough of it (see :func:`_trim_forever`). Where glibc is older than
+  2.33 (no ``mallinfo2``), the program holds glibc's mmap threshold at its
+  default instead, as turbolift did before. Before it, the program held glibc's mmap
   threshold at its default of 128 KiB (bounded, 29-69 MiB, but every
   payload over 128 KiB mapped afresh): a 1 MiB result cost the program
-  3.3-4.2 ms of CPU, a 1 MiB argument 4.0-4.3 ms; now 1.3-1.7 ms each.
+  3.3-4.2 ms of CPU, a 1 MiB argument 4.0-4.3 ms; now 1.3-2.0 ms each (the
+  experiment above: 19-22 MiB larger a second later).
 
 Both do nothing on other C libraries, without ctypes, with
 ``TURBOLIFT_TUNE_MALLOC=0``, or when the environment sets glibc's malloc
@@ -35,16 +38,20 @@ import functools
 import os
 import sys
 import threading
+import time
 from typing import Any, Optional
 
 MMAP_THRESHOLD = 16 * 1024 * 1024      # over the 4 MiB frames and their copies
 TRIM_THRESHOLD = 32 * 1024 * 1024
 CALLER_TRIM_THRESHOLD = 4 * 1024 * 1024   # per arena: a few payloads' worth
+CALLER_MMAP_THRESHOLD = 128 * 1024     # glibc's default, held there where the trimmer cannot run
 TRIM_INTERVAL = 0.5                    # seconds between the trimmer's looks
-TRIM_ABOVE = 16 * 1024 * 1024          # free heap worth handing back
+TRIM_ABOVE = 16 * 1024 * 1024          # free heap, and growth, worth a trim
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # glibc's malloc.h
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 _done: set = set()
+_lock = threading.Lock()
 
 
 def tune() -> bool:
@@ -54,45 +61,59 @@ def tune() -> bool:
 
 def bound() -> bool:
     """A calling program's settings (once per process): payload buffers reused, free memory handed
-    back within ``TRIM_INTERVAL``; True if they hold (with the trimmer running)."""
-    if "bound" in _done:
+    back within about ``TRIM_INTERVAL``; True if they hold."""
+    if "bound" in _done:   # (before the lock: a forked child may have inherited it held)
         return True
-    libc = _libc()
-    if libc is None or not hasattr(libc, "mallinfo2") or not hasattr(libc, "malloc_trim"):
-        return False   # (glibc before 2.33: no reliable measure of free heap; leave it as it is)
-    libc.mallinfo2.restype = _mallinfo2_struct()
-    if not _once("bound", ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, CALLER_TRIM_THRESHOLD))):
-        return False
+    with _lock:
+        if "bound" in _done:
+            return True
+        libc = _libc()
+        if libc is None:
+            return False
+        trims = hasattr(libc, "mallinfo2") and hasattr(libc, "malloc_trim") and _resident() is not None
+        if not trims:   # glibc before 2.33: no measure of free heap; hold the threshold instead
+            return _once("bound", ((_M_MMAP_THRESHOLD, CALLER_MMAP_THRESHOLD),))
+        libc.mallinfo2.restype = _mallinfo2_struct()
+        if not _once("bound", ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+                               (_M_TRIM_THRESHOLD, CALLER_TRIM_THRESHOLD))):
+            return False
+        _start_trimmer(libc)
+        # A forked child (multiprocessing's default on Linux) inherits the settings but no thread.
+        os.register_at_fork(after_in_child=lambda: _start_trimmer(libc))
+        return True
+
+
+def _start_trimmer(libc: Any) -> None:
     threading.Thread(target=_trim_forever, args=(libc,), name="turbolift-trim", daemon=True).start()
-    return True
 
 
 def _trim_forever(libc: Any) -> None:
-    """Hand free heap back to the system whenever there is more of it than at the last look.
+    """Hand free heap back to the system (``malloc_trim``) when there is more than ``TRIM_ABOVE`` of
+    it and either the process's resident size or its free heap grew by ``TRIM_ABOVE`` since the
+    last trim (or since they were lower).
 
-    ``malloc_trim`` releases the pages of free chunks inside every arena (each arena's top is
-    bounded by its trim threshold). Free bytes stay counted as free after it, so a trim happens only
-    when they grew by a payload or more: an idle or steady program is not trimmed over and over.
+    Both signs are needed: glibc counts released free chunks as free still, so a burst that
+    faults them in and frees them again shows only as resident growth; memory freed after a trim
+    made while it was in use shows only as free heap growth. A steady program is not trimmed over
+    and over. Counting free heap walks the free chunks with each arena locked; for a program whose
+    heap holds very many, the looks are spaced so that they cost under 0.2% of a core.
     """
-    trimmed_at = 0
     wait = threading.Event().wait
+    interval = TRIM_INTERVAL
+    resident_then = free_then = 0
     while True:
-        wait(TRIM_INTERVAL)
+        wait(interval)
+        resident = _resident()
+        if resident is None:
+            return
+        began = time.perf_counter()
         free = libc.mallinfo2().fordblks
-        if free > TRIM_ABOVE and free > trimmed_at + CALLER_TRIM_THRESHOLD:
+        interval = max(TRIM_INTERVAL, 500 * (time.perf_counter() - began))
+        if free > TRIM_ABOVE and (resident > resident_then + TRIM_ABOVE or free > free_then + TRIM_ABOVE):
             libc.malloc_trim(0)   # (ctypes lets the GIL go meanwhile)
-            trimmed_at = free
-        elif free < trimmed_at:
-            trimmed_at = free
-
-
-def _once(name: str, settings: tuple) -> bool:
-    if name not in _done:
-        libc = _libc()
-        if libc is None or not all(libc.mallopt(option, value) for option, value in settings):
-            return False
-        _done.add(name)
-    return True
+            resident_then, free_then = _resident() or resident, free
+        else:
+            resident_then, free_then = min(resident_then, resident), min(free_then, free)
 
 
 @functools.lru_cache(maxsize=None)
@@ -105,6 +126,24 @@ def _mallinfo2_struct() -> type:
             "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
             "keepcost")]
     return Mallinfo2
+
+
+def _resident() -> Optional[int]:
+    """This process's resident bytes, or None where ``/proc`` does not tell."""
+    try:
+        with open("/proc/self/statm", "rb") as handle:
+            return int(handle.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _once(name: str, settings: tuple) -> bool:
+    if name not in _done:
+        libc = _libc()
+        if libc is None or not all(libc.mallopt(option, value) for option, value in settings):
+            return False
+        _done.add(name)
+    return True
 
 
 def _libc() -> Optional[Any]:
