@@ -19,13 +19,12 @@ value, the frame, gRPC's copy). Two settings of glibc's ``mallopt``:
   ``CALLER_TRIM_THRESHOLD`` at its top, and a thread of this module,
   ``turbolift-trim``, hands the free memory inside the arenas back
   (``malloc_trim``) at its next look (every ``TRIM_INTERVAL``) once there
-  is enough of it (see :func:`_trim_forever`). Where glibc is older than
-  2.33 (no ``mallinfo2``), the program holds glibc's mmap threshold at its
-  default instead, as turbolift did before. Before it, the program held glibc's mmap
-  threshold at its default of 128 KiB (bounded, 29-69 MiB, but every
-  payload over 128 KiB mapped afresh): a 1 MiB result cost the program
-  3.3-4.2 ms of CPU, a 1 MiB argument 4.0-4.3 ms; now 1.3-2.0 ms each (the
-  experiment above: 19-22 MiB larger a second later).
+  is enough of it (see :func:`_trim_forever`): 19-22 MiB larger a second
+  later in that experiment. Until then a calling program held glibc's mmap
+  threshold at its default of 128 KiB (bounded too, 29-69 MiB, but every
+  payload over 128 KiB mapped afresh): a 1 MiB result cost it 3.3-4.2 ms
+  of CPU, a 1 MiB argument 4.0-4.3 ms; now 1.3-2.0 ms each. Where glibc is
+  older than 2.33 (no ``mallinfo2`` to count free heap) it still does.
 
 Both do nothing on other C libraries, without ctypes, with
 ``TURBOLIFT_TUNE_MALLOC=0``, or when the environment sets glibc's malloc
