@@ -186,6 +186,26 @@ def test_deadlines_expiring_as_cpu_bound_calls_finish_never_wedge_the_worker(whe
         _runtime.disable()
 
 
+def test_a_call_after_the_worker_idled_is_still_interrupted_at_its_deadline(start_worker):
+    """The watchdog sleeps once a worker has been idle for a while (cancel.IDLE_SECONDS): the first
+    call after that must wake it, or a CPU-bound call past its deadline would hold the only slot."""
+    from turbolift._worker.cancel import IDLE_SECONDS
+
+    worker = start_worker(extra_args=("--threads", "1"))
+    switch.enable(Workers(worker.address))
+    try:
+        f = on()(spin)
+        assert f(0.01) > 0
+        time.sleep(IDLE_SECONDS + 1.5)   # the watchdog falls asleep
+        with pytest.raises(TimeoutError):
+            f.options(timeout=0.5).submit(60).result(timeout=60)
+        began = time.monotonic()
+        assert f(0.01) > 0   # the one slot is free again: the 60 s spin was interrupted
+        assert time.monotonic() - began < 30
+    finally:
+        _runtime.disable()
+
+
 # -- 9. exceptions whose pickling or str raises still get an answer ---------------------------
 
 def test_an_exception_whose_pickling_raises_a_base_exception_is_still_answered(hand_started):

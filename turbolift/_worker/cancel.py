@@ -6,7 +6,9 @@ deadline passes, one watchdog thread raises :class:`CallCancelled` inside
 the thread running it, with ``PyThreadState_SetAsyncExc``. The exception
 arrives at the next Python bytecode the function runs (a blocking C call
 such as ``time.sleep`` finishes first), so CPU-bound loops stop within about
-``PERIOD``.
+``PERIOD``. Once no user code has run for ``IDLE_SECONDS`` the watchdog
+sleeps until some does (an idle worker wakes its process a few times a
+second at most: 100 of them on one machine are not a load of their own).
 
 An asynchronous exception must only ever land in user code: landing in a
 lock's release or a gRPC internal would wedge the worker. So a thread is
@@ -27,6 +29,7 @@ from typing import Any, Callable, Optional
 
 PERIOD = 0.05
 PULSE_SECONDS = 2.0
+IDLE_SECONDS = 1.0
 
 
 def _set_async_exc(thread: int, exception: Any) -> None:
@@ -84,6 +87,8 @@ class Watchdog:
         self._running: dict[int, Ticket] = {}   # thread id -> the ticket of the user code it runs
         self._holding = 0                        # calls holding a slot
         self._pulsing: set[Ticket] = set()       # every call whose caller waits (for heartbeats)
+        self._user_code = threading.Condition(self._lock)   # user code started while the watchdog slept
+        self._watchdog_asleep = False
         self._served = itertools.count(1)
         self.served = 0
         for target, name in ((self._watch, "turbolift-watchdog"), (self._pulse, "turbolift-pulse")):
@@ -151,6 +156,8 @@ class Watchdog:
             try:
                 with self._lock:
                     self._running[thread] = ticket
+                    if self._watchdog_asleep:
+                        self._user_code.notify()
                 return True, fn(*args)
             finally:
                 self._leave(thread)
@@ -175,9 +182,21 @@ class Watchdog:
 
     # -- the watchdog's threads ------------------------------------------------
     def _watch(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(self._period):
+        idle_since, served = time.monotonic(), self.served
+        while True:
+            time.sleep(self._period)
             with self._lock:
+                if not self._running:
+                    if self.served != served:   # calls ran between two looks: not idle
+                        idle_since, served = time.monotonic(), self.served
+                    elif time.monotonic() - idle_since >= IDLE_SECONDS:
+                        self._watchdog_asleep = True
+                        while not self._running:
+                            self._user_code.wait()
+                        self._watchdog_asleep = False
+                        idle_since, served = time.monotonic(), self.served
+                    continue
+                idle_since = time.monotonic()
                 for thread, ticket in list(self._running.items()):
                     if not ticket.interrupted and not ticket.wanted():
                         ticket.interrupted = True
