@@ -45,7 +45,7 @@ class Mode:
     burst_tasks: int = 2_000         # submitted at once, then gathered (the peers' shape)
     conc_budget: float = 30.0
     # 3. map
-    map_items: int = 100_000
+    map_items: int = 200_000
     map_reps: int = 3
     cpu_ms: float = 10.0
     cpu_items: int = 200

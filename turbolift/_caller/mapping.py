@@ -28,7 +28,9 @@ class _Batches:
     """
 
     TARGET_BATCH_SECONDS = 0.08
-    MAX_CHUNK = 8192
+    # Only functions of under 0.6 us per item reach it (80 ms of work per batch is the aim): a batch of
+    # 8,192 items held a 200,000-item map of `x + 1` to 1.15M items/s, 131,072 items to 1.45M/s.
+    MAX_CHUNK = 131_072
     MAX_BATCH_BYTES = 2 * 1024 * 1024   # of arguments or of results per batch
 
     def __init__(self, dispatcher: Dispatcher, batch_of: Callable[[bytes, int, Optional[float], set], Call],
