@@ -148,10 +148,6 @@ class Dispatcher:
         While lost workers are being replaced and no other is live, wait
         (bounded) for a replacement rather than failing at once.
         """
-        connections = self.connections()
-        chosen = self._fewest_in_flight(connections, avoid)   # (the common case: one pass, no list)
-        if chosen is not None:
-            return chosen
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             connections = self.connections()
@@ -167,23 +163,20 @@ class Dispatcher:
         if not candidates:
             raise WorkerLost(f"every worker of {self.cluster!r} was lost",
                              worker=avoid[-1].address if avoid else "")
-        chosen = self._fewest_in_flight(candidates, ())
+        chosen = self._fewest_in_flight(candidates)
         assert chosen is not None
         return chosen
 
-    def _fewest_in_flight(self, connections: list[Connection], avoid: Any) -> Optional[Connection]:
-        """The live connection not in ``avoid`` with the fewest calls in flight, or None; ties go
-        round-robin, so that even one caller calling in sequence spreads its calls over every
-        worker. The look stops at the first idle one: with many workers, most are."""
-        count = len(connections)
-        start = next(self._turn) if count > 1 else 0
+    def _fewest_in_flight(self, candidates: list[Connection]) -> Optional[Connection]:
+        """The candidate with the fewest calls in flight; ties go round-robin, so that
+        even one caller calling in sequence spreads its calls over every worker."""
+        count = len(candidates)
+        if count <= 1:
+            return candidates[0] if candidates else None
+        start = next(self._turn)
         best = None
         for offset in range(count):
-            connection = connections[(start + offset) % count]
-            if not connection.alive or (avoid and connection in avoid):
-                continue
-            if connection.inflight <= 0:
-                return connection
+            connection = candidates[(start + offset) % count]
             if best is None or connection.inflight < best.inflight:
                 best = connection
         return best
