@@ -69,7 +69,7 @@ def bursts(rounds):
         held = rss() - base
         payloads.clear()
         kept = sum(len(pin) for pin in pins)
-        deadline = time.monotonic() + 5   # (ten looks of the trimmer)
+        deadline = time.monotonic() + 10   # (twenty looks of the trimmer: a busy machine delays them)
         while rss() - base - kept > 32 << 20 and time.monotonic() < deadline:
             time.sleep(0.1)
         found.append(((held - kept) >> 20, (rss() - base - kept) >> 20))
@@ -97,8 +97,8 @@ print(repr(found))
 @pytest.mark.parametrize("where", ["process", "child"])
 def test_payload_memory_freed_in_bursts_goes_back_within_seconds(variant, where):
     """Four bursts of 200 MiB of 1 MiB buffers in 4 threads, smaller buffers kept in between (so
-    that the freed memory is inside the arenas, not at their top): after each, within 5 s, the
-    freed memory is no longer resident; in a forked child too. The control (no trimmer, same
+    that the freed memory is inside the arenas, not at their top): after each, within seconds, the
+    freed memory is no longer resident (within 10 s); in a forked child too. The control (no trimmer, same
     settings) keeps it, so the check can fail."""
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "TURBOLIFT_TUNE_MALLOC")}
