@@ -10,8 +10,8 @@ value, the frame, gRPC's copy). Two settings of glibc's ``mallopt``:
   page faults, against 1.0-1.2 ms with it (CPU of the worker process per
   call, 300 calls, alternate runs). Larger payloads (100 MB, 1 GB) are
   still mapped and unmapped, so the memory they leave is unchanged.
-* :func:`bound`, in a program that calls workers: the same reuse, with
-  what it keeps bounded. A program's threads each get an arena of their
+* :func:`bound`, in a program that calls workers: buffers up to
+  ``CALLER_MMAP_THRESHOLD`` reused, with what it keeps bounded. A program's threads each get an arena of their
   own, and what every arena keeps adds up: with the workers' settings, 8
   threads receiving 1 MiB results (with deadlines, so that many were held
   at once) left the program 449-483 MiB larger afterwards; glibc's own
