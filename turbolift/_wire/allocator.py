@@ -75,10 +75,10 @@ def bound() -> bool:
             return False
         trims = hasattr(libc, "mallinfo2") and hasattr(libc, "malloc_trim") and _resident() is not None
         if not trims:   # glibc before 2.33: no measure of free heap; hold the threshold instead
-            return _once("bound", ((_M_MMAP_THRESHOLD, HELD_MMAP_THRESHOLD),))
+            return _once("bound", ((_M_MMAP_THRESHOLD, HELD_MMAP_THRESHOLD),), libc)
         libc.mallinfo2.restype = _mallinfo2_struct()
         if not _once("bound", ((_M_MMAP_THRESHOLD, CALLER_MMAP_THRESHOLD),
-                               (_M_TRIM_THRESHOLD, CALLER_TRIM_THRESHOLD))):
+                               (_M_TRIM_THRESHOLD, CALLER_TRIM_THRESHOLD)), libc):
             return False
         _start_trimmer(libc)
         # A forked child (multiprocessing's default on Linux) inherits the settings but no thread.
@@ -140,9 +140,9 @@ def _resident() -> Optional[int]:
         return None
 
 
-def _once(name: str, settings: tuple) -> bool:
+def _once(name: str, settings: tuple, libc: Optional[Any] = None) -> bool:
     if name not in _done:
-        libc = _libc()
+        libc = libc or _libc()
         if libc is None or not all(libc.mallopt(option, value) for option, value in settings):
             return False
         _done.add(name)
