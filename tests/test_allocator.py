@@ -17,13 +17,19 @@ PROBE = "from turbolift._wire import allocator; print(allocator.tune(), allocato
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the settings are glibc's")
 
 
-def probe(**env: str) -> str:
+def run_probe(code: str, *args: str, timeout: float = 60, **env: str) -> str:
+    """The output of ``code`` in a fresh interpreter whose environment sets nothing of glibc's malloc
+    but ``env``."""
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "TURBOLIFT_TUNE_MALLOC")}
-    done = subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", code, *args], env={**clean, **env}, capture_output=True,
+                          text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
+
+
+def probe(**env: str) -> str:
+    return run_probe(PROBE, **env)
 
 
 @glibc_only
@@ -98,14 +104,9 @@ print(repr(found))
 def test_payload_memory_freed_in_bursts_goes_back_within_seconds(variant, where):
     """Four bursts of 200 MiB of 1 MiB buffers in 4 threads, smaller buffers kept in between (so
     that the freed memory is inside the arenas, not at their top): after each, within seconds, the
-    freed memory is no longer resident (within 10 s); in a forked child too. The control (no trimmer, same
-    settings) keeps it, so the check can fail."""
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "TURBOLIFT_TUNE_MALLOC")}
-    done = subprocess.run([sys.executable, "-c", HANDED_BACK, variant, where], env=clean,
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr
-    found = eval(done.stdout)
+    freed memory is no longer resident (within 10 s); in a forked child too. The control (no
+    trimmer, same settings) keeps it, so the check can fail."""
+    found = eval(run_probe(HANDED_BACK, variant, where, timeout=180))
     assert all(held >= 150 for held, _ in found), f"a burst held too little to measure anything: {found}"
     if variant == "trimmer":
         assert all(left <= 32 for _, left in found), f"freed MiB still resident after bursts: {found}"
@@ -137,9 +138,4 @@ print(allocator.bound(), older.set, [t.name for t in threading.enumerate() if t.
 
 @glibc_only
 def test_without_mallinfo2_a_calling_program_holds_the_mmap_threshold_instead():
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "TURBOLIFT_TUNE_MALLOC")}
-    done = subprocess.run([sys.executable, "-c", OLD_GLIBC], env=clean, capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "True [(-3, 131072)] []"
+    assert run_probe(OLD_GLIBC) == "True [(-3, 131072)] []"
