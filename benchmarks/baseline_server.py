@@ -29,12 +29,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import sys
 import threading
 from concurrent import futures
 from typing import Any, Callable, Optional
 
-from .servers import REPO, ServerProcesses
+from .servers import REPO, ServerProcesses, serve_until_stdin_closes
 
 SERVICE = "bench.Baseline"
 MESSAGE_LIMIT = 2**31 - 1
@@ -118,12 +117,7 @@ def serve(threads: int, listen: str = "127.0.0.1:0") -> None:
         raise SystemExit(f"baseline server: could not bind {listen}")
     server.start()
     address = listen if listen.startswith("unix:") else f"{listen.rsplit(':', 1)[0]}:{port}"
-    print(address, flush=True)
-    try:
-        while sys.stdin.buffer.read(65536):  # our parent holds the other end
-            pass
-    except (OSError, ValueError, KeyboardInterrupt):
-        pass
+    serve_until_stdin_closes(address)
     server.stop(grace=0.2).wait()
 
 

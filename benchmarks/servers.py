@@ -20,6 +20,17 @@ from typing import Iterable, Optional, Sequence
 REPO = Path(__file__).resolve().parent.parent
 
 
+def serve_until_stdin_closes(address: str) -> None:
+    """In a baseline server, once it serves: report ``address`` to the parent (see
+    :func:`read_address`), then block until the parent closes our stdin, or dies."""
+    print(address, flush=True)
+    try:
+        while sys.stdin.buffer.read(65536):  # our parent holds the other end
+            pass
+    except (OSError, ValueError, KeyboardInterrupt):
+        pass
+
+
 def read_address(process: subprocess.Popen, timeout: float) -> str:
     """The address ``process`` printed once serving; RuntimeError if it printed none in ``timeout``."""
     assert process.stdout is not None

@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import socket
-import sys
 import threading
 from typing import Callable, Optional
 
 from .baseline_server import child_env
-from .servers import ServerProcesses
+from .servers import ServerProcesses, serve_until_stdin_closes
 
 
 def _connect_socket(address: str) -> socket.socket:
@@ -66,12 +65,7 @@ def serve(listen: str) -> None:
             threading.Thread(target=_echo, args=(conn,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
-    print(address, flush=True)
-    try:
-        while sys.stdin.buffer.read(65536):  # our parent holds the other end
-            pass
-    except (OSError, ValueError, KeyboardInterrupt):
-        pass
+    serve_until_stdin_closes(address)
     listener.close()
 
 
