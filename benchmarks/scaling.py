@@ -19,6 +19,7 @@ on 2 cores (``start``: until every worker serves).
 from __future__ import annotations
 
 import collections
+import statistics
 import sys
 import tempfile
 import time
@@ -77,10 +78,6 @@ def one_count(workers: int) -> dict:
         disable()
 
 
-def _median(values: list) -> float:
-    return sorted(values)[len(values) // 2]
-
-
 def main(argv: list[str]) -> int:
     print(f"| workers | calls/s (limit {coalesce.MAX_MESSAGES}) | caller CPU per call "
           "| calls/s (limit 2 x workers) | caller CPU per call | caller idle CPU | start |\n"
@@ -89,8 +86,8 @@ def main(argv: list[str]) -> int:
         found = one_count(workers)
         cells = []
         for label in ("now", "before"):
-            cells += [f"{_median([rate for rate, _ in found[label]]):,.0f}",
-                      f"{_median([cpu for _, cpu in found[label]]) * 1e6:,.0f} µs"]
+            cells += [f"{statistics.median([rate for rate, _ in found[label]]):,.0f}",
+                      f"{statistics.median([cpu for _, cpu in found[label]]) * 1e6:,.0f} µs"]
         cells += [f"{found['idle'] * 100:.1f}%", f"{found['start']:.1f} s"]
         print(f"| {workers} | " + " | ".join(cells) + " |", flush=True)
     return 0
