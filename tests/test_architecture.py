@@ -138,19 +138,24 @@ def test_no_private_name_is_taken_from_another_module():
     assert not offences, "private names used across modules:\n" + "\n".join(offences)
 
 
-def test_the_launcher_imports_nothing_but_the_standard_library_and_the_errors():
-    """``import turbolift`` loads it, and the platforms reach the worker side only through it."""
-    tree = ast.parse(MODULES["turbolift._worker.launcher"].read_text())
+def _imports_of(module: str) -> set:
+    tree = ast.parse(MODULES[module].read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            imported.add(_absolute("turbolift._worker.launcher", node))
-    allowed_own = {"turbolift.errors"}
-    third_party = {name for name in imported
-                   if name.partition(".")[0] not in sys.stdlib_module_names and name != "__future__"}
+            imported.add(_absolute(module, node))
+    return {name for name in imported
+            if name.partition(".")[0] not in sys.stdlib_module_names and name != "__future__"}
+
+
+def test_the_launcher_imports_nothing_but_the_standard_library_the_errors_and_the_template():
+    """``import turbolift`` loads it, and the platforms reach the worker side only through it."""
+    third_party = _imports_of("turbolift._worker.launcher")
+    allowed_own = {"turbolift.errors", "turbolift._worker.template"}
     assert third_party <= allowed_own, f"the launcher imports {sorted(third_party - allowed_own)}"
+    assert not _imports_of("turbolift._worker.template"), "the template module imports more than the stdlib"
 
 
 @pytest.mark.parametrize("limit", [420])

@@ -146,9 +146,19 @@ def _start(tmp_path, cache_dir, mode):
                                cwd=tmp_path, env=child_env(cache_dir), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     line = process.stdout.readline()
-    pids = [int(p) for p in line.split()]
-    assert len(pids) == 2, (line, process.stderr.read() if process.poll() is not None else "")
-    return process, pids
+    workers = [int(p) for p in line.split()]
+    assert len(workers) == 2, (line, process.stderr.read() if process.poll() is not None else "")
+    # The template that forked the workers (where there is one) must not outlive the program either.
+    templates = {_parent_of(worker) for worker in workers} - {process.pid, None}
+    return process, workers + sorted(templates)
+
+
+def _parent_of(pid):
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            return next(int(line.split()[1]) for line in handle if line.startswith("PPid:"))
+    except (OSError, StopIteration):
+        return None
 
 
 @pytest.mark.parametrize("mode", ["exit", "raise"])

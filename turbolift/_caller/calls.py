@@ -15,6 +15,16 @@ _PID = os.getpid()
 _numbers = itertools.count()
 
 
+def _forked() -> None:
+    # A forked process (a worker forked by its template, a caller's child) is another process:
+    # its ids must not repeat its parent's.
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def new_call_id() -> str:
     """An id unique among this process's calls (``pid-number``), for cancellation and tracing."""
     return f"{_PID}-{next(_numbers)}"

@@ -58,11 +58,28 @@ def describe(address: str, token: Optional[str], tls: Any = None, timeout: float
 
 
 def _parent_of(pid: int) -> Optional[int]:
+    """The program a local worker belongs to: its parent, or its template's parent when a template
+    (``turbolift worker --template-fd``, see ``turbolift._worker.template``) forked it."""
+    parent = _ppid(pid)
+    if parent is not None and "--template-fd" in _command_line(parent):
+        return _ppid(parent)
+    return parent
+
+
+def _ppid(pid: int) -> Optional[int]:
     try:
         with open(f"/proc/{pid}/status") as handle:
             return next(int(line.split()[1]) for line in handle if line.startswith("PPid:"))
     except (OSError, StopIteration, ValueError):
         return None
+
+
+def _command_line(pid: int) -> list:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().decode(errors="replace").split("\0")
+    except OSError:
+        return []
 
 
 def human(rows: list[dict]) -> str:

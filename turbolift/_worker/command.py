@@ -13,9 +13,10 @@ from typing import Optional, Sequence
 from .._wire.auth import read_token
 from .._wire.tls import TLS
 from ..errors import TurboliftError
-from . import tokens
+from . import template, tokens
 from .exposure import is_loopback
 from .launcher import default_cache_dir
+from .template import TEMPLATE_OPTION
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--token-stdin", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(TEMPLATE_OPTION, type=int, dest="template_fd", help=argparse.SUPPRESS)
     parser.add_argument("--tls-cert", help="serve TLS with this PEM certificate (with --tls-key)")
     parser.add_argument("--tls-key", help="the PEM private key of --tls-cert")
     parser.add_argument("--tls-ca", help="require client certificates signed by this CA (mutual TLS)")
@@ -49,6 +51,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str], prog: str = "turbolift worker") -> int:
     opts = _parser(prog).parse_args(list(argv))
+    if opts.template_fd is not None:
+        return _template(opts.template_fd, prog)
     try:
         if not opts.no_restart:
             from .supervisor import supervise
@@ -62,6 +66,18 @@ def main(argv: Sequence[str], prog: str = "turbolift worker") -> int:
     except TurboliftError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
+
+
+def _template(control_fd: int, prog: str) -> int:
+    """Be a template (see :mod:`.template`): import what a worker imports, then fork workers; a
+    forked child returns here with its own arguments and runs as the worker they describe."""
+    from . import server  # noqa: F401  (imported once here, for every worker forked below)
+
+    args = template.serve(control_fd)
+    if args is None:
+        return 0
+    sys.argv = [sys.argv[0], "worker", *args]   # as a worker started on its own would see it
+    return main(args, prog)
 
 
 def needs_own_token(opts: argparse.Namespace) -> bool:

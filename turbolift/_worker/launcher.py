@@ -1,11 +1,12 @@
 """Starting ``turbolift worker`` processes and learning when they are ready.
 
 Used by the local platform, by the supervisor of a hand-started worker and
-(through the supervisor) by the command line. A worker is always a fresh
-interpreter, never a fork of a process that holds gRPC state. It reports
-the address it listens on through a pipe (``--ready-fd``) once it serves,
-and with ``--exit-with-stdin`` it exits when the pipe on its stdin closes,
-which happens however its parent ends (SIGKILL included).
+(through the supervisor) by the command line. A worker is a fresh
+interpreter, or the fork of a template that imported its modules but holds
+no gRPC state (:mod:`.template`), never a fork of a process that does. It
+reports the address it listens on through a pipe (``--ready-fd``) once it
+serves, and with ``--exit-with-stdin`` it exits when the pipe on its stdin
+closes, which happens however its parent ends (SIGKILL included).
 
 This module imports no gRPC: ``import turbolift`` loads it.
 """
@@ -18,9 +19,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ..errors import ClusterError
+from .template import Template
+from .template import available as can_fork_workers  # noqa: F401  (for the local platform)
 
 # Variables that would make a worker distribute its calls in turn.
 _SWITCHES = ("TURBOLIFT", "TURBOLIFT_CLUSTER")
@@ -55,6 +58,14 @@ def report_ready(ready_fd: int, address: str) -> None:
     os.close(ready_fd)
 
 
+def worker_env() -> dict:
+    """The environment of a local worker: this process's, without the switches that would make it
+    distribute its own calls, with turbolift importable."""
+    env = {key: value for key, value in os.environ.items() if key not in _SWITCHES}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+    return env
+
+
 class WorkerProcess:
     """One worker server process started by this process.
 
@@ -62,22 +73,27 @@ class WorkerProcess:
     them); the launcher adds ``--no-restart``, ``--ready-fd`` and
     ``--exit-with-stdin``. A ``token`` is handed over on stdin (never on
     the command line or in the environment). ``name`` is how errors refer
-    to the worker.
+    to the worker. With a ``template`` (:mod:`.template`) the worker is
+    forked by it (``cwd`` and ``new_session`` are then the template's);
+    otherwise it is a fresh interpreter.
     """
 
     def __init__(self, args: Sequence[str], *, name: str = "worker", token: Optional[str] = None,
-                 cwd: Optional[str] = None, new_session: bool = False) -> None:
+                 cwd: Optional[str] = None, new_session: bool = False, template: Optional[Template] = None,
+                 ) -> None:
         self.name = name
         ready_read, ready_write = os.pipe()
-        env = {key: value for key, value in os.environ.items() if key not in _SWITCHES}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
-        command = [sys.executable, "-m", "turbolift", "worker", *args, "--no-restart",
-                   "--ready-fd", str(ready_write), "--exit-with-stdin"]
+        options = [*args, "--no-restart", "--exit-with-stdin"]
         if token is not None:
-            command.append("--token-stdin")
+            options.append("--token-stdin")
         try:
-            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, cwd=cwd, env=env,
-                                            pass_fds=(ready_write,), start_new_session=new_session)
+            if template is not None:
+                self.process: Any = template.spawn(options, ready_write)
+            else:
+                command = [sys.executable, "-m", "turbolift", "worker", *options,
+                           "--ready-fd", str(ready_write)]
+                self.process = subprocess.Popen(command, stdin=subprocess.PIPE, cwd=cwd, env=worker_env(),
+                                                pass_fds=(ready_write,), start_new_session=new_session)
         finally:
             os.close(ready_write)
         self._ready_read: Optional[int] = ready_read
@@ -88,7 +104,8 @@ class WorkerProcess:
         self.address: Optional[str] = None
 
     @property
-    def pid(self) -> int:
+    def pid(self) -> Optional[int]:
+        """The process id (None for a forked worker its template never forked)."""
         return self.process.pid
 
     def wait_address(self, deadline: float) -> str:

@@ -191,27 +191,34 @@ def serve(options: WorkerOptions) -> tuple[grpc.Server, str]:
     return server, address
 
 
-def _parent_gone() -> threading.Event:
-    """An event set when stdin reaches end-of-file or our parent changes (the launcher went away)."""
-    parent = os.getppid()
-    gone = threading.Event()
+class _Launcher:
+    """Whether the process that launched this worker is gone: ``stdin_closed`` once the pipe on stdin
+    reached end-of-file (the caller stopped us, or died), ``gone`` also when our parent changed (the
+    caller, or the template that forked us, ended)."""
 
-    def on_stdin_closed() -> None:
-        try:
-            while sys.stdin.buffer.read(65536):
+    def __init__(self) -> None:
+        self.stdin_closed = threading.Event()
+        self.gone = threading.Event()
+        parent = os.getppid()
+
+        def on_stdin_closed() -> None:
+            # The descriptor, not sys.stdin: a thread blocked inside a buffered read holds its lock,
+            # which stops the interpreter's exit when the worker leaves with stdin still open.
+            try:
+                while os.read(0, 65536):
+                    pass
+            except OSError:
                 pass
-        except (OSError, ValueError):
-            pass
-        gone.set()
+            self.stdin_closed.set()
+            self.gone.set()
 
-    def on_parent_changed() -> None:
-        while not gone.wait(1.0):
-            if os.getppid() != parent:
-                gone.set()
+        def on_parent_changed() -> None:
+            while not self.gone.wait(1.0):
+                if os.getppid() != parent:
+                    self.gone.set()
 
-    threading.Thread(target=on_stdin_closed, daemon=True, name="turbolift-stdin").start()
-    threading.Thread(target=on_parent_changed, daemon=True, name="turbolift-parent").start()
-    return gone
+        threading.Thread(target=on_stdin_closed, daemon=True, name="turbolift-stdin").start()
+        threading.Thread(target=on_parent_changed, daemon=True, name="turbolift-parent").start()
 
 
 def run(options: WorkerOptions, *, ready_fd: Optional[int] = None, exit_with_stdin: bool = False,
@@ -229,6 +236,7 @@ def run(options: WorkerOptions, *, ready_fd: Optional[int] = None, exit_with_std
     published = tokens.publish(address, options.token) if publish_token and options.token else None
     if published is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop)  # unwind, so that the token file goes too
+    launcher = _Launcher() if exit_with_stdin else None
     try:
         if ready_fd is not None:
             report_ready(ready_fd, address)
@@ -236,18 +244,21 @@ def run(options: WorkerOptions, *, ready_fd: Optional[int] = None, exit_with_std
             print(f"turbolift worker listening on {address}", flush=True)
         if published is not None:
             print(tokens.announce(published), file=sys.stderr, flush=True)
-        return _serve_until_stopped(server, exit_with_stdin)
+        return _serve_until_stopped(server, launcher)
     finally:
         tokens.remove(published)
-        if exit_with_stdin:
-            _remove_run_files(address)
+        if launcher is not None:
+            _remove_run_files(address, directory_too=launcher.stdin_closed.is_set())
 
 
-def _remove_run_files(address: str) -> None:
-    """Remove this worker's unix socket and, if it was the last, its cluster's run directory.
+def _remove_run_files(address: str, directory_too: bool) -> None:
+    """Remove this worker's unix socket and, if it was the last and ``directory_too``, its cluster's
+    run directory.
 
     The caller removes both when it stops its cluster; when it was killed
     (SIGKILL), its workers, which exit when it is gone, clean up instead.
+    The directory stays while the caller lives (its template was killed,
+    say): it starts replacements there.
     """
     if not address.startswith("unix:"):
         return
@@ -257,7 +268,7 @@ def _remove_run_files(address: str) -> None:
     except OSError:   # (gRPC may have removed it already)
         pass
     directory = os.path.dirname(path)
-    if os.path.basename(directory).startswith(RUN_DIR_PREFIX):
+    if directory_too and os.path.basename(directory).startswith(RUN_DIR_PREFIX):
         try:
             os.rmdir(directory)   # fails while another worker's socket is still there: that one removes it
         except OSError:
@@ -268,11 +279,10 @@ def _stop(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _serve_until_stopped(server: grpc.Server, exit_with_stdin: bool) -> int:
-    if exit_with_stdin:
-        gone = _parent_gone()
+def _serve_until_stopped(server: grpc.Server, launcher: Optional[_Launcher]) -> int:
+    if launcher is not None:
         try:
-            gone.wait()
+            launcher.gone.wait()
         except KeyboardInterrupt:
             pass
         server.stop(grace=0.5).wait()

@@ -12,7 +12,14 @@ import threading
 import time
 from typing import Optional
 
-from .._worker.launcher import RUN_DIR_PREFIX, WorkerProcess, default_cache_dir
+from .._worker.launcher import (
+    RUN_DIR_PREFIX,
+    Template,
+    WorkerProcess,
+    can_fork_workers,
+    default_cache_dir,
+    worker_env,
+)
 from ..errors import ConfigurationError
 from .base import Cluster
 
@@ -53,10 +60,12 @@ def running_local_workers() -> list[str]:
 class LocalQueue(Cluster):
     """Worker processes on this machine.
 
-    Workers are fresh interpreters (never forks of a process holding gRPC
-    state), tied to this process: they exit when it exits, however it exits,
-    SIGKILL included (each worker watches a pipe from this process and
-    leaves at end-of-file).
+    Workers are forked by one template process that imported their modules
+    once and holds no gRPC state (on Linux; see ``turbolift._worker.template``),
+    or are fresh interpreters where it cannot run or once it was killed. Never
+    are they forks of a process holding gRPC state. They are tied to this
+    process: they exit when it exits, however it exits, SIGKILL included
+    (each worker watches a pipe from this process and leaves at end-of-file).
 
     ``transport="unix"`` (the default where available): each worker listens
     on a unix socket inside a private directory (mode 0700) of this run, so
@@ -85,6 +94,7 @@ class LocalQueue(Cluster):
         self._retired: list[WorkerProcess] = []   # replaced after dying; kept for exit_reason
         self._former: dict[str, int] = {}         # address of a replaced worker -> its slot
         self._run_dir: Optional[str] = None
+        self._template: Optional[Template] = None
         self._stopped = False
 
     def start(self) -> None:
@@ -92,6 +102,9 @@ class LocalQueue(Cluster):
             if self._procs or self._stopped:
                 return
             self._run_dir = tempfile.mkdtemp(prefix=RUN_DIR_PREFIX)
+            if can_fork_workers():
+                # A neutral cwd: the project must reach the worker only as bundles.
+                self._template = Template(worker_env(), cwd=self._run_dir)
             self._procs = [self._spawn(i) for i in range(self.workers)]
 
     def _spawn(self, index: int) -> WorkerProcess:
@@ -101,10 +114,12 @@ class LocalQueue(Cluster):
         else:
             listen = "127.0.0.1:0"
         args = ["--listen", listen, "--cache-dir", self.cache_dir, "--worker-id", f"local-{index}"]
+        # Forked by the template while it serves; a fresh interpreter otherwise (it was killed).
         # A neutral cwd: the project must reach the worker only as bundles.
         # A new session: Ctrl-C in the terminal is the caller's to handle.
+        forker = self._template if self._template is not None and self._template.serving else None
         return WorkerProcess(args, name=f"local worker {index}", token=self.token, cwd=self._run_dir,
-                             new_session=True)
+                             new_session=True, template=forker)
 
     def wait_ready(self, timeout: float) -> list[str]:
         self.start()
@@ -140,7 +155,8 @@ class LocalQueue(Cluster):
     def busy_in_native_code(self, address: str) -> bool:
         for proc in list(self._procs):
             if proc.address == address:
-                return process_is_running(proc.pid)
+                pid = proc.pid
+                return pid is not None and process_is_running(pid)
         return False
 
     def exit_reason(self, address: str, timeout: float = 0.0) -> Optional[str]:
@@ -150,7 +166,7 @@ class LocalQueue(Cluster):
         return None
 
     def local_pids(self) -> list[int]:
-        return [proc.pid for proc in self._procs]
+        return [pid for pid in (proc.pid for proc in self._procs) if pid is not None]
 
     pids = local_pids  # the name it had first
 
@@ -163,10 +179,15 @@ class LocalQueue(Cluster):
         with self._lock:
             self._stopped = True
             procs, self._procs = self._procs, []
+            forker, self._template = self._template, None
         for proc in procs:  # all at once: they exit in parallel
             proc.signal_stop()
+        if forker is not None and forker.starting:
+            forker.close()   # still importing, or forking: nothing it has yet needs waiting for
         for proc in procs:
             proc.stop(grace=2.0)
+        if forker is not None:
+            forker.close()
         if self._run_dir:
             shutil.rmtree(self._run_dir, ignore_errors=True)
 

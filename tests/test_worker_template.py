@@ -1,0 +1,145 @@
+"""Local workers forked by one template process: real processes, real sockets, real signals.
+
+The template imports the workers' modules once and forks each worker; a
+forked worker must behave as one started as a fresh interpreter (its
+arguments, its directory, its own call ids and token), be replaced when it
+dies, and leave nothing behind. When the template itself is killed, the
+cluster goes on with fresh interpreters.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from turbolift import LocalQueue, _runtime, on
+from turbolift._caller import calls
+
+from conftest import distributed_on, wait_gone
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open"),
+                                reason="the template needs Linux (fork, SCM_RIGHTS, pidfds)")
+
+
+def identity():
+    return {"pid": os.getpid(), "argv": sys.argv[1:], "cwd": os.getcwd(), "call_id": calls.new_call_id(),
+            "main": sys.modules["__main__"].__spec__.name if sys.modules["__main__"].__spec__ else None}
+
+
+def pid():
+    return os.getpid()
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("PPid:"))
+
+
+def command_line(pid: int) -> list:
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        return handle.read().decode().split("\0")
+
+
+def _spread(function, cluster, count: int, timeout: float = 60.0) -> dict:
+    """Results of ``function`` from every worker of ``cluster`` (calls in flight at once, bounded)."""
+    on(cluster)(function)()   # the cluster starts with its first call
+    workers = len(cluster.local_pids())
+    seen: dict = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers and time.monotonic() < deadline:
+        for result in [on(cluster)(function).submit() for _ in range(count)]:
+            value = result.result(timeout=60)
+            seen[value["pid"] if isinstance(value, dict) else value] = value
+    return seen
+
+
+def test_every_local_worker_is_forked_by_one_template_and_looks_freshly_started(tmp_path):
+    with distributed_on(3, tmp_path / "cache") as cluster:
+        seen = _spread(identity, cluster, 24)
+        pids = cluster.local_pids()
+        assert sorted(seen) == sorted(pids)
+        templates = {parent_of(worker) for worker in pids}
+        assert len(templates) == 1
+        template = templates.pop()
+        assert template != os.getpid() and parent_of(template) == os.getpid()
+        assert "--template-fd" in command_line(template)
+        for worker in seen.values():
+            # As a worker started on its own: its options, the run's private directory, `python -m`.
+            assert worker["argv"][0] == "worker" and "--listen" in worker["argv"]
+            assert "--template-fd" not in worker["argv"]
+            assert os.path.basename(worker["cwd"]).startswith("turbolift-run-")
+            assert worker["main"] == "turbolift.__main__"
+            assert worker["call_id"].startswith(f"{worker['pid']}-")   # not the template's pid
+    assert wait_gone(pids + [template]) == []
+
+
+def test_forked_tcp_workers_get_the_run_token_and_refuse_calls_without_it(tmp_path):
+    cluster = LocalQueue(workers=2, cache_dir=str(tmp_path / "cache"), transport="tcp")
+    from turbolift._enabling import switch
+
+    switch.enable(cluster)
+    try:
+        assert on(cluster)(pid)() in cluster.local_pids()
+        assert all(parent_of(worker) != os.getpid() for worker in cluster.local_pids())
+        import grpc
+
+        from turbolift.v1 import worker_pb2 as pb
+        from turbolift.v1 import worker_pb2_grpc as pb_grpc
+
+        for address in cluster.wait_ready(30):
+            with grpc.insecure_channel(address) as channel:
+                with pytest.raises(grpc.RpcError) as refused:
+                    pb_grpc.WorkerStub(channel).Describe(pb.DescribeRequest(), timeout=30)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        _runtime.disable()
+
+
+def test_a_killed_forked_worker_is_reported_killed_and_replaced_by_a_fork(tmp_path):
+    with distributed_on(2, tmp_path / "cache") as cluster:
+        on(cluster)(pid)()
+        victim = cluster.local_pids()[0]
+        template = parent_of(victim)
+        address = cluster.wait_ready(30)[0]
+        os.kill(victim, signal.SIGKILL)
+        assert cluster.exit_reason(address, timeout=30) == "killed by SIGKILL"
+        served = set(_spread(pid, cluster, 16))
+        assert victim not in served and served == set(cluster.local_pids())
+        assert all(parent_of(worker) == template for worker in cluster.local_pids())
+
+
+def test_with_its_template_killed_the_cluster_goes_on_with_fresh_interpreters(tmp_path):
+    with distributed_on(2, tmp_path / "cache") as cluster:
+        on(cluster)(pid)()
+        forked = cluster.local_pids()
+        template = parent_of(forked[0])
+        os.kill(template, signal.SIGKILL)
+        # Its workers see their parent change and leave; calls go on, on fresh interpreters.
+        assert wait_gone(forked, timeout=30) == []
+        served = set(_spread(pid, cluster, 16))
+        assert served == set(cluster.local_pids()) and not served & set(forked)
+        assert all(parent_of(worker) == os.getpid() for worker in served)
+
+
+def test_a_cluster_stopped_while_its_template_imports_stops_at_once_and_leaves_nothing(tmp_path):
+    cluster = LocalQueue(workers=4, cache_dir=str(tmp_path / "cache"))
+    cluster.start()
+    template = cluster._template
+    assert template is not None and template.starting
+    started = time.monotonic()
+    cluster.stop()
+    # Bounded well below the grace a worker gets (2 s each): nothing was waited out.
+    assert time.monotonic() - started < 1.9
+    assert wait_gone([template.process.pid]) == []
+    leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _is_child_of(int(p), template.process.pid)]
+    assert leftovers == []
+
+
+def _is_child_of(pid: int, parent: int) -> bool:
+    try:
+        return parent_of(pid) == parent
+    except (OSError, StopIteration):
+        return False
