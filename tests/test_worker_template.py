@@ -14,11 +14,10 @@ import sys
 import time
 
 import pytest
+from conftest import distributed_on, wait_gone
 
 from turbolift import LocalQueue, _runtime, on
 from turbolift._caller import calls
-
-from conftest import distributed_on, wait_gone
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open"),
                                 reason="the template needs Linux (fork, SCM_RIGHTS, pidfds)")

@@ -164,9 +164,8 @@ def run(argv: Sequence[str]) -> int:
         _run_parser().print_usage(sys.stderr)
         print(f"{program_name()}: give a script or -m MODULE to run", file=sys.stderr)
         return 2
-    _set_verbosity(opts.verbose)
     from . import _runtime
-    from ._enabling import config, main, switch
+    from ._enabling import config, switch
     from .errors import ClusterError, ConfigurationError, TurboliftError
 
     start = Path(script).resolve().parent if script is not None else Path.cwd()
@@ -177,6 +176,10 @@ def run(argv: Sequence[str]) -> int:
         try:
             settings = config.load(vars(opts), start)
             switch.activate(settings, eager=True)  # workers boot while the program loads
+            # (Imported after the workers' start: they need none of it.)
+            _set_verbosity(opts.verbose)
+            from ._enabling import main
+
             main.prepare_main(script, module, program_args)
         except TurboliftError as exc:  # a bad setting or a cluster that cannot start
             print(f"{program_name()}: {exc}", file=sys.stderr)

@@ -88,8 +88,7 @@ class Dispatcher:
                 if not addresses:
                     raise ClusterError(f"{self.cluster!r} has no workers")
                 fresh = [self.connect(address) for address in addresses]
-                for connection in fresh:
-                    connection.wait_healthy(timeout)
+                _wait_all_healthy(fresh, timeout)
                 self._connections = fresh
                 log.info("%d worker(s) ready in %.2f s: %s", len(fresh), time.monotonic() - started,
                          ", ".join(addresses))
@@ -342,6 +341,18 @@ class Dispatcher:
         if is_lost(exc) or exc.code() == grpc.StatusCode.CANCELLED:
             return _Lost(exc.details() or exc.code().name)
         return translate(exc, connection.address, call.what)
+
+
+def _wait_all_healthy(connections: list[Connection], timeout: float) -> None:
+    """Wait until every connection's worker is healthy, checking them side by side (each check
+    waits for its channel to connect: one after the other, N workers cost N connections' time)."""
+    if len(connections) == 1:
+        connections[0].wait_healthy(timeout)
+        return
+    with cf.ThreadPoolExecutor(max_workers=min(16, len(connections)),
+                               thread_name_prefix="turbolift-health-check") as pool:
+        for waited in [pool.submit(connection.wait_healthy, timeout) for connection in connections]:
+            waited.result()   # the first failure is raised (ClusterError, saying what to do)
 
 
 def _upload(exchange: Exchange, bundle: Any, connection: Connection) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 from .. import _runtime
 from .._caller.client import Client
 from .._settings import Settings
-from . import hook
 
 
 def activate(settings: Settings, eager: bool, cluster: Any = None) -> Client:
@@ -23,14 +22,16 @@ def activate(settings: Settings, eager: bool, cluster: Any = None) -> Client:
     """
     client = Client(settings, default_cluster=cluster)
     _runtime.enable(client)
+    if eager:
+        client.start_default()   # first: the workers' start is the longest part of a short program's
     if settings.remote:
         # Load the caller side before the hook marks anything: a module named in
         # --remote may be one turbolift imports itself (json), and must then be
         # marked after it, not while its import is half done.
         client.load()
+    from . import hook  # (imports the marker: after the workers' start)
+
     hook.install(settings.remote)
-    if eager:
-        client.start_default()
     return client
 
 
