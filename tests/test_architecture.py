@@ -150,11 +150,12 @@ def _imports_of(module: str) -> set:
             if name.partition(".")[0] not in sys.stdlib_module_names and name != "__future__"}
 
 
-def test_the_launcher_imports_nothing_but_the_standard_library_the_errors_and_the_template():
+def test_the_launcher_imports_nothing_but_the_standard_library_the_errors_and_the_template_parts():
     """``import turbolift`` loads it, and the platforms reach the worker side only through it."""
     third_party = _imports_of("turbolift._worker.launcher")
-    allowed_own = {"turbolift.errors", "turbolift._worker.template"}
+    allowed_own = {"turbolift.errors", "turbolift._worker.forked"}
     assert third_party <= allowed_own, f"the launcher imports {sorted(third_party - allowed_own)}"
+    assert _imports_of("turbolift._worker.forked") <= {"turbolift._worker.template"}
     assert not _imports_of("turbolift._worker.template"), "the template module imports more than the stdlib"
 
 

@@ -128,17 +128,63 @@ def test_a_cluster_stopped_while_its_template_imports_stops_at_once_and_leaves_n
     cluster.start()
     template = cluster._template
     assert template is not None and template.starting
+    run_dir = os.path.realpath(cluster._run_dir)
     started = time.monotonic()
     cluster.stop()
     # Bounded well below the grace a worker gets (2 s each): nothing was waited out.
     assert time.monotonic() - started < 1.9
     assert wait_gone([template.process.pid]) == []
-    leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _is_child_of(int(p), template.process.pid)]
-    assert leftovers == []
+    # Nothing forked late lives on: every process of the run has the run directory as its cwd.
+    deadline = time.monotonic() + 15
+    while _processes_in(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_in(run_dir) == []
 
 
-def _is_child_of(pid: int, parent: int) -> bool:
+def _processes_in(directory: str) -> list:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cwd = os.readlink(f"/proc/{entry}/cwd")
+            except OSError:
+                continue
+            if cwd in (directory, directory + " (deleted)"):
+                found.append(int(entry))
+    return found
+
+
+def test_a_template_killed_before_it_forked_leaves_the_cluster_to_fresh_interpreters(tmp_path):
+    with distributed_on(2, tmp_path / "cache") as cluster:
+        cluster.start()
+        template = cluster._template
+        assert template is not None and template.starting
+        os.kill(template.process.pid, signal.SIGKILL)
+        served = set(_spread(pid, cluster, 8))
+        assert served == set(cluster.local_pids()) and len(served) == 2
+        assert all(parent_of(worker) == os.getpid() for worker in served)
+
+
+def test_a_stopped_template_is_not_waited_for(tmp_path):
+    """SIGSTOP: it answers nothing; a dead worker's replacement starts afresh, and stopping the cluster
+    waits at most about a second for the ends it does not report (not a second per worker)."""
+    cluster = LocalQueue(workers=4, cache_dir=str(tmp_path / "cache"))
+    from turbolift._enabling import switch
+
+    switch.enable(cluster)
     try:
-        return parent_of(pid) == parent
-    except (OSError, StopIteration):
-        return False
+        on(cluster)(pid)()
+        template = cluster._template
+        os.kill(template.process.pid, signal.SIGSTOP)
+        victim = cluster.local_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        served = set(_spread(pid, cluster, 16, timeout=120))
+        assert victim not in served and len(served) == 4
+        started = time.monotonic()
+        _runtime.disable()
+        took = time.monotonic() - started
+        assert took < 8, took   # (4 workers x 2 s of grace each, were they waited out)
+    finally:
+        if template.process.poll() is None:   # (the cluster's stop kills it: a stopped process takes SIGKILL)
+            os.kill(template.process.pid, signal.SIGCONT)
+        _runtime.disable()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -39,6 +39,10 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 ]
+
+
+class WorkerEnded(ClusterError):
+    """The worker exited before it served anything (the platform can start another)."""
 
 
 class Connection:
@@ -140,10 +144,11 @@ class Connection:
         self.leave()
         stream.cancel(reason)
 
-    def wait_healthy(self, timeout: float) -> None:
+    def wait_healthy(self, timeout: float, ended: Optional[Callable[[], Optional[str]]] = None) -> None:
         """Block until the worker's health service says SERVING.
 
-        A TLS handshake failure is not worth waiting out: it fails at once.
+        A TLS handshake failure is not worth waiting out: it fails at once;
+        so does a worker that ``ended()`` says has exited (:class:`WorkerEnded`).
         """
         health = health_pb2_grpc.HealthStub(self.channel)
         deadline = time.monotonic() + timeout
@@ -157,6 +162,10 @@ class Connection:
                 if any(word in details.lower() for word in ("handshake", "ssl", "certificate", "tls")):
                     raise ClusterError(f"TLS with worker {self.address} failed: {details}. Check the CA, "
                                        "certificate and key on both sides") from None
+                reason = ended() if ended is not None else None
+                if reason is not None:
+                    raise WorkerEnded(f"worker {self.address} exited ({reason}) before its first "
+                                      "call") from None
                 if time.monotonic() >= deadline:
                     raise ClusterError(f"worker {self.address} did not become healthy within "
                                        f"{timeout:.0f}s: {details}. Is it running and reachable, and do "

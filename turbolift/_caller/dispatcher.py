@@ -29,7 +29,7 @@ from ..errors import BundleError, ClusterError, WorkerLost
 from ..platforms.base import Cluster
 from ..v1 import worker_pb2 as pb
 from .calls import Call
-from .connection import Connection
+from .connection import Connection, WorkerEnded
 from .exchange import Exchange, Failed, invoke, upload
 from .failures import from_failure, is_lost, translate
 from .iterators import RemoteIterator
@@ -87,13 +87,37 @@ class Dispatcher:
                 addresses = self.cluster.wait_ready(timeout)
                 if not addresses:
                     raise ClusterError(f"{self.cluster!r} has no workers")
-                fresh = [self.connect(address) for address in addresses]
-                _wait_all_healthy(fresh, timeout)
+                fresh = self._all_healthy([self.connect(address) for address in addresses], timeout)
                 self._connections = fresh
                 log.info("%d worker(s) ready in %.2f s: %s", len(fresh), time.monotonic() - started,
                          ", ".join(addresses))
                 self.cluster.subscribe(self._addresses_changed)
         return self._connections
+
+    def _all_healthy(self, connections: list[Connection], timeout: float) -> list[Connection]:
+        """Wait until every connection's worker is healthy, checking them side by side (each check
+        waits for its channel to connect: one after the other, N workers cost N connections' time).
+        A worker that exited meanwhile is replaced, when the platform can, once."""
+        if len(connections) == 1:
+            return [self._healthy(connections[0], timeout)]
+        with cf.ThreadPoolExecutor(max_workers=min(16, len(connections)),
+                                   thread_name_prefix="turbolift-health-check") as pool:
+            checks = [pool.submit(self._healthy, connection, timeout) for connection in connections]
+            return [check.result() for check in checks]   # the first failure is raised
+
+    def _healthy(self, connection: Connection, timeout: float) -> Connection:
+        try:
+            connection.wait_healthy(timeout, ended=lambda: self.cluster.exit_reason(connection.address))
+            return connection
+        except WorkerEnded as ended:
+            connection.close()
+            address = self.cluster.replace(connection.address, timeout)
+            if address is None:
+                raise ClusterError(f"{ended}, and {self.cluster!r} cannot start another") from None
+            log.info("%s; replaced by %s", ended, address)
+        fresh = self.connect(address)
+        fresh.wait_healthy(timeout)
+        return fresh
 
     @property
     def futures(self) -> Any:
@@ -341,18 +365,6 @@ class Dispatcher:
         if is_lost(exc) or exc.code() == grpc.StatusCode.CANCELLED:
             return _Lost(exc.details() or exc.code().name)
         return translate(exc, connection.address, call.what)
-
-
-def _wait_all_healthy(connections: list[Connection], timeout: float) -> None:
-    """Wait until every connection's worker is healthy, checking them side by side (each check
-    waits for its channel to connect: one after the other, N workers cost N connections' time)."""
-    if len(connections) == 1:
-        connections[0].wait_healthy(timeout)
-        return
-    with cf.ThreadPoolExecutor(max_workers=min(16, len(connections)),
-                               thread_name_prefix="turbolift-health-check") as pool:
-        for waited in [pool.submit(connection.wait_healthy, timeout) for connection in connections]:
-            waited.result()   # the first failure is raised (ClusterError, saying what to do)
 
 
 def _upload(exchange: Exchange, bundle: Any, connection: Connection) -> None:

@@ -76,7 +76,9 @@ def _template(control_fd: int, prog: str) -> int:
     args = template.serve(control_fd)
     if args is None:
         return 0
-    sys.argv = [sys.argv[0], "worker", *args]   # as a worker started on its own would see it
+    # As a worker started on its own would see them (ps still shows the template's command line).
+    sys.argv = [sys.argv[0], "worker", *args]
+    sys.orig_argv = [sys.executable, "-m", "turbolift", "worker", *args]
     return main(args, prog)
 
 

@@ -3,7 +3,7 @@
 Used by the local platform, by the supervisor of a hand-started worker and
 (through the supervisor) by the command line. A worker is a fresh
 interpreter, or the fork of a template that imported its modules but holds
-no gRPC state (:mod:`.template`), never a fork of a process that does. It
+no gRPC state (:mod:`.template`, :mod:`.forked`), never a fork of a process that does. It
 reports the address it listens on through a pipe (``--ready-fd``) once it
 serves, and with ``--exit-with-stdin`` it exits when the pipe on its stdin
 closes, which happens however its parent ends (SIGKILL included).
@@ -17,13 +17,14 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import ClusterError
-from .template import Template
-from .template import available as can_fork_workers  # noqa: F401  (for the local platform)
+from .forked import Template
+from .forked import available as can_fork_workers  # noqa: F401  (for the local platform)
 
 # Variables that would make a worker distribute its calls in turn.
 _SWITCHES = ("TURBOLIFT", "TURBOLIFT_CLUSTER")
@@ -53,9 +54,18 @@ def describe_exit(returncode: int) -> str:
 
 
 def report_ready(ready_fd: int, address: str) -> None:
-    """In the worker: tell the launching process where it listens."""
-    os.write(ready_fd, (address + "\n").encode())
-    os.close(ready_fd)
+    """In the worker: tell the launching process where it listens (if it still listens: a worker
+    forked as its cluster stopped finds the pipe closed, and its stdin too, and leaves)."""
+    try:
+        os.write(ready_fd, (address + "\n").encode())
+    except BrokenPipeError:
+        pass
+    finally:
+        os.close(ready_fd)
+
+
+class WorkerNotStarted(ClusterError):
+    """A forked worker that its template will never fork (gone, or stopped answering)."""
 
 
 def worker_env() -> dict:
@@ -88,7 +98,7 @@ class WorkerProcess:
             options.append("--token-stdin")
         try:
             if template is not None:
-                self.process: Any = template.spawn(options, ready_write)
+                self.process: Any = template.spawn(options, worker_env(), ready_write)
             else:
                 command = [sys.executable, "-m", "turbolift", "worker", *options,
                            "--ready-fd", str(ready_write)]
@@ -97,6 +107,8 @@ class WorkerProcess:
         finally:
             os.close(ready_write)
         self._ready_read: Optional[int] = ready_read
+        self._forked = template is not None
+        self._reading = threading.Lock()   # (the first calls of several threads wait together)
         if token is not None:
             assert self.process.stdin is not None
             self.process.stdin.write(token.encode() + b"\n")
@@ -105,38 +117,48 @@ class WorkerProcess:
 
     @property
     def pid(self) -> Optional[int]:
-        """The process id (None for a forked worker its template never forked)."""
+        """The process id; None for a forked worker its template has not (or never) forked."""
+        if self._forked and self.address is not None:
+            return self.process.wait_pid(5.0)   # reported ready: it was forked, the answer is near
         return self.process.pid
 
     def wait_address(self, deadline: float) -> str:
-        """Block until the worker reports its address; ClusterError if it exits or time runs out."""
-        if self.address is not None:
+        """Block until the worker reports its address; ClusterError if it exits or time runs out
+        (:class:`WorkerNotStarted` for a forked one its template will not fork)."""
+        with self._reading:
+            if self.address is not None:
+                return self.address
+            assert self._ready_read is not None, "the worker was stopped before it reported its address"
+            poller = select.poll()   # (not select: any descriptor number)
+            poller.register(self._ready_read, select.POLLIN)
+            data = b""
+            while not data.endswith(b"\n"):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ClusterError(f"{self.name} did not start in time")
+                if self._forked and self.process.abandoned():
+                    raise WorkerNotStarted(f"{self.name} was not started: {self.exit_reason()}")
+                if poller.poll(1000 * min(remaining, 0.25)):
+                    chunk = os.read(self._ready_read, 1024)
+                    if not chunk:
+                        # The pipe closes as the process exits: wait a moment for its status.
+                        ended = self.exit_reason(timeout=5.0) or "closed its pipe"
+                        if self._forked and self.process.pid is None:
+                            raise WorkerNotStarted(f"{self.name} was not started: {ended}")
+                        raise ClusterError(f"{self.name} exited during start-up ({ended}); its error "
+                                           "output is above")
+                    data += chunk
+            self._close_ready()
+            self.address = data.decode().strip()
             return self.address
-        assert self._ready_read is not None, "the worker was stopped before it reported its address"
-        data = b""
-        while not data.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ClusterError(f"{self.name} did not start in time")
-            readable, _, _ = select.select([self._ready_read], [], [], remaining)
-            if readable:
-                chunk = os.read(self._ready_read, 1024)
-                if not chunk:
-                    # The pipe closes as the process exits: wait a moment for its status.
-                    ended = self.exit_reason(timeout=5.0) or "closed its pipe"
-                    raise ClusterError(f"{self.name} exited during start-up ({ended}); its error output "
-                                       "is above")
-                data += chunk
-        self._close_ready()
-        self.address = data.decode().strip()
-        return self.address
 
     def exit_reason(self, timeout: float = 0.0) -> Optional[str]:
         """How the process ended ('killed by SIGKILL'), waiting up to ``timeout``; None while it runs."""
         try:
-            return describe_exit(self.process.wait(timeout))
+            code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+        return getattr(self.process, "exit_description", None) or describe_exit(code)
 
     def signal_stop(self) -> None:
         """Ask the worker to exit now, without waiting for it."""

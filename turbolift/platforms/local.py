@@ -15,6 +15,7 @@ from typing import Optional
 from .._worker.launcher import (
     RUN_DIR_PREFIX,
     Template,
+    WorkerNotStarted,
     WorkerProcess,
     can_fork_workers,
     default_cache_dir,
@@ -107,7 +108,7 @@ class LocalQueue(Cluster):
                 self._template = Template(worker_env(), cwd=self._run_dir)
             self._procs = [self._spawn(i) for i in range(self.workers)]
 
-    def _spawn(self, index: int) -> WorkerProcess:
+    def _spawn(self, index: int, forked: bool = True) -> WorkerProcess:
         assert self._run_dir is not None
         if self.transport == "unix":  # a fresh path for a replacement, too
             listen = f"unix:{self._run_dir}/worker-{index}-{next(self._spawned)}.sock"
@@ -117,14 +118,31 @@ class LocalQueue(Cluster):
         # Forked by the template while it serves; a fresh interpreter otherwise (it was killed).
         # A neutral cwd: the project must reach the worker only as bundles.
         # A new session: Ctrl-C in the terminal is the caller's to handle.
-        forker = self._template if self._template is not None and self._template.serving else None
+        template = self._template
+        forker = template if forked and template is not None and template.serving else None
         return WorkerProcess(args, name=f"local worker {index}", token=self.token, cwd=self._run_dir,
                              new_session=True, template=forker)
 
     def wait_ready(self, timeout: float) -> list[str]:
         self.start()
         deadline = time.monotonic() + timeout
-        return [proc.wait_address(deadline) for proc in list(self._procs)]
+        return [self._address(proc, deadline) for proc in list(self._procs)]
+
+    def _address(self, proc: WorkerProcess, deadline: float) -> str:
+        """``proc``'s address; a worker its template will not fork (the template was killed, or
+        stopped answering) is started afresh in its slot, once."""
+        try:
+            return proc.wait_address(deadline)
+        except WorkerNotStarted:
+            with self._lock:
+                if self._stopped:
+                    raise
+                slot = next((i for i, current in enumerate(self._procs) if current is proc), None)
+                if slot is None:
+                    raise
+                self._retired.append(proc)
+                fresh = self._procs[slot] = self._spawn(slot, forked=False)
+            return fresh.wait_address(deadline)
 
     def replace(self, address: str, timeout: float) -> Optional[str]:
         """A live worker in the slot that ``address`` had: a new one when the slot's worker is dead,
@@ -150,7 +168,7 @@ class LocalQueue(Cluster):
                     self._former[current.address] = slot
                 self._former[address] = slot
                 fresh = self._procs[slot] = self._spawn(slot)
-        return fresh.wait_address(time.monotonic() + timeout)
+        return self._address(fresh, time.monotonic() + timeout)
 
     def busy_in_native_code(self, address: str) -> bool:
         for proc in list(self._procs):
