@@ -188,3 +188,23 @@ def test_a_stopped_template_is_not_waited_for(tmp_path):
         if template.process.poll() is None:   # (the cluster's stop kills it: a stopped process takes SIGKILL)
             os.kill(template.process.pid, signal.SIGCONT)
         _runtime.disable()
+
+
+def environment(name):
+    return os.environ.get(name)
+
+
+def test_a_forked_replacement_sees_the_programs_environment_of_now(tmp_path, monkeypatch):
+    monkeypatch.setenv("TURBOLIFT_TEST_GONE_LATER", "at start")
+    with distributed_on(2, tmp_path / "cache") as cluster:
+        assert on(cluster)(environment)("TURBOLIFT_TEST_GONE_LATER") == "at start"
+        monkeypatch.setenv("TURBOLIFT_TEST_SET_LATER", "set after start")
+        monkeypatch.delenv("TURBOLIFT_TEST_GONE_LATER")
+        for victim in cluster.local_pids():
+            os.kill(victim, signal.SIGKILL)
+        assert wait_gone(cluster.local_pids(), timeout=30) == []
+        seen = {on(cluster)(environment).submit(name).result(timeout=60)
+                for name in ["TURBOLIFT_TEST_SET_LATER"] * 8}
+        assert seen == {"set after start"}
+        assert on(cluster)(environment)("TURBOLIFT_TEST_GONE_LATER") is None
+        assert all(parent_of(worker) != os.getpid() for worker in cluster.local_pids())   # forked

@@ -165,7 +165,8 @@ class ForkedProcess:
                 except ProcessLookupError:
                     pass
 
-    def _forked(self, pid: Optional[int]) -> None:
+    def _forked(self, pid: Optional[int], why: str = "could not be forked (its template said why above)",
+                ) -> None:
         with self._settled:
             if self.returncode is not None:
                 return
@@ -176,7 +177,7 @@ class ForkedProcess:
                     pass
                 self._pid = pid
             else:
-                self._end(1, "could not be forked (its template said why above)")
+                self._end(1, why)
             self._settled.notify_all()
 
     def _end(self, returncode: int, description: Optional[str] = None) -> None:
@@ -210,6 +211,7 @@ class Template:
         finally:
             theirs.close()
         self._control = ours
+        self._env = dict(env)   # what the template has: requests carry only what changed since
         self._lock = threading.Lock()
         self._requests = 0
         self._waiting: dict[int, ForkedProcess] = {}   # request id -> not answered yet
@@ -267,7 +269,9 @@ class Template:
             self._requests += 1
             request = self._requests
             self._waiting[request] = process
-        message = json.dumps({"id": request, "args": list(args), "env": env}).encode()
+        changes = {"set": {key: value for key, value in env.items() if self._env.get(key) != value},
+                   "unset": [key for key in self._env if key not in env]}
+        message = json.dumps({"id": request, "args": list(args), "env": changes}).encode()
         self._outbox.put((request, message, stdin_read, os.dup(ready_write)))
         return process
 
@@ -279,8 +283,11 @@ class Template:
             try:
                 if not self.gone:
                     socket.send_fds(self._control, [message], fds)
-            except OSError:
-                pass   # gone: the reader settles what was not answered
+            except OSError:   # gone (the reader settles what was not answered), or too large
+                with self._lock:
+                    process = self._waiting.pop(request, None)
+                if process is not None:
+                    process._forked(None, "could not be asked of its template")   # started afresh
             finally:
                 for fd in fds:
                     os.close(fd)

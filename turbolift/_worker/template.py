@@ -92,8 +92,9 @@ def _become_worker(request: dict, stdin_fd: int, ready_fd: int) -> list[str]:
     os.setsid()
     os.dup2(stdin_fd, 0)
     os.close(stdin_fd)
-    os.environ.clear()
-    os.environ.update(request["env"])
+    for key in request["env"]["unset"]:
+        os.environ.pop(key, None)
+    os.environ.update(request["env"]["set"])
     process = sys.modules.get("multiprocessing.process")
     if process is not None:   # (made at its import, in the template: each worker gets its own)
         process.current_process().authkey = os.urandom(32)
