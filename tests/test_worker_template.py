@@ -194,6 +194,10 @@ def environment(name):
     return os.environ.get(name)
 
 
+def pid_and_environment(name):
+    return os.getpid(), os.environ.get(name)
+
+
 def test_a_forked_replacement_sees_the_programs_environment_of_now(tmp_path, monkeypatch):
     monkeypatch.setenv("TURBOLIFT_TEST_GONE_LATER", "at start")
     with distributed_on(2, tmp_path / "cache") as cluster:
@@ -208,3 +212,68 @@ def test_a_forked_replacement_sees_the_programs_environment_of_now(tmp_path, mon
         assert seen == {"set after start"}
         assert on(cluster)(environment)("TURBOLIFT_TEST_GONE_LATER") is None
         assert all(parent_of(worker) != os.getpid() for worker in cluster.local_pids())   # forked
+
+
+def test_an_environment_too_large_to_send_starts_the_replacement_afresh_and_harms_nothing(tmp_path,
+                                                                                            monkeypatch):
+    with distributed_on(2, tmp_path / "cache") as cluster:
+        on(cluster)(pid)()
+        first, second = cluster.local_pids()
+        template = parent_of(first)
+        monkeypatch.setenv("TURBOLIFT_TEST_LARGE", "x" * 100_000)   # over what a request may carry
+        os.kill(first, signal.SIGKILL)
+        served = set(_spread(pid, cluster, 8))
+        assert second in served and first not in served   # the other worker, and the template, live on
+        fresh = (served - {second}).pop()
+        assert parent_of(fresh) == os.getpid() and parent_of(second) == template
+        # Each has the environment of the moment it was started: the fresh one has the variable.
+        seen = {}
+        for _ in range(40):
+            if len(seen) == 2:
+                break
+            for found in [on(cluster)(pid_and_environment).submit("TURBOLIFT_TEST_LARGE") for _ in range(8)]:
+                worker, value = found.result(timeout=60)
+                seen[worker] = value
+        assert seen == {fresh: "x" * 100_000, second: None}
+
+
+PROGRAM_THAT_FORKS = """
+import os, sys, time
+from turbolift import on, _runtime
+import helpers
+
+helpers.pid()   # the cluster is up
+workers = _runtime.worker_pids()
+templates = {helpers.parent_of(worker) for worker in workers} - {os.getpid()}
+print(" ".join(map(str, workers + sorted(templates))), flush=True)
+if os.fork() == 0:   # a child that outlives the program (a daemon, say)
+    time.sleep(12)
+    os._exit(0)
+"""
+
+HELPERS = """
+import os
+from turbolift import on
+
+@on()
+def pid():
+    return os.getpid()
+
+def parent_of(pid):
+    with open(f"/proc/{pid}/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("PPid:"))
+"""
+
+
+def test_no_worker_or_template_outlives_a_program_whose_forked_child_does(tmp_path):
+    import subprocess
+
+    from conftest import child_env, write_files
+
+    write_files(tmp_path, {"forks.py": PROGRAM_THAT_FORKS, "helpers.py": HELPERS})
+    done = subprocess.run([sys.executable, "-m", "turbolift", "--workers", "2", "forks.py"], cwd=tmp_path,
+                          env=child_env(tmp_path / "cache"), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    left = [int(p) for p in done.stdout.split()]
+    assert len(left) == 3, done.stdout   # two workers and their template
+    assert wait_gone(left, timeout=8) == []   # (the forked child lives on for 12 s)

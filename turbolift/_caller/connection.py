@@ -152,6 +152,7 @@ class Connection:
         """
         health = health_pb2_grpc.HealthStub(self.channel)
         deadline = time.monotonic() + timeout
+        asked = 0.0   # when ``ended`` was last asked (at most once a second: it may be an API call)
         while True:
             try:
                 reply = health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME),
@@ -162,7 +163,10 @@ class Connection:
                 if any(word in details.lower() for word in ("handshake", "ssl", "certificate", "tls")):
                     raise ClusterError(f"TLS with worker {self.address} failed: {details}. Check the CA, "
                                        "certificate and key on both sides") from None
-                reason = ended() if ended is not None else None
+                reason = None
+                if ended is not None and time.monotonic() - asked >= 1.0:
+                    asked = time.monotonic()
+                    reason = ended()
                 if reason is not None:
                     raise WorkerEnded(f"worker {self.address} exited ({reason}) before its first "
                                       "call") from None

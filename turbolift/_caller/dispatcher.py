@@ -110,11 +110,12 @@ class Dispatcher:
             connection.wait_healthy(timeout, ended=lambda: self.cluster.exit_reason(connection.address))
             return connection
         except WorkerEnded as ended:
-            connection.close()
             address = self.cluster.replace(connection.address, timeout)
-            if address is None:
-                raise ClusterError(f"{ended}, and {self.cluster!r} cannot start another") from None
+            if address is None:   # a platform that restarts workers in place (a pod's container)
+                connection.wait_healthy(timeout)
+                return connection
             log.info("%s; replaced by %s", ended, address)
+            connection.close()
         fresh = self.connect(address)
         fresh.wait_healthy(timeout)
         return fresh

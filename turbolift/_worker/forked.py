@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from typing import Any, Optional, Sequence
 
 from .template import MESSAGE_BYTES, TEMPLATE_OPTION
@@ -33,6 +34,17 @@ _REPORT_SECONDS = 1.0   # how long an ended child's report may take before it is
 
 
 _AVAILABLE: list = []
+_TEMPLATES: "weakref.WeakSet[Template]" = weakref.WeakSet()
+
+
+def _forked_program() -> None:
+    """In a child the program forks (a daemon, a multiprocessing worker): let go of the templates'
+    control sockets and the workers' stdin pipes, which would keep them alive as long as it lives."""
+    for template in list(_TEMPLATES):
+        template.let_go()
+
+
+os.register_at_fork(after_in_child=_forked_program)
 
 
 def available() -> bool:
@@ -220,6 +232,7 @@ class Template:
         self._answered: Optional[float] = None         # when it last answered anything
         self._unreported_since: Optional[float] = None  # a child seen ended, not reported since
         self.gone = False
+        _TEMPLATES.add(self)
         self._reader = threading.Thread(target=self._read_answers, name="turbolift-template", daemon=True)
         self._reader.start()
         # Requests leave from a thread of their own: the socket holds a couple of hundred, and
@@ -272,6 +285,12 @@ class Template:
         changes = {"set": {key: value for key, value in env.items() if self._env.get(key) != value},
                    "unset": [key for key in self._env if key not in env]}
         message = json.dumps({"id": request, "args": list(args), "env": changes}).encode()
+        if len(message) > MESSAGE_BYTES:   # (the template reads no more: the worker starts afresh)
+            os.close(stdin_read)
+            with self._lock:
+                self._waiting.pop(request, None)
+            process._forked(None, "could not be asked of its template (the environment changed too much)")
+            return process
         self._outbox.put((request, message, stdin_read, os.dup(ready_write)))
         return process
 
@@ -302,7 +321,6 @@ class Template:
                 break
             answer = json.loads(message)
             self._answered = time.monotonic()
-            self._unreported_since = None
             with self._lock:
                 if "exited" in answer:
                     child = self._children.pop(answer["exited"], None)
@@ -310,12 +328,13 @@ class Template:
                     child = self._waiting.pop(answer["id"], None)
                     if child is not None and answer.get("pid"):
                         self._children[answer["pid"]] = child
-            if child is None:
-                continue
-            if "exited" in answer:
-                child._ended(answer["returncode"])
-            else:
-                child._forked(answer.get("pid"))
+            if child is not None:
+                if "exited" in answer:
+                    child._ended(answer["returncode"])
+                else:
+                    child._forked(answer.get("pid"))
+            # (After settling: a wait that saw this child end meanwhile may have set it.)
+            self._unreported_since = None
         try:
             self.process.wait(5.0)   # (it closed its end: it is exiting)
         except subprocess.TimeoutExpired:
@@ -327,6 +346,18 @@ class Template:
         for process in waiting + children:   # their waits settle them (see ForkedProcess._unreported)
             with process._settled:
                 process._settled.notify_all()
+
+    def let_go(self) -> None:
+        """(In a forked child of the program.) Close this process's copies of what ties the template
+        and its workers to the program; the parent keeps its own."""
+        with self._lock:
+            processes = [*self._waiting.values(), *self._children.values()]
+        for process in processes:
+            try:
+                process.stdin.close()
+            except OSError:
+                pass
+        self._control.close()
 
     def close(self, grace: float = 2.0) -> None:
         """End the template (the caller stops its workers first; an orphan exits when it sees its

@@ -32,6 +32,7 @@ from typing import Optional
 
 TEMPLATE_OPTION = "--template-fd"
 MESSAGE_BYTES = 65536   # the largest request or answer on the control socket
+_LOOK_SECONDS = 1.0     # how often the template looks whether its program is still there
 
 
 # -- in the template ---------------------------------------------------------------------
@@ -45,13 +46,16 @@ def serve(control_fd: int) -> Optional[list[str]]:
     ``finally`` that the child would inherit.
     """
     control = socket.socket(fileno=control_fd)
+    program = os.getppid()
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)   # (only to wake the select below)
     while True:
-        readable, _, _ = select.select([control, wake_read], [], [])
+        readable, _, _ = select.select([control, wake_read], [], [], _LOOK_SECONDS)
+        if os.getppid() != program:
+            return None   # the program is gone (its forked children may hold our socket open)
         if wake_read in readable:
             _drain(wake_read)
             if not _report_exits(control):
@@ -64,8 +68,13 @@ def serve(control_fd: int) -> Optional[list[str]]:
             return None
         if not message:
             return None   # the caller closed its end: it is done with us (or gone)
-        request = json.loads(message)
-        stdin_fd, ready_fd = fds
+        try:
+            request = json.loads(message)
+            stdin_fd, ready_fd = fds
+        except ValueError:   # (never from our caller, which refuses larger requests): not a worker
+            for fd in fds:
+                os.close(fd)
+            continue
         try:
             pid = os.fork()
         except OSError as exc:

@@ -140,6 +140,7 @@ class LocalQueue(Cluster):
                 slot = next((i for i, current in enumerate(self._procs) if current is proc), None)
                 if slot is None:
                     raise
+                proc.signal_stop()   # (closes its pipes)
                 self._retired.append(proc)
                 fresh = self._procs[slot] = self._spawn(slot, forked=False)
             return fresh.wait_address(deadline)
