@@ -350,9 +350,9 @@ class Template:
     def let_go(self) -> None:
         """(In a forked child of the program.) Close this process's copies of what ties the template
         and its workers to the program; the parent keeps its own."""
-        with self._lock:
-            processes = [*self._waiting.values(), *self._children.values()]
-        for process in processes:
+        # No lock: this child has one thread, and a lock another thread of the parent held at the
+        # fork stays held here for good.
+        for process in [*self._waiting.values(), *self._children.values()]:
             try:
                 process.stdin.close()
             except OSError:
