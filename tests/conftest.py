@@ -121,6 +121,15 @@ def process_gone(pid: int) -> bool:
         return True
 
 
+def parent_of(pid: int) -> Optional[int]:
+    """The parent pid of ``pid`` (None when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            return next(int(line.split()[1]) for line in handle if line.startswith("PPid:"))
+    except (OSError, StopIteration):
+        return None
+
+
 def wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
     """Wait until every pid is gone; return those still running."""
     deadline = time.monotonic() + timeout

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, child_env, run_python, wait_gone, write_files
+from conftest import REPO, child_env, parent_of, run_python, wait_gone, write_files
 
 SIDE_EFFECT_SCRIPT = """
     import json, os, sys
@@ -149,16 +149,9 @@ def _start(tmp_path, cache_dir, mode):
     workers = [int(p) for p in line.split()]
     assert len(workers) == 2, (line, process.stderr.read() if process.poll() is not None else "")
     # The template that forked the workers (where there is one) must not outlive the program either.
-    templates = {_parent_of(worker) for worker in workers} - {process.pid, None}
+    templates = {parent_of(worker) for worker in workers} - {process.pid, None}
     return process, workers + sorted(templates)
 
-
-def _parent_of(pid):
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            return next(int(line.split()[1]) for line in handle if line.startswith("PPid:"))
-    except (OSError, StopIteration):
-        return None
 
 
 @pytest.mark.parametrize("mode", ["exit", "raise"])

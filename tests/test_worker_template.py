@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from conftest import distributed_on, wait_gone
+from conftest import distributed_on, parent_of, wait_gone
 
 from turbolift import LocalQueue, _runtime, on
 from turbolift._caller import calls
@@ -30,11 +30,6 @@ def identity():
 
 def pid():
     return os.getpid()
-
-
-def parent_of(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as handle:
-        return next(int(line.split()[1]) for line in handle if line.startswith("PPid:"))
 
 
 def command_line(pid: int) -> list:

@@ -78,7 +78,7 @@ def _template(control_fd: int, prog: str) -> int:
         return 0
     # As a worker started on its own would see them (ps still shows the template's command line).
     sys.argv = [sys.argv[0], "worker", *args]
-    sys.orig_argv = [sys.executable, "-m", "turbolift", "worker", *args]
+    sys.orig_argv = template.worker_command(args)
     return main(args, prog)
 
 

@@ -26,7 +26,7 @@ import time
 import weakref
 from typing import Any, Optional, Sequence
 
-from .template import MESSAGE_BYTES, TEMPLATE_OPTION
+from .template import MESSAGE_BYTES, TEMPLATE_OPTION, worker_command
 
 _ANSWER_SECONDS = 5.0   # a request unanswered this long, by a template that answers others: stuck
 _ORPHAN_LOOK = 0.1      # how often a wait looks at a child whose template ended first
@@ -61,7 +61,7 @@ def available() -> bool:
     return _AVAILABLE[0]
 
 
-def _ended(fd: int) -> bool:
+def _pidfd_ended(fd: int) -> bool:
     """True once the process of pidfd ``fd`` ended (poll, not select: any descriptor number)."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
@@ -152,7 +152,7 @@ class ForkedProcess:
             if pid:
                 self._end(os.waitstatus_to_exitcode(status))
                 return
-        if self._pidfd is not None and not _ended(self._pidfd):
+        if self._pidfd is not None and not _pidfd_ended(self._pidfd):
             return
         if template.gone:
             self._end(0, "left after its template process ended")
@@ -212,7 +212,7 @@ class Template:
 
     def __init__(self, env: dict, cwd: Optional[str]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        command = [sys.executable, "-m", "turbolift", "worker", TEMPLATE_OPTION, str(theirs.fileno())]
+        command = worker_command([TEMPLATE_OPTION, str(theirs.fileno())])
         try:
             # A new session, as for every local worker: Ctrl-C in the terminal is the caller's.
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, cwd=cwd, env=env,

@@ -16,7 +16,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, Optional, Sequence
 from ..errors import ClusterError
 from .forked import Template
 from .forked import available as can_fork_workers  # noqa: F401  (for the local platform)
+from .template import worker_command
 
 # Variables that would make a worker distribute its calls in turn.
 _SWITCHES = ("TURBOLIFT", "TURBOLIFT_CLUSTER")
@@ -100,8 +100,7 @@ class WorkerProcess:
             if template is not None:
                 self.process: Any = template.spawn(options, worker_env(), ready_write)
             else:
-                command = [sys.executable, "-m", "turbolift", "worker", *options,
-                           "--ready-fd", str(ready_write)]
+                command = worker_command([*options, "--ready-fd", str(ready_write)])
                 self.process = subprocess.Popen(command, stdin=subprocess.PIPE, cwd=cwd, env=worker_env(),
                                                 pass_fds=(ready_write,), start_new_session=new_session)
         finally:

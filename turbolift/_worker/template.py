@@ -31,6 +31,11 @@ import sys
 from typing import Optional
 
 TEMPLATE_OPTION = "--template-fd"
+def worker_command(args: list) -> list:
+    """``python -m turbolift worker ARGS``, with this interpreter."""
+    return [sys.executable, "-m", "turbolift", "worker", *args]
+
+
 MESSAGE_BYTES = 65536   # the largest request or answer on the control socket
 _LOOK_SECONDS = 1.0     # how often the template looks whether its program is still there
 
