@@ -117,7 +117,7 @@ def process_gone(pid: int) -> bool:
         with open(f"/proc/{pid}/stat") as handle:
             state = handle.read().rsplit(")", 1)[1].split()[0]
         return state in ("Z", "X")
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):   # (ESRCH: reaped between the open and the read)
         return True
 
 

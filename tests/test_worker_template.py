@@ -24,8 +24,12 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or not hasa
 
 
 def identity():
+    import multiprocessing
+
     return {"pid": os.getpid(), "argv": sys.argv[1:], "cwd": os.getcwd(), "call_id": calls.new_call_id(),
-            "main": sys.modules["__main__"].__spec__.name if sys.modules["__main__"].__spec__ else None}
+            "main": sys.modules["__main__"].__spec__.name if sys.modules["__main__"].__spec__ else None,
+            "session": os.getsid(0), "group": os.getpgrp(),
+            "authkey": bytes(multiprocessing.current_process().authkey).hex()}
 
 
 def pid():
@@ -67,6 +71,8 @@ def test_every_local_worker_is_forked_by_one_template_and_looks_freshly_started(
             assert os.path.basename(worker["cwd"]).startswith("turbolift-run-")
             assert worker["main"] == "turbolift.__main__"
             assert worker["call_id"].startswith(f"{worker['pid']}-")   # not the template's pid
+            assert worker["session"] == worker["group"] == worker["pid"]   # a session of its own
+        assert len({worker["authkey"] for worker in seen.values()}) == len(seen)   # a key of its own
     assert wait_gone(pids + [template]) == []
 
 
