@@ -14,9 +14,10 @@ import pytest
 from conftest import distributed_on
 
 from turbolift import on
-from turbolift._wire import buffers, serialize
+from turbolift._wire import buffers, bulk, serialize
 from turbolift._wire.chunked import Pieces, frames_of, gather
 from turbolift._wire.protocol import FRAME_DATA
+from turbolift.v1 import worker_pb2 as pb
 
 np = pytest.importorskip("numpy")
 
@@ -100,6 +101,20 @@ def test_the_payload_refers_to_the_arrays_memory_instead_of_copying_it():
     assert back[-1] == 42.0
     in_band = len(pickle.dumps(array, protocol=5))
     assert len(payload) < in_band + 200   # the same bytes, once
+
+
+def test_a_framed_payload_that_fits_one_frame_still_refers_to_the_arrays_memory():
+    # What a call's arguments and a worker's result are: pieces until their frame is encoded.
+    array = np.zeros(131_072, dtype=np.float64)              # 1 MiB: inline in its frame
+    assert type(serialize.dumps_payload((array,), for_worker=True)) is bytes   # (unframed: joined)
+    payload = serialize.dumps_payload((array,), for_worker=True, framed=True)
+    assert isinstance(payload, Pieces) and len(payload) <= FRAME_DATA
+    array[-1] = 42.0   # changed after serialising: the payload sees it, so it holds no copy
+    frame = pb.ClientFrame()
+    frame.invoke.function.module = "m"
+    received = bulk.decoded(pb.ClientFrame, bulk.serialize(bulk.encoded(frame, "invoke", payload)))
+    (back,) = serialize.loads(received.invoke.arguments)
+    assert back[-1] == 42.0 and back.shape == array.shape
 
 
 @pytest.mark.parametrize("damage", ["truncated buffer", "count too large", "table cut short",

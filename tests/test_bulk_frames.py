@@ -85,6 +85,24 @@ def test_chunk_frames_carry_the_pieces_in_order_and_read_as_protobuf_chunks():
     assert [pb.ClientFrame.FromString(f).chunk.data for f in small] == [b"tiny"]
 
 
+@pytest.mark.parametrize("size", [10, bulk.BULK - 1, bulk.BULK, 1 << 20, FRAME_DATA])
+def test_pieces_that_fit_one_frame_encode_as_their_joined_bytes_would(size):
+    # A framed payload (dumps_payload(framed=True)) reaches encoded() as pieces, some of them views.
+    data = os.urandom(size)
+    cut = [0, size // 3, size // 3 + 1, size]
+    parts = [data[a:b] if i % 2 else memoryview(data)[a:b] for i, (a, b) in enumerate(zip(cut, cut[1:]))]
+    for frame_class, kind, frame, _ in _frames(size):
+        joined = bulk.serialize(bulk.encoded(_copy(frame_class, frame), kind, data))
+        pieces = bulk.serialize(bulk.encoded(_copy(frame_class, frame), kind, Pieces(parts, size)))
+        assert pieces == joined, (kind, size)
+
+
+def _copy(frame_class, frame):
+    copy = frame_class()
+    copy.CopyFrom(frame)
+    return copy
+
+
 def test_unusual_but_valid_encodings_are_left_to_protobuf():
     data = os.urandom(100_000)
     # The bulk field twice (protobuf: the last wins) and a frame of two fields (merged).

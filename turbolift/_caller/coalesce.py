@@ -102,7 +102,7 @@ class Coalescer:
         modules: set = set()
         try:
             items = serialize.dumps_payload([(w.args, w.kwargs) for w in batch], for_worker=True,
-                                            what="arguments", modules=modules)
+                                            what="arguments", modules=modules, framed=True)
         except TypeError:
             items = None  # one item cannot travel: send each alone so only it fails
         if items is None or (len(items) > FRAME_DATA and len(batch) > 1):

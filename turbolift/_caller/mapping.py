@@ -83,7 +83,7 @@ class _Batches:
             modules: set = set()
             # Detached: the input iterator runs again before this batch is sent, and may reuse a buffer.
             items = serialize.detached(serialize.dumps_payload(batch, for_worker=True, what="map items",
-                                                               modules=modules))
+                                                               modules=modules, framed=True))
             self._note_bytes(len(items), len(batch))
             deadline = None
             if self._per_item_timeout is not None:  # each item keeps the deadline a call of it would have

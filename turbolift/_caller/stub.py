@@ -83,7 +83,7 @@ class RemoteStub:
         streams = streamed.Streams()
         try:
             payload = serialize.dumps_payload((args, kwargs), for_worker=True, what="arguments",
-                                              modules=modules, streams=streams)
+                                              modules=modules, streams=streams, framed=True)
         except TypeError as exc:
             raise self._argument_error(args, kwargs, exc) from None
         return Call(ref, target.bundle, payload, outcomes.value_of, deadline_after(self.timeout()),

@@ -76,8 +76,10 @@ def encoded(frame: Message, kind: str, data: Any) -> Union[bytes, Message]:
     number, field_number, _ = _LAYOUT[type(frame), kind]
     size = len(data)
     sub = getattr(frame, kind)
-    if size < BULK:   # (small payloads are bytes: only those over FRAME_DATA are Pieces)
-        setattr(sub, _BULK_FIELDS[type(frame)][kind], data if type(data) is bytes else bytes(data))
+    if size < BULK:
+        if type(data) is not bytes:
+            data = b"".join(_parts(data))
+        setattr(sub, _BULK_FIELDS[type(frame)][kind], data)
         return frame
     sub.SetInParent()
     small = sub.SerializeToString()

@@ -33,9 +33,11 @@ class ChunkError(Exception):
 class Pieces:
     """A payload held as the byte strings it was written or received in, in order.
 
-    Only ever made for payloads larger than ``FRAME_DATA`` (smaller ones are
-    plain ``bytes``), so ``len(payload) <= FRAME_DATA`` still tells a payload
-    that travels inline in its frame.
+    Made for payloads larger than ``FRAME_DATA``, and for smaller ones only
+    when their sender asked for pieces (``framed=True``: it hands them to
+    :func:`~.bulk.encoded`, which joins them once with their frame); other
+    small payloads are plain ``bytes``. ``len(payload) <= FRAME_DATA`` tells
+    a payload that travels inline in its frame.
     """
 
     __slots__ = ("parts", "size", "_read")
@@ -78,10 +80,12 @@ class PieceWriter:
         self.size += len(part)
         return len(part)
 
-    def payload(self) -> Payload:
+    def payload(self, framed: bool = False) -> Payload:
+        """What was written: bytes, or Pieces when larger than a frame (or ``framed`` and in pieces:
+        the frame's encoding then joins them, with no copy of the payload made before)."""
         if len(self.parts) == 1:
             return self.parts[0]
-        if self.size <= FRAME_DATA:
+        if self.size <= FRAME_DATA and not framed:
             return b"".join(self.parts)
         return Pieces(self.parts, self.size)
 

@@ -213,11 +213,14 @@ def dumps(obj: Any, *, for_worker: bool, what: str = "value", modules: Optional[
 
 
 def dumps_payload(obj: Any, *, for_worker: bool, what: str = "value", modules: Optional[set] = None,
-                  streams: Optional[streamed.Streams] = None) -> Payload:
+                  streams: Optional[streamed.Streams] = None, framed: bool = False) -> Payload:
     """Serialise ``obj`` for the wire; see the module docstring for ``for_worker``.
 
     A payload larger than a frame comes back as :class:`~.chunked.Pieces`
-    that hold large ``bytes`` values of ``obj`` by reference, not copied.
+    that hold large ``bytes`` values of ``obj`` by reference, not copied;
+    so does a smaller one written in pieces when ``framed`` (for a sender
+    that puts it into its frame with :func:`~.bulk.encoded`, which joins the
+    pieces then: one copy of a 1 MB argument instead of two).
 
     ``modules``, when given, receives the names of the modules whose
     functions, classes or module objects ``obj`` refers to (a worker must
@@ -232,7 +235,7 @@ def dumps_payload(obj: Any, *, for_worker: bool, what: str = "value", modules: O
         # The fast path: values that hold no code, no class and nothing to refuse.
         return pickle.dumps(obj, PROTOCOL)
     try:
-        return _dumps(obj, for_worker, what, modules, streams)
+        return _dumps(obj, for_worker, what, modules, streams, framed)
     except (KeyboardInterrupt, SystemExit) as exc:
         if for_worker:
             raise   # in the caller this may be a real Ctrl-C: it stops the program, as it would locally
@@ -242,7 +245,7 @@ def dumps_payload(obj: Any, *, for_worker: bool, what: str = "value", modules: O
 
 
 def _dumps(obj: Any, for_worker: bool, what: str, modules: Optional[set],
-           streams: Optional[streamed.Streams]) -> Payload:
+           streams: Optional[streamed.Streams], framed: bool = False) -> Payload:
     buffer = PieceWriter()
     out_of_band = buffers.Collector()
     try:
@@ -265,7 +268,7 @@ def _dumps(obj: Any, for_worker: bool, what: str, modules: Optional[set],
     if out_of_band.views:
         buffer.parts[:0] = [out_of_band.header(), *out_of_band.views]
         buffer.size += len(buffer.parts[0]) + sum(view.nbytes for view in out_of_band.views)
-    return buffer.payload()
+    return buffer.payload(framed)
 
 
 def detached(payload: Payload) -> Payload:

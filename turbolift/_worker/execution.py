@@ -92,7 +92,7 @@ def _run_call(function: Callable, payload: Any) -> Any:
         value = _settle_coroutine(value)
     if streamed.result_streams(value):
         return _Iterating(value if not inspect.isasyncgen(value) else _AsyncGeneratorIterator(value))
-    return serialize.dumps_payload(value, for_worker=False, what="result")
+    return serialize.dumps_payload(value, for_worker=False, what="result", framed=True)
 
 
 class _Iterating:
@@ -183,7 +183,7 @@ def _run_items(function: Callable, items: list, with_kwargs: bool) -> tuple[list
 
 def _encode_items(outcomes: tuple[list, dict]) -> serialize.Payload:
     try:
-        return serialize.dumps_payload(outcomes, for_worker=False, what="results")
+        return serialize.dumps_payload(outcomes, for_worker=False, what="results", framed=True)
     except TypeError:  # replace the results that cannot travel with the error that says so
         values, errors = outcomes
         for index, value in enumerate(values):
@@ -192,7 +192,7 @@ def _encode_items(outcomes: tuple[list, dict]) -> serialize.Payload:
                     serialize.dumps(value, for_worker=False, what="result")
                 except TypeError as exc:
                     values[index], errors[index] = None, pack_exception(exc)
-        return serialize.dumps_payload((values, errors), for_worker=False, what="results")
+        return serialize.dumps_payload((values, errors), for_worker=False, what="results", framed=True)
 
 
 def _run_batch(function: Callable, payload: Any, count: int, with_kwargs: bool) -> serialize.Payload:
