@@ -315,11 +315,12 @@ def ref(bundle_id: str, module: str = TARGET, qualname: str = "echo") -> pb.Func
 
 
 def invoke_frame(function: pb.FunctionRef, payload: bytes = b"", *, chunked: bool = False, count: int = 0,
-                 with_kwargs: bool = False, extra: tuple = (), pieces: Optional[list] = None) -> list:
+                 with_kwargs: bool = False, extra: tuple = (), pieces: Optional[list] = None,
+                 single_arguments: bool = False) -> list:
     """An Invoke of ``function`` on ``payload``: inline, or announced by its size and sent as Chunk frames
     (``pieces``: how to cut it; at most FRAME_DATA bytes each by default)."""
     invoke_message = pb.Invoke(function=function, count=count, with_kwargs=with_kwargs,
-                               extra_bundles=list(extra), call_id="fuzz")
+                               single_arguments=single_arguments, extra_bundles=list(extra), call_id="fuzz")
     if not chunked:
         invoke_message.arguments = payload
         return [frame(invoke=invoke_message)]
@@ -594,9 +595,11 @@ def is_argument_pair(value: Any) -> bool:
             and isinstance(value[0], tuple) and isinstance(value[1], dict))
 
 
-def local_outcome(function: Callable, item: Any, with_kwargs: bool) -> tuple:
+def local_outcome(function: Callable, item: Any, with_kwargs: bool, single: bool = False) -> tuple:
     """What a batch item gives when run here as the worker runs it: (True, value) or (False, type name)."""
     try:
+        if single:
+            return True, function(item)
         if with_kwargs:
             args, kwargs = item
             return True, function(*args, **kwargs)
@@ -757,12 +760,16 @@ def test_call_arguments_garbage_truncated_or_of_the_wrong_type(open_worker, targ
 
 @FUZZ
 @given(kind=st.sampled_from(["garbage", "truncated", "value", "list"]), with_kwargs=st.booleans(),
-       chunked=st.booleans(), data=st.data(), miscount=st.integers(1, 2**32 - 1) | st.none())
-def test_batch_items_garbage_truncated_wrongly_typed_or_miscounted(open_worker, project, target_bundle, kind,
-                                                                    with_kwargs, chunked, data, miscount):
-    """A batch Invoke (count > 0): items that are not a list of ``count`` items get a Failure frame
-    INVALID_ARGUMENT. When they are, each item's outcome is what ``echo(*item)`` (``echo(*args,
-    **kwargs)`` for an (args, kwargs) item with ``with_kwargs``) gives here."""
+       single=st.booleans(), chunked=st.booleans(), data=st.data(),
+       miscount=st.integers(1, 2**32 - 1) | st.none())
+def test_batch_items_garbage_truncated_wrongly_typed_or_miscounted(
+        open_worker, project, target_bundle, kind, with_kwargs, single, chunked, data, miscount):
+    """A batch Invoke (count > 0): items that are not a list of ``count`` items (a tuple with
+    ``single_arguments``) get a Failure frame INVALID_ARGUMENT. When they are, each item's outcome
+    is what ``echo(*item)`` (``echo(*args, **kwargs)`` for an (args, kwargs) item with
+    ``with_kwargs``, ``echo(item)`` with ``single_arguments``) gives here."""
+    with_kwargs = with_kwargs and not single
+    sequence = tuple if single else list
     value: Any = None
     if kind == "garbage":
         payload = data.draw(st.binary(max_size=4096))
@@ -770,12 +777,17 @@ def test_batch_items_garbage_truncated_wrongly_typed_or_miscounted(open_worker, 
         payload = data.draw(truncated_pickles())
     else:
         items = (argument_pairs | plain_data) if with_kwargs else plain_data
-        value = data.draw(st.lists(items, max_size=6) if kind == "list" else plain_data)
+        collection = st.lists(items, max_size=6)
+        if data.draw(st.booleans()):   # the other sequence, too: refused
+            collection = collection.map(tuple)
+        value = data.draw(collection if kind == "list" else plain_data)
         payload = _serialize.dumps(value, for_worker=True)
-    count = miscount if miscount is not None else (len(value) if isinstance(value, list) and value else 1)
+    count = miscount if miscount is not None else (
+        len(value) if isinstance(value, (list, tuple)) and value else 1)
     answer = open_worker.session(invoke_frame(ref(target_bundle.id), payload, chunked=chunked, count=count,
-                                              with_kwargs=with_kwargs))
-    what = f"a batch Invoke with {kind} items {payload[:60]!r}, count {count}, with_kwargs {with_kwargs}"
+                                              with_kwargs=with_kwargs, single_arguments=single))
+    what = (f"a batch Invoke with {kind} items {payload[:60]!r}, count {count}, with_kwargs {with_kwargs}, "
+            f"single_arguments {single}")
     if kind == "garbage":
         if answer.failures:
             failed(answer, SC.INVALID_ARGUMENT, what)
@@ -783,14 +795,15 @@ def test_batch_items_garbage_truncated_wrongly_typed_or_miscounted(open_worker, 
             replied(answer, what)
     elif kind == "truncated":
         assert "could not deserialise the batch items" in failed(answer, SC.INVALID_ARGUMENT, what)
-    elif not (type(value) is list and len(value) == count):
-        assert f"a list of {count} argument tuples" in failed(answer, SC.INVALID_ARGUMENT, what)
+    elif not (type(value) is sequence and len(value) == count):
+        expected = f"a tuple of {count} arguments" if single else f"a list of {count} argument tuples"
+        assert expected in failed(answer, SC.INVALID_ARGUMENT, what)
     else:
         reply = replied(answer, what)
         assert reply.outcome == pb.RETURNED, reply
         got = remote_outcomes(_serialize.loads(result_of(answer)))
         assert len(got) == count
-        assert got == [local_outcome(project.echo, item, with_kwargs) for item in value], what
+        assert got == [local_outcome(project.echo, item, with_kwargs, single) for item in value], what
 
 
 def resolves_locally(module: Any, qualname: str) -> bool:

@@ -43,6 +43,8 @@ def test_submit_map_aio_local_give_the_same_results():
     assert isinstance(future, concurrent.futures.Future)
     assert future.result() == 15
     assert list(bare.map([1, 2, 3], [4, 5, 6])) == [4, 10, 18]
+    with pytest.raises(TypeError, match="not iterable"):   # at once, as builtin map and distributed map
+        bare.map(5)
     assert asyncio.run(bare.aio(7)) == 14
     assert bare.local(2) == 4
 

@@ -162,6 +162,19 @@ def test_map_results_reach_every_way_of_iterating_over_them(remote):
     assert next(items) == 0 and list(items) == expected[1:]
 
 
+def test_a_map_over_one_iterable_passes_each_item_whole_as_locally(remote):
+    # One iterable's items travel as themselves, not as 1-tuples: tuples and lists stay whole.
+    items = [(1, 2), [3, 4], (), None, "ab", {"k": (5,)}, (6,)]
+    f = remote(pid_and)
+    for chunksize in (None, 1, 3):
+        got = list(f.map(items, chunksize=chunksize))
+        assert [value for _, value in got] == items
+        assert {pid for pid, _ in got} <= set(_runtime.worker_pids())
+    assert [value for _, value in f.map(iter(items))] == items
+    with pytest.raises(TypeError, match="not iterable"):   # at once, as the local map and builtin map
+        f.map(5)
+
+
 def test_map_raises_the_first_failing_item_in_order(remote):
     results = remote(fail_deep).map([0])
     with pytest.raises(KeyError):

@@ -178,9 +178,10 @@ class _BoundMethod:
 
 
 def _local_map(fn: Callable, iterables: tuple) -> Iterator:
-    """``map`` as the remote one behaves: after an item raises, the iterator is done."""
-    for args in zip(*iterables):
-        yield fn(*args)
+    """``map`` as the remote one behaves: what is not iterable raises at once (as the builtin
+    ``map`` and ``Executor.map`` do), and after an item raises, the iterator is done."""
+    arguments = zip(*iterables)
+    return (fn(*args) for args in arguments)
 
 
 def _called_by_turbolift() -> bool:

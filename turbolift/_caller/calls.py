@@ -89,6 +89,7 @@ class Call:
     label: str = ""
     count: int = 0
     with_kwargs: bool = False
+    single_arguments: bool = False   # a batch of one-argument calls: its items are the arguments
     extra: tuple = ()
     streams: Optional[dict] = None
     call_id: str = field(default_factory=lambda: new_call_id())

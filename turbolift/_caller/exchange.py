@@ -106,6 +106,7 @@ def invoke(exchange: Exchange, call: Call) -> tuple[pb.Reply, Any]:
     if call.count:
         request.count = call.count
         request.with_kwargs = call.with_kwargs
+        request.single_arguments = call.single_arguments
     if call.deadline is not None:
         request.timeout = max(remaining(call.deadline) or 0.0, 1e-6)  # 0 would mean "none"
     if call.extra:

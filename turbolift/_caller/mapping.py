@@ -34,14 +34,17 @@ class _Batches:
     MAX_BATCH_BYTES = 2 * 1024 * 1024   # of arguments or of results per batch
 
     def __init__(self, dispatcher: Dispatcher, batch_of: Callable[[bytes, int, Optional[float], set], Call],
-                 items: Iterator[tuple], *, timeout: Optional[float], chunksize: Optional[int],
-                 per_item_timeout: Optional[float], what: str) -> None:
-        """``batch_of(items, count, deadline, modules)`` makes the batch of ``count`` serialised items."""
+                 items: Iterator, *, timeout: Optional[float], chunksize: Optional[int],
+                 per_item_timeout: Optional[float], what: str, single_arguments: bool = False) -> None:
+        """``batch_of(items, count, deadline, modules)`` makes the batch of ``count`` serialised items;
+        ``items`` are argument tuples, or with ``single_arguments`` each call's only argument."""
         if chunksize is not None and chunksize < 1:
             raise ValueError("chunksize must be at least 1")
         self._dispatcher = dispatcher
         self._batch_of = batch_of
         self._items = items
+        # One-argument calls travel as a tuple of the arguments (see Invoke.single_arguments).
+        self._collect: Callable[[Iterator], Any] = tuple if single_arguments else list
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._per_item_timeout = per_item_timeout   # the function's own deadline, for each item
         self._bytes_per_item: Optional[float] = None
@@ -76,7 +79,7 @@ class _Batches:
         while (not self._exhausted and running < self._max_running
                and len(self._pending) < self._max_buffered):
             running += 1
-            batch = list(itertools.islice(self._items, self._next_size()))
+            batch = self._collect(itertools.islice(self._items, self._next_size()))
             if not batch:
                 self._exhausted = True
                 return

@@ -91,11 +91,13 @@ class RemoteStub:
                     streams=streams.iterators or None)
 
     def batch_of(self, target: Target, ref: pb.FunctionRef, items: bytes, count: int,
-                 deadline: Optional[float], with_kwargs: bool, modules: Optional[set] = None) -> Call:
-        """A batch of ``count`` serialised items (``(args, kwargs)`` pairs when ``with_kwargs``);
-        ``modules`` are those the items refer to."""
+                 deadline: Optional[float], with_kwargs: bool, modules: Optional[set] = None,
+                 single_arguments: bool = False) -> Call:
+        """A batch of ``count`` serialised items (``(args, kwargs)`` pairs when ``with_kwargs``, the
+        only arguments themselves when ``single_arguments``); ``modules`` are those the items refer to."""
         return Call(ref, target.bundle, items, outcomes.batch_of, deadline, self.retries(), self._what,
-                    self._label, count=count, with_kwargs=with_kwargs, extra=self._extras(target, modules))
+                    self._label, count=count, with_kwargs=with_kwargs, single_arguments=single_arguments,
+                    extra=self._extras(target, modules))
 
     @staticmethod
     def _extras(target: Target, modules: Optional[set]) -> tuple:
@@ -176,9 +178,23 @@ class RemoteStub:
             dispatcher, target, ref = self._resolve()
             from .mapping import MapIterator
 
+            single = len(iterables) == 1   # items travel as themselves, not as 1-tuples
             return MapIterator(dispatcher, lambda items, count, deadline, modules: self.batch_of(
-                target, ref, items, count, deadline, with_kwargs=False, modules=modules), zip(*iterables),
-                timeout=timeout, chunksize=chunksize, per_item_timeout=self.timeout(), what=self._what)
+                target, ref, items, count, deadline, with_kwargs=False, modules=modules,
+                single_arguments=single), _arguments(iterables, single),
+                timeout=timeout, chunksize=chunksize, per_item_timeout=self.timeout(), what=self._what,
+                single_arguments=single)
+
+
+def _arguments(iterables: tuple, single: bool) -> Iterator:
+    """The argument tuples of a map's calls, or with ``single`` (one iterable) the arguments
+    themselves; what is not iterable raises zip's TypeError, as the local map does."""
+    if single:
+        try:
+            return iter(iterables[0])
+        except TypeError:
+            pass
+    return zip(*iterables)
 
 
 def _reason(exc: TypeError) -> str:

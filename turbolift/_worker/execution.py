@@ -147,17 +147,22 @@ def call(watchdog: Watchdog, ticket: Ticket, function: Callable, payload: Any,
     return outcome
 
 
-def _run_items(function: Callable, items: list, with_kwargs: bool) -> tuple[list, dict]:
+def _run_items(function: Callable, items: Any, with_kwargs: bool,
+               single_arguments: bool = False) -> tuple[list, dict]:
     """``(values, errors)``: each item's value in order, and ``{index: packed exception}`` for
-    those that raised (their value is None).
+    those that raised (their value is None). Items are argument tuples, ``(args, kwargs)``
+    pairs when ``with_kwargs``, or the only arguments themselves when ``single_arguments``.
 
-    The common case runs in C (``starmap`` into a list) and travels as a
-    plain list (no pair per item to build, pickle and unpickle); an
-    exception only costs restarting it after the failing item.
+    The common case runs in C (``starmap`` or ``map`` into a list) and
+    travels as a plain list (no pair per item to build, pickle and
+    unpickle); an exception only costs restarting it after the failing item.
     """
     if with_kwargs:
         def mapped(rest: Iterator) -> Iterator:
             return (function(*args, **kwargs) for args, kwargs in rest)
+    elif single_arguments:
+        def mapped(rest: Iterator) -> Iterator:
+            return map(function, rest)
     else:
         def mapped(rest: Iterator) -> Iterator:
             return itertools.starmap(function, rest)
@@ -195,23 +200,30 @@ def _encode_items(outcomes: tuple[list, dict]) -> serialize.Payload:
         return serialize.dumps_payload((values, errors), for_worker=False, what="results", framed=True)
 
 
-def _run_batch(function: Callable, payload: Any, count: int, with_kwargs: bool) -> serialize.Payload:
+def _run_batch(function: Callable, payload: Any, count: int, with_kwargs: bool,
+               single_arguments: bool) -> serialize.Payload:
     try:
         items = serialize.loads(payload)
     except Exception as exc:
         raise BadRequest(f"could not deserialise the batch items: {type(exc).__name__}: {exc}") from None
     del payload
-    if type(items) is not list or len(items) != count:
+    if single_arguments:
+        if type(items) is not tuple or len(items) != count:
+            raise BadRequest(f"the items of a batch of one-argument calls must serialise a tuple of {count} "
+                             "arguments")
+    elif type(items) is not list or len(items) != count:
         raise BadRequest(f"batch items must serialise a list of {count} argument tuples")
     # An item that is not an argument tuple (or pair) fails as that item's own outcome.
-    return _encode_items(_run_items(function, items, with_kwargs))
+    return _encode_items(_run_items(function, items, with_kwargs, single_arguments))
 
 
 def batch(watchdog: Watchdog, ticket: Ticket, function: Callable, payload: Any, count: int,
-          with_kwargs: bool, events: Optional[capture.Events] = None) -> Outcome:
+          with_kwargs: bool, events: Optional[capture.Events] = None, single_arguments: bool = False,
+          ) -> Outcome:
     """Run ``count`` calls of ``function``; RETURNED carries the serialised
     ``(values, {index: packed exception})`` (see :func:`_run_items`)."""
-    return _interruptible(watchdog, ticket, events, _run_batch, function, payload, count, with_kwargs)
+    return _interruptible(watchdog, ticket, events, _run_batch, function, payload, count, with_kwargs,
+                          single_arguments)
 
 
 _DONE = object()

@@ -300,7 +300,7 @@ class Session:
             try:
                 if invoke.count:
                     outcome = execution.batch(watchdog, ticket, function, payload, invoke.count,
-                                              invoke.with_kwargs, events)
+                                              invoke.with_kwargs, events, invoke.single_arguments)
                 else:
                     outcome = execution.call(watchdog, ticket, function, payload, events)
             finally:

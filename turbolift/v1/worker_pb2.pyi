@@ -185,7 +185,7 @@ class Proof(_message.Message):
     def __init__(self, proof: _Optional[bytes] = ...) -> None: ...
 
 class Invoke(_message.Message):
-    __slots__ = ("function", "arguments", "arguments_size", "count", "with_kwargs", "timeout", "call_id", "extra_bundles", "log_levels", "forward_events")
+    __slots__ = ("function", "arguments", "arguments_size", "count", "with_kwargs", "timeout", "call_id", "extra_bundles", "log_levels", "forward_events", "single_arguments")
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +196,7 @@ class Invoke(_message.Message):
     EXTRA_BUNDLES_FIELD_NUMBER: _ClassVar[int]
     LOG_LEVELS_FIELD_NUMBER: _ClassVar[int]
     FORWARD_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    SINGLE_ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
     function: FunctionRef
     arguments: bytes
     arguments_size: int
@@ -206,7 +207,8 @@ class Invoke(_message.Message):
     extra_bundles: _containers.RepeatedScalarFieldContainer[str]
     log_levels: str
     forward_events: bool
-    def __init__(self, function: _Optional[_Union[FunctionRef, _Mapping]] = ..., arguments: _Optional[bytes] = ..., arguments_size: _Optional[int] = ..., count: _Optional[int] = ..., with_kwargs: _Optional[bool] = ..., timeout: _Optional[float] = ..., call_id: _Optional[str] = ..., extra_bundles: _Optional[_Iterable[str]] = ..., log_levels: _Optional[str] = ..., forward_events: _Optional[bool] = ...) -> None: ...
+    single_arguments: bool
+    def __init__(self, function: _Optional[_Union[FunctionRef, _Mapping]] = ..., arguments: _Optional[bytes] = ..., arguments_size: _Optional[int] = ..., count: _Optional[int] = ..., with_kwargs: _Optional[bool] = ..., timeout: _Optional[float] = ..., call_id: _Optional[str] = ..., extra_bundles: _Optional[_Iterable[str]] = ..., log_levels: _Optional[str] = ..., forward_events: _Optional[bool] = ..., single_arguments: _Optional[bool] = ...) -> None: ...
 
 class Reply(_message.Message):
     __slots__ = ("outcome", "result", "result_size", "error", "elapsed_seconds", "worker_id", "missing_bundle")
