@@ -12,6 +12,7 @@ import pytest
 from conftest import distributed_on
 
 from turbolift import _runtime, on
+from turbolift._caller.stub import RemoteStub
 from turbolift.errors import RemoteTraceback
 
 
@@ -173,6 +174,23 @@ def test_a_map_over_one_iterable_passes_each_item_whole_as_locally(remote):
     assert [value for _, value in f.map(iter(items))] == items
     with pytest.raises(TypeError, match="not iterable"):   # at once, as the local map and builtin map
         f.map(5)
+
+
+def test_a_map_of_known_length_ends_in_small_batches_so_the_workers_finish_together(remote, monkeypatch):
+    sizes = []
+    batch_of = RemoteStub.batch_of
+
+    def recorded(self, target, ref, items, count, *args, **kwargs):
+        sizes.append(count)
+        return batch_of(self, target, ref, items, count, *args, **kwargs)
+
+    monkeypatch.setattr(RemoteStub, "batch_of", recorded)
+    pids = list(remote(nap_pid).map([0.005] * 300))   # ~80 ms of work per batch: ~16 items
+    assert len(pids) == 300 and sum(sizes) == 300
+    assert max(sizes) >= 8, sizes
+    # Each batch is at most a share of what is left (down to ~10 ms of work): the last ones are
+    # small, where without the length they would be full batches and a remainder.
+    assert all(size <= 4 for size in sizes[-3:]), sizes
 
 
 def test_map_raises_the_first_failing_item_in_order(remote):

@@ -3,10 +3,10 @@
 * Trivial function: ``list(inc.map(range(N)))`` with N = ``mode.map_items``
   (200,000, as in the speed issue's row), in items per second, against
   - ``raw_batched_map``: the same work done at the limit with bare grpcio:
-    the items pickled in chunks of 131,072 argument tuples (turbolift's
-    largest batch), at most 4 chunks in flight over the baseline servers,
-    each server unpickling, applying ``inc`` and pickling
-    ``[(True, result), ...]``, the caller unpickling the replies in order;
+    the items pickled as tuples of 131,072 (turbolift's largest batch), at
+    most 4 chunks in flight over the baseline servers, each server
+    unpickling, applying ``inc`` and pickling the list of results, the
+    caller unpickling the replies in order;
   - ``local_map``: ``list(map(inc, range(N)))`` in this process;
   - ``process_pool_map``: ``list(pool.map(inc, range(N), chunksize=c))`` on a
     ``ProcessPoolExecutor`` of as many processes as workers (spawn, started
@@ -50,7 +50,7 @@ def raw_batched_map(baseline, items, chunk: int = RAW_CHUNK, max_in_flight: int 
     results: list = []
 
     def send() -> bool:
-        batch = [(x,) for x in itertools.islice(source, chunk)]
+        batch = tuple(itertools.islice(source, chunk))
         if not batch:
             return False
         request = _serialize.dumps(batch, for_worker=True)
@@ -62,7 +62,7 @@ def raw_batched_map(baseline, items, chunk: int = RAW_CHUNK, max_in_flight: int 
         more = send()
     while pending:
         reply = pending.popleft().result()
-        results.extend(value for _ok, value in _serialize.loads(reply))
+        results.extend(_serialize.loads(reply))
         if more:
             more = send()
     return results

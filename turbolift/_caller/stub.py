@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import inspect
+import operator
 import threading
 from typing import Any, Callable, Iterator, Optional
 
@@ -183,7 +184,7 @@ class RemoteStub:
                 target, ref, items, count, deadline, with_kwargs=False, modules=modules,
                 single_arguments=single), _arguments(iterables, single),
                 timeout=timeout, chunksize=chunksize, per_item_timeout=self.timeout(), what=self._what,
-                single_arguments=single)
+                single_arguments=single, total=_count(iterables))
 
 
 def _arguments(iterables: tuple, single: bool) -> Iterator:
@@ -195,6 +196,15 @@ def _arguments(iterables: tuple, single: bool) -> Iterator:
         except TypeError:
             pass
     return zip(*iterables)
+
+
+def _count(iterables: tuple) -> Optional[int]:
+    """How many items a map over ``iterables`` has, as far as their length hints tell (None: unknown)."""
+    try:
+        hints = [hint for hint in (operator.length_hint(iterable, -1) for iterable in iterables) if hint >= 0]
+    except Exception:   # (a length that fails to answer tells nothing)
+        return None
+    return min(hints) if hints else None
 
 
 def _reason(exc: TypeError) -> str:
