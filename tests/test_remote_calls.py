@@ -193,6 +193,22 @@ def test_a_map_of_known_length_ends_in_small_batches_so_the_workers_finish_toget
     assert all(size <= 4 for size in sizes[-3:]), sizes
 
 
+def test_a_closed_map_gives_no_more_results_even_from_the_batch_it_was_in(remote):
+    results = remote(add).map(range(100), range(100), chunksize=10)
+    assert [next(results), next(results)] == [0, 2]
+    results.close()
+    with pytest.raises(StopIteration):
+        next(results)
+    assert list(results) == []
+    looped = remote(add).map(range(100), range(100), chunksize=10)
+    seen = []
+    for value in looped:     # closed from inside its own loop: the loop ends there
+        seen.append(value)
+        if value == 4:
+            looped.close()
+    assert seen == [0, 2, 4]
+
+
 def test_map_raises_the_first_failing_item_in_order(remote):
     results = remote(fail_deep).map([0])
     with pytest.raises(KeyError):

@@ -105,17 +105,21 @@ class Call:
 class WorkEstimate:
     """A running estimate of the seconds one call of a function takes on a worker.
 
-    An exponential moving average over what the workers report, so that it
-    follows a function whose cost changes; None until a first observation.
+    Decayed sums of the seconds and the calls the workers report: a batch
+    weighs as many calls as it holds (a batch of one, mostly the fixed cost
+    of a batch, does not outweigh one of thousands), and the estimate follows
+    a function whose cost changes; None until a first observation.
     """
 
-    WEIGHT = 0.3   # of the newest observation
+    DECAY = 0.7   # of the earlier observations' weight, at each new one
 
     def __init__(self) -> None:
         self.seconds: Optional[float] = None
+        self._seconds = 0.0
+        self._calls = 0.0
 
     def observe(self, seconds: float, count: int = 1) -> None:
         if count:
-            each = seconds / count
-            previous = self.seconds
-            self.seconds = each if previous is None else (1 - self.WEIGHT) * previous + self.WEIGHT * each
+            self._seconds = self.DECAY * self._seconds + seconds
+            self._calls = self.DECAY * self._calls + count
+            self.seconds = self._seconds / self._calls

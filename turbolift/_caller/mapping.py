@@ -150,21 +150,21 @@ class _Batches:
             future.cancel()
 
 
-def _values(batches: _Batches) -> Iterator:
-    """Each batch's values in order, from C (``yield from``); the exception of the first item
-    that raised, at its place."""
+def _batch_values(batches: _Batches, current: list) -> Iterator[Iterator]:
+    """An iterator over each batch's values in order (chained in C by :class:`MapIterator`), and
+    after the values before the first item that raised, that item's exception. ``current[0]`` is
+    the iterator being drawn from, for :meth:`MapIterator.close` to empty."""
     try:
         while True:
             batch = batches.next_batch()
             if batch is None:
                 return
             values, errors = batch
-            if not errors:
-                yield from values
-                continue
-            first = min(errors)
-            yield from values[:first]
-            raise outcomes.raised(errors[first])
+            first = min(errors) if errors else None
+            current[0] = iter(values if first is None else values[:first])
+            yield current[0]
+            if first is not None:
+                raise outcomes.raised(errors[first])
     finally:
         batches.close()
 
@@ -172,17 +172,19 @@ def _values(batches: _Batches) -> Iterator:
 class MapIterator:
     """Ordered results of a remote ``map``, computed in batches as consumed (see :class:`_Batches`).
 
-    A ``for`` loop over it runs the generator of :func:`_values`, which
-    costs no Python call per item; ``next()`` draws from the same
-    generator. The batches not yet consumed are cancelled by :meth:`close`
-    or once that generator is gone, not when this object is: a ``for``
-    loop over ``f.map(...)`` keeps only the generator.
+    Iterating over it draws from an ``itertools.chain`` of the batches'
+    values: no Python frame runs per item, only one per batch. The batches
+    not yet consumed are cancelled by :meth:`close` or once the generator
+    of :func:`_batch_values` is gone, not when this object is: a ``for``
+    loop over ``f.map(...)`` keeps only the chain, which holds the generator.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._batches = _Batches(*args, **kwargs)
-        self._results = _values(self._batches)
-        weakref.finalize(self._results, self._batches.close)   # (a generator never started runs no finally)
+        self._current: list = [iter(())]
+        self._generator = _batch_values(self._batches, self._current)
+        self._results = itertools.chain.from_iterable(self._generator)
+        weakref.finalize(self._generator, self._batches.close)   # (a generator never started runs no finally)
 
     def __iter__(self) -> Iterator:
         return self._results
@@ -191,5 +193,6 @@ class MapIterator:
         return next(self._results)
 
     def close(self) -> None:
-        self._results.close()
+        deque(self._current[0], maxlen=0)   # the rest of the batch being drawn from: no more results
+        self._generator.close()
         self._batches.close()
