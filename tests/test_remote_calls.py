@@ -209,6 +209,14 @@ def test_a_closed_map_gives_no_more_results_even_from_the_batch_it_was_in(remote
     assert seen == [0, 2, 4]
 
 
+def test_a_map_past_its_timeout_raises_timeout_error(remote):
+    results = remote(nap_pid).map([10.0] * 4, timeout=0.5)
+    began = time.monotonic()
+    with pytest.raises(TimeoutError, match="did not finish before its timeout"):
+        list(results)
+    assert time.monotonic() - began < 8.0   # raised long before the first item could finish
+
+
 def test_map_raises_the_first_failing_item_in_order(remote):
     results = remote(fail_deep).map([0])
     with pytest.raises(KeyError):

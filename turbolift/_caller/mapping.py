@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import itertools
+import threading
 import time
 import weakref
 from collections import deque
@@ -60,6 +61,9 @@ class _Batches:
         self._what = what
         self._pending: deque = deque()
         self._exhausted = False
+        self._lock = threading.Lock()
+        self._in_flight = 0                 # batches sent and not finished
+        self._finished = threading.Event()  # a batch finished since next_batch last looked
         self._max_running = max(4, 2 * len(dispatcher.connections()))
         self._max_buffered = 2 * self._max_running
         self._fill()
@@ -80,12 +84,10 @@ class _Batches:
             size = max(1, min(size, int(self.MAX_BATCH_BYTES / self._bytes_per_item)))
         return size
 
-    def _running(self) -> list:
-        return [future for future, _ in self._pending if not future.done()]
-
     def _fill(self) -> None:
         """Send batches while fewer than the limits are running or waiting."""
-        running = len(self._running())
+        with self._lock:
+            running = self._in_flight
         while (not self._exhausted and running < self._max_running
                and len(self._pending) < self._max_buffered):
             running += 1
@@ -106,21 +108,28 @@ class _Batches:
             if self._per_item_timeout is not None:  # each item keeps the deadline a call of it would have
                 deadline = time.monotonic() + self._per_item_timeout * len(batch)
             future = self._dispatcher.submit(self._batch_of(items, len(batch), deadline, modules))
-            future.add_done_callback(self._learn)
+            with self._lock:
+                self._in_flight += 1
             self._pending.append((future, len(batch)))
+            future.add_done_callback(self._finished_one)
 
     def _note_bytes(self, size: int, count: int) -> None:
         each = size / max(count, 1)
         self._bytes_per_item = max(each, self._bytes_per_item or 0.0)
 
-    def _learn(self, future: cf.Future) -> None:
-        """Learn the workers' time per item as batches finish."""
-        if future.cancelled() or future.exception() is not None:
-            return
-        values, _, elapsed, reply_bytes = future.result()
-        if values:
-            self._note_bytes(reply_bytes, len(values))
-            self._cost.observe(elapsed, len(values))
+    def _finished_one(self, future: cf.Future) -> None:
+        """A batch finished (in the thread that ran it): learn the workers' time per item from it,
+        and wake :meth:`next_batch` to send the next one."""
+        try:
+            if not future.cancelled() and future.exception() is None:
+                values, _, elapsed, reply_bytes = future.result()
+                if values:
+                    self._note_bytes(reply_bytes, len(values))
+                    self._cost.observe(elapsed, len(values))
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+            self._finished.set()
 
     def next_batch(self) -> Optional[tuple[list, dict]]:
         """The values and errors of the first batch in flight once it is done (others are sent
@@ -133,7 +142,8 @@ class _Batches:
                 left = remaining(self._deadline)
                 if left == 0:
                     raise cf.TimeoutError()
-                cf.wait(self._running(), timeout=left, return_when=cf.FIRST_COMPLETED)
+                self._finished.wait(left)
+                self._finished.clear()   # (before refilling: a batch that ends meanwhile sets it again)
                 self._fill()
             self._pending.popleft()
             values, errors, _, _ = future.result()
