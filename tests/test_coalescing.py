@@ -58,6 +58,18 @@ def test_slow_calls_are_never_held_back_to_be_coalesced(cluster):
     assert _messages_served(cluster) - before == 40  # one message per call: none waited
 
 
+def test_a_cheap_function_that_turns_slow_is_no_longer_coalesced_after_a_few_calls(cluster):
+    f = on(cluster)(nap)
+    for _ in range(3):   # thousands of cheap calls, most of them coalesced into large batches
+        assert [fut.result(timeout=60) for fut in [f.submit(0) for _ in range(2000)]] == [0] * 2000
+    for _ in range(4):   # the function became slow: the workers report it
+        assert f.submit(0.05).result(timeout=60) == 0.05
+    before = _messages_served(cluster)
+    futures = [f.submit(0.05) for _ in range(40)]
+    assert [fut.result(timeout=60) for fut in futures] == [0.05] * 40
+    assert _messages_served(cluster) - before == 40  # one message per call: none waited
+
+
 def test_a_waiting_call_can_be_cancelled(cluster):
     f = on(cluster)(scale)
     f(1)

@@ -217,6 +217,26 @@ def test_a_map_past_its_timeout_raises_timeout_error(remote):
     assert time.monotonic() - began < 8.0   # raised long before the first item could finish
 
 
+def test_two_threads_drawing_from_one_map_lose_no_item_as_with_one_generator(remote):
+    results = remote(add).map(range(3000), range(3000), chunksize=50)
+    seen, errors = [], []
+
+    def draw():
+        try:
+            for value in results:
+                seen.append(value)
+        except ValueError as exc:   # "generator already executing", as from one generator locally
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=draw) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(seen) == [2 * i for i in range(3000)], (len(seen), errors)
+    assert all("already executing" in error for error in errors)
+
+
 def test_map_raises_the_first_failing_item_in_order(remote):
     results = remote(fail_deep).map([0])
     with pytest.raises(KeyError):

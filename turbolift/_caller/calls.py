@@ -105,21 +105,20 @@ class Call:
 class WorkEstimate:
     """A running estimate of the seconds one call of a function takes on a worker.
 
-    Decayed sums of the seconds and the calls the workers report: a batch
-    weighs as many calls as it holds (a batch of one, mostly the fixed cost
-    of a batch, does not outweigh one of thousands), and the estimate follows
-    a function whose cost changes; None until a first observation.
+    An exponential moving average over what the workers report, one step
+    per report (a batch of many calls counts once), so that it follows a
+    function whose cost changes within a few calls; None until a first
+    observation. (A map sizes its batches with its own estimate, see
+    :class:`~.mapping.ItemCost`.)
     """
 
-    DECAY = 0.7   # of the earlier observations' weight, at each new one
+    WEIGHT = 0.3   # of the newest observation
 
     def __init__(self) -> None:
         self.seconds: Optional[float] = None
-        self._seconds = 0.0
-        self._calls = 0.0
 
     def observe(self, seconds: float, count: int = 1) -> None:
         if count:
-            self._seconds = self.DECAY * self._seconds + seconds
-            self._calls = self.DECAY * self._calls + count
-            self.seconds = self._seconds / self._calls
+            each = seconds / count
+            previous = self.seconds
+            self.seconds = each if previous is None else (1 - self.WEIGHT) * previous + self.WEIGHT * each

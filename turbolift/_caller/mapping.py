@@ -10,8 +10,31 @@ from collections import deque
 from typing import Any, Callable, Iterator, Optional
 
 from .._wire import outcomes, serialize
-from .calls import Call, WorkEstimate, remaining
+from .calls import Call, remaining
 from .dispatcher import Dispatcher
+
+
+class ItemCost:
+    """The seconds one item of a map takes on a worker, from what its batches took.
+
+    Decayed sums of the seconds and of the items the workers report: a
+    batch weighs as many items as it holds, so the first batches of one or
+    two items (mostly a batch's fixed cost) do not keep the estimate, and so
+    the sizes after them, far too small. None until a first batch returned.
+    """
+
+    DECAY = 0.7   # of the earlier batches' weight, at each new one
+
+    def __init__(self) -> None:
+        self.seconds: Optional[float] = None
+        self._seconds = 0.0
+        self._items = 0.0
+
+    def observe(self, seconds: float, count: int) -> None:
+        if count:
+            self._seconds = self.DECAY * self._seconds + seconds
+            self._items = self.DECAY * self._items + count
+            self.seconds = self._seconds / self._items
 
 
 class _Batches:
@@ -57,7 +80,7 @@ class _Batches:
         self._fixed = chunksize
         self._size = 1
         self._left = total        # items not yet sent, when known
-        self._cost = WorkEstimate()
+        self._cost = ItemCost()
         self._what = what
         self._pending: deque = deque()
         self._exhausted = False
@@ -160,21 +183,27 @@ class _Batches:
             future.cancel()
 
 
-def _batch_values(batches: _Batches, current: list) -> Iterator[Iterator]:
-    """An iterator over each batch's values in order (chained in C by :class:`MapIterator`), and
-    after the values before the first item that raised, that item's exception. ``current[0]`` is
-    the iterator being drawn from, for :meth:`MapIterator.close` to empty."""
+def _values(batches: _Batches) -> Iterator:
+    """Each batch's values in order, from C (``yield from``); the exception of the first item
+    that raised, at its place.
+
+    A generator, not an ``itertools.chain`` of the batches (which runs no
+    frame per item): two threads drawing from one map then behave as with
+    one generator, where a chain that meets "generator already executing"
+    drops its source and ends the other thread's loop without an error.
+    """
     try:
         while True:
             batch = batches.next_batch()
             if batch is None:
                 return
             values, errors = batch
-            first = min(errors) if errors else None
-            current[0] = iter(values if first is None else values[:first])
-            yield current[0]
-            if first is not None:
-                raise outcomes.raised(errors[first])
+            if not errors:
+                yield from values
+                continue
+            first = min(errors)
+            yield from values[:first]
+            raise outcomes.raised(errors[first])
     finally:
         batches.close()
 
@@ -182,19 +211,17 @@ def _batch_values(batches: _Batches, current: list) -> Iterator[Iterator]:
 class MapIterator:
     """Ordered results of a remote ``map``, computed in batches as consumed (see :class:`_Batches`).
 
-    Iterating over it draws from an ``itertools.chain`` of the batches'
-    values: no Python frame runs per item, only one per batch. The batches
-    not yet consumed are cancelled by :meth:`close` or once the generator
-    of :func:`_batch_values` is gone, not when this object is: a ``for``
-    loop over ``f.map(...)`` keeps only the chain, which holds the generator.
+    A ``for`` loop over it runs the generator of :func:`_values`, which
+    costs no Python call per item; ``next()`` draws from the same
+    generator. The batches not yet consumed are cancelled by :meth:`close`
+    or once that generator is gone, not when this object is: a ``for``
+    loop over ``f.map(...)`` keeps only the generator.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._batches = _Batches(*args, **kwargs)
-        self._current: list = [iter(())]
-        self._generator = _batch_values(self._batches, self._current)
-        self._results = itertools.chain.from_iterable(self._generator)
-        weakref.finalize(self._generator, self._batches.close)   # (a generator never started runs no finally)
+        self._results = _values(self._batches)
+        weakref.finalize(self._results, self._batches.close)   # (a generator never started runs no finally)
 
     def __iter__(self) -> Iterator:
         return self._results
@@ -203,6 +230,5 @@ class MapIterator:
         return next(self._results)
 
     def close(self) -> None:
-        deque(self._current[0], maxlen=0)   # the rest of the batch being drawn from: no more results
-        self._generator.close()
+        self._results.close()
         self._batches.close()
