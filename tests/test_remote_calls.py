@@ -237,6 +237,29 @@ def test_two_threads_drawing_from_one_map_lose_no_item_as_with_one_generator(rem
     assert all("already executing" in error for error in errors)
 
 
+def stops(x, _=None):
+    if x % 10 == 3:
+        next(iter(()))   # a bare next() on an exhausted iterator: StopIteration
+    return x
+
+
+def test_a_mapped_function_that_raises_stop_iteration_fails_at_its_item_as_locally(remote):
+    f = remote(stops)
+    for results in (f.map(range(50)), f.map(range(50), chunksize=7), f.map(range(50), range(50))):
+        got = []
+        with pytest.raises(RuntimeError, match="generator raised StopIteration"):
+            for value in results:
+                got.append(value)
+        assert got == [0, 1, 2]
+    assert f.submit(1).result(timeout=60) == 1   # the workers report it cheap: submits coalesce
+    futures = [f.submit(x) for x in range(300)]   # each its own StopIteration, as a call raises it
+    for x, future in enumerate(futures):
+        if x % 10 == 3:
+            assert type(future.exception(timeout=60)) is StopIteration
+        else:
+            assert future.result(timeout=60) == x
+
+
 def test_map_raises_the_first_failing_item_in_order(remote):
     results = remote(fail_deep).map([0])
     with pytest.raises(KeyError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import functools
 import inspect
 import operator
 import threading
@@ -96,9 +97,9 @@ class RemoteStub:
                  single_arguments: bool = False) -> Call:
         """A batch of ``count`` serialised items (``(args, kwargs)`` pairs when ``with_kwargs``, the
         only arguments themselves when ``single_arguments``); ``modules`` are those the items refer to."""
-        return Call(ref, target.bundle, items, outcomes.batch_of, deadline, self.retries(), self._what,
-                    self._label, count=count, with_kwargs=with_kwargs, single_arguments=single_arguments,
-                    extra=self._extras(target, modules))
+        return Call(ref, target.bundle, items, functools.partial(outcomes.batch_of, count=count), deadline,
+                    self.retries(), self._what, self._label, count=count, with_kwargs=with_kwargs,
+                    single_arguments=single_arguments, extra=self._extras(target, modules))
 
     @staticmethod
     def _extras(target: Target, modules: Optional[set]) -> tuple:

@@ -156,10 +156,15 @@ def _run_items(function: Callable, items: Any, with_kwargs: bool,
     The common case runs in C (``starmap`` or ``map`` into a list) and
     travels as a plain list (no pair per item to build, pickle and
     unpickle); an exception only costs restarting it after the failing item.
+
+    A ``StopIteration`` the function raises would end ``map`` or ``starmap``
+    there, unseen: for a map's items it becomes the RuntimeError the local
+    map (a generator) raises; for calls (``with_kwargs``: coalesced submits)
+    it stays the StopIteration each call raised.
     """
     if with_kwargs:
         def mapped(rest: Iterator) -> Iterator:
-            return (function(*args, **kwargs) for args, kwargs in rest)
+            return map(_apply, itertools.repeat(function), rest)
     elif single_arguments:
         def mapped(rest: Iterator) -> Iterator:
             return map(function, rest)
@@ -177,13 +182,37 @@ def _run_items(function: Callable, items: Any, with_kwargs: bool,
     while True:
         try:
             results.extend(mapped(source))
-            break
+            if len(results) == len(items):
+                break
+            # Ended early: the function raised StopIteration (its item is consumed).
+            errors[len(results)] = pack_exception(RuntimeError("generator raised StopIteration"))
+            results.append(None)
         except CallCancelled:
             raise
+        except _CallStopped as stopped:
+            errors[len(results)] = pack_exception(stopped.exception)
+            results.append(None)
         except BaseException as exc:  # one item raised: note it, go on with the rest
             errors[len(results)] = pack_exception(exc)
             results.append(None)
     return results, errors
+
+
+class _CallStopped(Exception):
+    """A call of a batch raised StopIteration (which, raised as is, would end the batch unseen)."""
+
+    def __init__(self, exception: StopIteration) -> None:
+        super().__init__()
+        self.exception = exception
+
+
+def _apply(function: Callable, call: tuple) -> Any:
+    """``function(*args, **kwargs)`` for a batch's ``(args, kwargs)`` call."""
+    args, kwargs = call
+    try:
+        return function(*args, **kwargs)
+    except StopIteration as exc:
+        raise _CallStopped(exc) from None
 
 
 def _encode_items(outcomes: tuple[list, dict]) -> serialize.Payload:
