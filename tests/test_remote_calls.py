@@ -260,6 +260,32 @@ def test_a_mapped_function_that_raises_stop_iteration_fails_at_its_item_as_local
             assert future.result(timeout=60) == x
 
 
+def _input(broken_at, item=None):
+    for i in range(1000):
+        if i == broken_at:
+            if item is None:
+                raise KeyError(f"input broke at {i}")
+            yield item
+        yield i
+
+
+def test_an_error_of_the_input_comes_after_the_results_before_it_as_locally(remote):
+    f = remote(pid_and)
+    for broken_at in (0, 3, 100, 500):
+        results = f.map(_input(broken_at))   # (sends batches ahead: the error must wait its turn)
+        got = []
+        with pytest.raises(KeyError, match=f"input broke at {broken_at}"):
+            for _, value in results:
+                got.append(value)
+        assert got == list(range(broken_at))
+    results = f.map(_input(7, item=threading.Lock()))    # an item that cannot travel, at its place too
+    got = []
+    with pytest.raises(TypeError, match="lock"):
+        for _, value in results:
+            got.append(value)
+    assert got == list(range(7))
+
+
 def test_map_raises_the_first_failing_item_in_order(remote):
     results = remote(fail_deep).map([0])
     with pytest.raises(KeyError):

@@ -72,8 +72,7 @@ class _Batches:
         self._dispatcher = dispatcher
         self._batch_of = batch_of
         self._items = items
-        # One-argument calls travel as a tuple of the arguments (see Invoke.single_arguments).
-        self._collect: Callable[[Iterator], Any] = tuple if single_arguments else list
+        self._single = single_arguments
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._per_item_timeout = per_item_timeout   # the function's own deadline, for each item
         self._bytes_per_item: Optional[float] = None
@@ -84,6 +83,7 @@ class _Batches:
         self._what = what
         self._pending: deque = deque()
         self._exhausted = False
+        self._failure: Optional[Exception] = None   # raised after the batches before it (see _fill)
         self._lock = threading.Lock()
         self._in_flight = 0                 # batches sent and not finished
         self._finished = threading.Event()  # a batch finished since next_batch last looked
@@ -108,33 +108,77 @@ class _Batches:
         return size
 
     def _fill(self) -> None:
-        """Send batches while fewer than the limits are running or waiting."""
+        """Send batches while fewer than the limits are running or waiting.
+
+        What goes wrong while drawing or sending them (the input iterator
+        raised, an item cannot travel, the cluster is gone) is kept, and
+        raised once the results of the items before it were taken, as the
+        local map raises it there.
+        """
         with self._lock:
             running = self._in_flight
         while (not self._exhausted and running < self._max_running
                and len(self._pending) < self._max_buffered):
             running += 1
-            batch = self._collect(itertools.islice(self._items, self._next_size()))
-            if not batch:
-                self._exhausted = True
+            batch: list = []
+            try:
+                batch.extend(itertools.islice(self._items, self._next_size()))   # (kept if the input raises)
+                if not batch:
+                    self._exhausted = True
+                    return
+                self._send(batch)
+            except Exception as exc:
+                self._failure, self._exhausted = exc, True
+                if batch:
+                    self._send_what_travels(batch)
                 return
-            if self._left is not None:
-                self._left -= len(batch)
-                if self._left <= 0:   # (more than the hint said: sizes no longer guided by it)
-                    self._left = None
-            modules: set = set()
-            # Detached: the input iterator runs again before this batch is sent, and may reuse a buffer.
-            items = serialize.detached(serialize.dumps_payload(batch, for_worker=True, what="map items",
-                                                               modules=modules, framed=True))
-            self._note_bytes(len(items), len(batch))
-            deadline = None
-            if self._per_item_timeout is not None:  # each item keeps the deadline a call of it would have
-                deadline = time.monotonic() + self._per_item_timeout * len(batch)
-            future = self._dispatcher.submit(self._batch_of(items, len(batch), deadline, modules))
-            with self._lock:
-                self._in_flight += 1
-            self._pending.append((future, len(batch)))
-            future.add_done_callback(self._finished_one)
+
+    def _send(self, batch: list) -> None:
+        modules: set = set()
+        # Detached: the input iterator runs again before this batch is sent, and may reuse a buffer.
+        items = serialize.detached(serialize.dumps_payload(self._shaped(batch), for_worker=True,
+                                                           what="map items", modules=modules, framed=True))
+        self._note_bytes(len(items), len(batch))
+        deadline = None
+        if self._per_item_timeout is not None:  # each item keeps the deadline a call of it would have
+            deadline = time.monotonic() + self._per_item_timeout * len(batch)
+        future = self._dispatcher.submit(self._batch_of(items, len(batch), deadline, modules))
+        with self._lock:
+            self._in_flight += 1
+        self._pending.append((future, len(batch)))
+        future.add_done_callback(self._finished_one)
+        if self._left is not None:
+            self._left -= len(batch)
+            if self._left <= 0:   # (more than the hint said: sizes no longer guided by it)
+                self._left = None
+
+    def _send_what_travels(self, batch: list) -> None:
+        """After a failure (kept in ``_failure``) while drawing or sending ``batch``, the items drawn:
+        send them, or those before the first that cannot travel, whose error is then raised there."""
+        try:
+            self._send(batch)
+            return
+        except TypeError:   # an item cannot travel: which one?
+            pass
+        except Exception as exc:   # (the cluster is gone: that is what the consumer hears first)
+            self._failure = exc
+            return
+        for index, item in enumerate(batch):
+            try:
+                serialize.dumps_payload(self._shaped([item]), for_worker=True, what="map items")
+            except Exception as exc:
+                self._failure, batch = exc, batch[:index]
+                break
+        if batch:
+            try:
+                self._send(batch)
+            except Exception as exc:
+                self._failure = exc
+
+    def _shaped(self, batch: list) -> Any:
+        """The batch as it travels: one-argument calls as a tuple of the arguments (see
+        Invoke.single_arguments), others as a list of argument tuples."""
+        return tuple(batch) if self._single else batch
 
     def _note_bytes(self, size: int, count: int) -> None:
         each = size / max(count, 1)
@@ -156,8 +200,12 @@ class _Batches:
 
     def next_batch(self) -> Optional[tuple[list, dict]]:
         """The values and errors of the first batch in flight once it is done (others are sent
-        meanwhile); None when every batch was taken."""
+        meanwhile); None when every batch was taken; what went wrong drawing or sending the
+        items after them (see :meth:`_fill`) once every batch before was taken."""
         if not self._pending:
+            failure, self._failure = self._failure, None
+            if failure is not None:
+                raise failure
             return None
         future, _ = self._pending[0]
         try:
