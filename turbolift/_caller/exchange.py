@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .._wire import bulk
-from .._wire.chunked import Payload, gather
+from .._wire import bulk, serialize
+from .._wire.chunked import Payload, Pieces, gather
 from .._wire.frames import client_frame
-from .._wire.protocol import FRAME_DATA
+from .._wire.protocol import FRAME_DATA, SINGLE_ARGUMENTS_VERSION
 from ..errors import ClusterError
 from ..v1 import worker_pb2 as pb
 from .bundling import Bundle
@@ -103,10 +103,14 @@ def invoke(exchange: Exchange, call: Call) -> tuple[pb.Reply, Any]:
     request.function.CopyFrom(call.ref)
     request.call_id = call.call_id
     request.forward_events = True
+    payload = call.payload
     if call.count:
         request.count = call.count
         request.with_kwargs = call.with_kwargs
-        request.single_arguments = call.single_arguments
+        if call.single_arguments and stream.version < SINGLE_ARGUMENTS_VERSION:
+            payload = _as_argument_tuples(payload)   # a worker of an older turbolift
+        else:
+            request.single_arguments = call.single_arguments
     if call.deadline is not None:
         request.timeout = max(remaining(call.deadline) or 0.0, 1e-6)  # 0 would mean "none"
     if call.extra:
@@ -114,7 +118,6 @@ def invoke(exchange: Exchange, call: Call) -> tuple[pb.Reply, Any]:
     levels = levels_json()
     if levels != stream.sent_levels:
         request.log_levels = stream.sent_levels = levels
-    payload = call.payload
     if len(payload) <= FRAME_DATA:
         stream.send(bulk.encoded(frame, "invoke", payload))
     else:
@@ -125,6 +128,16 @@ def invoke(exchange: Exchange, call: Call) -> tuple[pb.Reply, Any]:
     if reply.outcome == pb.RETURNED:
         return reply, exchange.payload(reply.result, reply.result_size)
     return reply, None
+
+
+def _as_argument_tuples(payload: Any) -> Any:
+    """The items of a batch of one-argument calls (a tuple of the arguments) as a worker older than
+    Invoke.single_arguments reads them: a list of 1-tuples. Rare, so simply unpickled and pickled
+    again (from a joined copy: the call's own payload may be sent again, to a newer worker)."""
+    data = b"".join(payload.parts) if isinstance(payload, Pieces) else payload
+    arguments = serialize.loads(data)
+    return serialize.dumps_payload([(argument,) for argument in arguments], for_worker=True,
+                                   what="map items", framed=True)
 
 
 def upload(exchange: Exchange, bundle: Bundle) -> None:

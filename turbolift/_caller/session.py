@@ -62,6 +62,7 @@ class Stream:
         self.slots = 0
         self.worker_id = ""
         self.sent_levels = ""                 # the logging levels this worker last received
+        self.version = 0                      # of the Session protocol the worker speaks (its Challenge)
 
     def _frames(self) -> Iterator[pb.ClientFrame]:
         """What gRPC's sending thread takes, one frame when the previous one left."""
@@ -132,6 +133,7 @@ class Stream:
         self.send(client_frame("proof", proof=handshake.caller_proof(token, mine, challenge.nonce)))
         self.slots = challenge.slots
         self.worker_id = challenge.worker_id
+        self.version = challenge.version
 
     def cancel(self, reason: Optional[str] = None) -> None:
         """Cancel the stream (and whatever runs on it on the worker)."""

@@ -9,8 +9,10 @@ SERVICE_NAME = "turbolift.v1.Worker"
 # gRPC's own ceiling for one message; large payloads never come near it
 # because they travel in chunks (see turbolift._wire.chunked).
 MESSAGE_LIMIT = 2**31 - 1
-# Version of the Session protocol (Hello/Challenge carry it).
-SESSION_VERSION = 1
+# Version of the Session protocol (Hello/Challenge carry it): what a worker understands.
+SESSION_VERSION = 2
+# From this version on workers read Invoke.single_arguments (callers send older workers argument tuples).
+SINGLE_ARGUMENTS_VERSION = 2
 # Payload bytes per Chunk frame; a payload up to this size travels inside its frame.
 FRAME_DATA = 4 * 1024 * 1024
 # What a worker accepts in one message: a frame of FRAME_DATA plus its envelope.
