@@ -97,3 +97,38 @@ def test_timing_out_the_outer_call_cancels_the_nested_call_it_started(tmp_path, 
     assert lines[0] == "outer timed out"
     verdict, size = lines[1].split()
     assert int(size) > 0 and verdict == "stopped", done.stdout   # it ran, then was stopped
+
+
+NESTED_INPUT_ERROR = """
+    import json
+    from turbolift import on
+
+    @on()
+    def double(x):
+        return 2 * x
+
+    def numbers():
+        yield from range(3)
+        raise KeyError("input broke at 3")
+
+    @on()
+    def outer():
+        got = []
+        try:
+            for value in double.map(numbers()):   # a map made on a worker: nested calls
+                got.append(value)
+        except KeyError as exc:
+            return got, str(exc)
+        return got, None
+
+    print(json.dumps(outer()))
+"""
+
+
+def test_a_map_made_on_a_worker_raises_its_inputs_error_after_the_results_before_it(tmp_path, cache_dir):
+    write_files(tmp_path, {"app.py": NESTED_INPUT_ERROR})
+    expected = [[0, 2, 4], "'input broke at 3'"]
+    local = run_python(["app.py"], tmp_path, cache_dir)
+    assert json.loads(local.stdout) == expected, local.stderr
+    remote = run_python(["-m", "turbolift", "--workers", "2", "app.py"], tmp_path, cache_dir, timeout=180)
+    assert json.loads(remote.stdout) == expected, remote.stderr

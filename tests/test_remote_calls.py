@@ -286,6 +286,73 @@ def test_an_error_of_the_input_comes_after_the_results_before_it_as_locally(remo
     assert got == list(range(7))
 
 
+class RefusesToPickle:
+    def __reduce__(self):
+        raise ValueError("this one does not travel")
+
+
+def test_the_input_ends_where_it_first_ends_and_any_failure_of_it_waits_its_turn(remote):
+    f = remote(pid_and)
+
+    def exits_at(k):
+        yield from range(k)
+        raise SystemExit(f"input exits at {k}")
+
+    got = []
+    with pytest.raises(SystemExit, match="input exits at 40"):
+        for _, value in f.map(exits_at(40)):
+            got.append(value)
+    assert got == list(range(40))
+    items = [*range(40), RefusesToPickle(), *range(19)]   # a value whose pickling fails, mid-batch
+    got = []
+    with pytest.raises(ValueError, match="does not travel"):
+        for _, value in f.map(items, chunksize=60):
+            got.append(value)
+    assert got == list(range(40))
+
+    class Resumes:   # an iterator that would go on after its StopIteration: a map ends at the first
+        def __init__(self):
+            self.n = 0
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            self.n += 1
+            if self.n == 20 or self.n > 1000:
+                raise StopIteration
+            return self.n
+
+    assert [value for _, value in f.map(Resumes())] == list(range(1, 20))
+
+
+def test_a_dropped_map_with_a_failure_still_to_raise_frees_what_it_held(remote):
+    import gc
+    import weakref
+
+    class Held:
+        pass
+
+    f = remote(pid_and)
+    for close in (False, True):
+        held = Held()
+        alive = weakref.ref(held)
+
+        def broken(keep=held):
+            yield 1
+            raise KeyError("input broke")
+
+        results = f.map(broken())
+        if close:
+            results.close()
+        del results, held, broken
+        deadline = time.monotonic() + 30   # (a batch still in flight holds the map until it returns)
+        while alive() is not None and time.monotonic() < deadline:
+            gc.collect()
+            time.sleep(0.05)
+        assert alive() is None, "the map's input (and what it holds) outlived the map"
+
+
 def test_map_raises_the_first_failing_item_in_order(remote):
     results = remote(fail_deep).map([0])
     with pytest.raises(KeyError):

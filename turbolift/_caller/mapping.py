@@ -83,13 +83,17 @@ class _Batches:
         self._what = what
         self._pending: deque = deque()
         self._exhausted = False
-        self._failure: Optional[Exception] = None   # raised after the batches before it (see _fill)
+        self._failure: Optional[BaseException] = None   # raised after the batches before it (see _fill)
         self._lock = threading.Lock()
         self._in_flight = 0                 # batches sent and not finished
         self._finished = threading.Event()  # a batch finished since next_batch last looked
         self._max_running = max(4, 2 * len(dispatcher.connections()))
         self._max_buffered = 2 * self._max_running
-        self._fill()
+        try:
+            self._fill()
+        except BaseException:   # (a Ctrl-C while drawing the first items): no batch left running
+            self.close()
+            raise
 
     def _next_size(self) -> int:
         if self._fixed is not None:
@@ -120,29 +124,44 @@ class _Batches:
         while (not self._exhausted and running < self._max_running
                and len(self._pending) < self._max_buffered):
             running += 1
+            size = self._next_size()
             batch: list = []
             try:
-                batch.extend(itertools.islice(self._items, self._next_size()))   # (kept if the input raises)
-                if not batch:
-                    self._exhausted = True
-                    return
-                self._send(batch)
-            except Exception as exc:
-                self._failure, self._exhausted = exc, True
-                if batch:
-                    self._send_what_travels(batch)
+                batch.extend(itertools.islice(self._items, size))   # (what was drawn stays if it raises)
+            except KeyboardInterrupt:
+                raise      # (most likely a Ctrl-C: now, not after the results before it)
+            except BaseException as exc:
+                self._fail(exc, batch)
                 return
+            if len(batch) < size:   # the input ended (even one that would go on after a StopIteration)
+                self._exhausted = True
+                if not batch:
+                    return
+            try:
+                encoded = self._encoded(batch)
+            except Exception:   # (a TypeError, or what a value's __reduce__ raised, a RecursionError ...)
+                self._fail(None, batch)
+                return
+            self._submit(batch, *encoded)
 
-    def _send(self, batch: list) -> None:
+    def _encoded(self, batch: list) -> tuple:
+        """``(payload, modules)`` of ``batch``; raises what pickling an item raised."""
         modules: set = set()
         # Detached: the input iterator runs again before this batch is sent, and may reuse a buffer.
-        items = serialize.detached(serialize.dumps_payload(self._shaped(batch), for_worker=True,
-                                                           what="map items", modules=modules, framed=True))
-        self._note_bytes(len(items), len(batch))
+        payload = serialize.detached(serialize.dumps_payload(
+            self._shaped(batch), for_worker=True, what="map items", modules=modules, framed=True))
+        return payload, modules
+
+    def _submit(self, batch: list, payload: Any, modules: set) -> None:
+        self._note_bytes(len(payload), len(batch))
         deadline = None
         if self._per_item_timeout is not None:  # each item keeps the deadline a call of it would have
             deadline = time.monotonic() + self._per_item_timeout * len(batch)
-        future = self._dispatcher.submit(self._batch_of(items, len(batch), deadline, modules))
+        try:
+            future = self._dispatcher.submit(self._batch_of(payload, len(batch), deadline, modules))
+        except Exception as exc:   # the cluster is gone: what the consumer hears after the results before
+            self._failure, self._exhausted = exc, True
+            return
         with self._lock:
             self._in_flight += 1
         self._pending.append((future, len(batch)))
@@ -152,28 +171,38 @@ class _Batches:
             if self._left <= 0:   # (more than the hint said: sizes no longer guided by it)
                 self._left = None
 
-    def _send_what_travels(self, batch: list) -> None:
-        """After a failure (kept in ``_failure``) while drawing or sending ``batch``, the items drawn:
-        send them, or those before the first that cannot travel, whose error is then raised there."""
-        try:
-            self._send(batch)
-            return
-        except TypeError:   # an item cannot travel: which one?
-            pass
-        except Exception as exc:   # (the cluster is gone: that is what the consumer hears first)
-            self._failure = exc
-            return
-        for index, item in enumerate(batch):
+    def _fail(self, failure: Optional[BaseException], batch: list) -> None:
+        """Stop drawing: ``failure`` (what the input raised after ``batch``, or None when an item of
+        ``batch`` cannot travel) is raised once the items before it have their results. Those of
+        ``batch`` before the first that cannot travel are sent; that item's error comes first."""
+        self._exhausted = True
+        good = len(batch)
+        if batch and self._serialized_error(batch) is not None:
+            # The first item that cannot travel: the shortest prefix that fails, by bisection
+            # (pickling items one by one would ship a class defined in __main__ once per item).
+            low, high = 0, len(batch)        # batch[:low] travels, batch[:high] does not
+            while high - low > 1:
+                middle = (low + high) // 2
+                if self._serialized_error(batch[:middle]) is None:
+                    low = middle
+                else:
+                    high = middle
+            good, failure = low, self._serialized_error(batch[high - 1:high])
+        self._failure = failure
+        if good:
             try:
-                serialize.dumps_payload(self._shaped([item]), for_worker=True, what="map items")
-            except Exception as exc:
-                self._failure, batch = exc, batch[:index]
-                break
-        if batch:
-            try:
-                self._send(batch)
-            except Exception as exc:
+                encoded = self._encoded(batch[:good])
+            except Exception as exc:   # (it travelled a moment ago: a value that changed meanwhile)
                 self._failure = exc
+                return
+            self._submit(batch[:good], *encoded)
+
+    def _serialized_error(self, batch: list) -> Optional[Exception]:
+        try:
+            serialize.dumps_payload(self._shaped(batch), for_worker=True, what="map items")
+        except Exception as exc:
+            return exc
+        return None
 
     def _shaped(self, batch: list) -> Any:
         """The batch as it travels: one-argument calls as a tuple of the arguments (see
@@ -224,8 +253,10 @@ class _Batches:
         return values, errors
 
     def close(self) -> None:
-        """Cancel the batches not yet consumed."""
+        """Cancel the batches not yet consumed (and forget a failure not raised: its traceback holds
+        the frames that made the map)."""
         self._exhausted = True
+        self._failure = None
         while self._pending:
             future, _ = self._pending.popleft()
             future.cancel()
@@ -256,6 +287,12 @@ def _values(batches: _Batches) -> Iterator:
         batches.close()
 
 
+def _close_if_alive(batches: "weakref.ref[_Batches]") -> None:
+    alive = batches()
+    if alive is not None:
+        alive.close()
+
+
 class MapIterator:
     """Ordered results of a remote ``map``, computed in batches as consumed (see :class:`_Batches`).
 
@@ -269,7 +306,10 @@ class MapIterator:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._batches = _Batches(*args, **kwargs)
         self._results = _values(self._batches)
-        weakref.finalize(self._results, self._batches.close)   # (a generator never started runs no finally)
+        # (A generator never started runs no finally.) The finalizer holds the batches weakly: a failure
+        # kept for later holds, through its traceback, the frames that made this map, so a strong
+        # reference would keep the generator alive for ever.
+        weakref.finalize(self._results, _close_if_alive, weakref.ref(self._batches))
 
     def __iter__(self) -> Iterator:
         return self._results

@@ -216,13 +216,28 @@ class NestedStub:
 
 
 def _nested_map(stub: NestedStub, items: Iterable[tuple]) -> Iterator:
-    """Results in order, with at most MAP_AHEAD nested calls in flight."""
+    """Results in order, with at most MAP_AHEAD nested calls in flight. What the input raises while
+    drawn ahead (or an item that cannot be sent) is raised after the results before it, as locally."""
     pending: deque = deque()
     source = iter(items)
-    for args in itertools.islice(source, MAP_AHEAD):
-        pending.append(stub.submit(args, {}))
+    failure: Optional[BaseException] = None
+
+    def draw(count: int) -> None:
+        nonlocal failure
+        if failure is not None:
+            return
+        try:
+            for args in itertools.islice(source, count):
+                pending.append(stub.submit(args, {}))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            failure = exc
+
+    draw(MAP_AHEAD)
     while pending:
         future = pending.popleft()
-        for args in itertools.islice(source, 1):
-            pending.append(stub.submit(args, {}))
+        draw(1)
         yield future.result()
+    if failure is not None:
+        raise failure
