@@ -176,33 +176,31 @@ class _Batches:
         ``batch`` cannot travel) is raised once the items before it have their results. Those of
         ``batch`` before the first that cannot travel are sent; that item's error comes first."""
         self._exhausted = True
-        good = len(batch)
-        if batch and self._serialized_error(batch) is not None:
+        self._failure = failure
+        if not batch:
+            return
+        try:
+            encoded = self._encoded(batch)
+        except Exception as exc:
             # The first item that cannot travel: the shortest prefix that fails, by bisection
             # (pickling items one by one would ship a class defined in __main__ once per item).
-            low, high = 0, len(batch)        # batch[:low] travels, batch[:high] does not
+            low, high, error = 0, len(batch), exc     # batch[:low] travels, batch[:high] does not
             while high - low > 1:
                 middle = (low + high) // 2
-                if self._serialized_error(batch[:middle]) is None:
+                try:
+                    self._encoded(batch[:middle])
                     low = middle
-                else:
-                    high = middle
-            good, failure = low, self._serialized_error(batch[high - 1:high])
-        self._failure = failure
-        if good:
-            try:
-                encoded = self._encoded(batch[:good])
-            except Exception as exc:   # (it travelled a moment ago: a value that changed meanwhile)
-                self._failure = exc
+                except Exception as shorter:
+                    high, error = middle, shorter
+            self._failure, batch = error, batch[:low]
+            if not batch:
                 return
-            self._submit(batch[:good], *encoded)
-
-    def _serialized_error(self, batch: list) -> Optional[Exception]:
-        try:
-            serialize.dumps_payload(self._shaped(batch), for_worker=True, what="map items")
-        except Exception as exc:
-            return exc
-        return None
+            try:
+                encoded = self._encoded(batch)
+            except Exception as again:   # (it travelled a moment ago: a value that changed meanwhile)
+                self._failure = again
+                return
+        self._submit(batch, *encoded)
 
     def _shaped(self, batch: list) -> Any:
         """The batch as it travels: one-argument calls as a tuple of the arguments (see
