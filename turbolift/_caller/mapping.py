@@ -130,19 +130,11 @@ class _Batches:
                 batch.extend(itertools.islice(self._items, size))   # (what was drawn stays if it raises)
             except KeyboardInterrupt:
                 raise      # (most likely a Ctrl-C: now, not after the results before it)
-            except BaseException as exc:
-                self._fail(exc, batch)
-                return
+            except BaseException as exc:   # raised after the results of what was drawn before it
+                self._failure, self._exhausted = exc, True
             if len(batch) < size:   # the input ended (even one that would go on after a StopIteration)
                 self._exhausted = True
-                if not batch:
-                    return
-            try:
-                encoded = self._encoded(batch)
-            except Exception:   # (a TypeError, or what a value's __reduce__ raised, a RecursionError ...)
-                self._fail(None, batch)
-                return
-            self._submit(batch, *encoded)
+            self._send_what_travels(batch)
 
     def _encoded(self, batch: list) -> tuple:
         """``(payload, modules)`` of ``batch``; raises what pickling an item raised."""
@@ -171,12 +163,10 @@ class _Batches:
             if self._left <= 0:   # (more than the hint said: sizes no longer guided by it)
                 self._left = None
 
-    def _fail(self, failure: Optional[BaseException], batch: list) -> None:
-        """Stop drawing: ``failure`` (what the input raised after ``batch``, or None when an item of
-        ``batch`` cannot travel) is raised once the items before it have their results. Those of
-        ``batch`` before the first that cannot travel are sent; that item's error comes first."""
-        self._exhausted = True
-        self._failure = failure
+    def _send_what_travels(self, batch: list) -> None:
+        """Send ``batch``; when an item of it cannot travel, send those before it and stop drawing:
+        that item's error (a TypeError, or what its ``__reduce__`` raised) is raised after their
+        results, before any failure of the input after it."""
         if not batch:
             return
         try:
@@ -192,7 +182,7 @@ class _Batches:
                     low = middle
                 except Exception as shorter:
                     high, error = middle, shorter
-            self._failure, batch = error, batch[:low]
+            self._failure, self._exhausted, batch = error, True, batch[:low]
             if not batch:
                 return
             try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import traceback
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import RemoteError, RemoteTraceback, TurboliftError
 from ..v1 import worker_pb2 as pb
@@ -100,17 +100,17 @@ def value_of(reply: Any, data: Any) -> Any:
     raise TurboliftError(f"worker sent an unexpected outcome {reply.outcome}")
 
 
-def batch_of(reply: Any, data: Any, count: Optional[int] = None) -> tuple[list, dict, float, int]:
+def batch_of(reply: Any, data: Any, count: int) -> tuple[list, dict, float, int]:
     """``(values, {index: packed exception}, seconds the worker spent, bytes of the results)`` of a
-    batch (of ``count`` calls, when given); the value of an item that raised is None (:func:`raised`
-    makes its exception)."""
+    batch of ``count`` calls; the value of an item that raised is None (:func:`raised` makes its
+    exception)."""
     if reply.outcome != pb.RETURNED:
         raise TurboliftError(f"worker sent an unexpected batch outcome {reply.outcome}")
     outcomes = serialize.loads(data)
     if (type(outcomes) is not tuple or len(outcomes) != 2 or type(outcomes[0]) is not list
             or type(outcomes[1]) is not dict):
         raise TurboliftError("worker sent batch results of an unexpected shape")
-    if count is not None and len(outcomes[0]) != count:
+    if len(outcomes[0]) != count:
         raise TurboliftError(f"worker sent {len(outcomes[0])} results for a batch of {count} calls")
     return outcomes[0], outcomes[1], reply.elapsed_seconds, len(data)
 

@@ -222,17 +222,22 @@ def _nested_map(stub: NestedStub, items: Iterable[tuple]) -> Iterator:
     source = iter(items)
     failure: Optional[BaseException] = None
 
+    ended = False
+
     def draw(count: int) -> None:
-        nonlocal failure
-        if failure is not None:
+        nonlocal failure, ended
+        if failure is not None or ended:
             return
+        drawn = 0
         try:
             for args in itertools.islice(source, count):
                 pending.append(stub.submit(args, {}))
+                drawn += 1
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
             failure = exc
+        ended = drawn < count   # (the input ends at its first StopIteration, as locally)
 
     draw(MAP_AHEAD)
     while pending:
