@@ -111,6 +111,17 @@ NESTED_INPUT_ERROR = """
         yield from range(3)
         raise KeyError("input broke at 3")
 
+    class Resumes:   # goes on after its StopIteration: a map ends at the first one, as locally
+        def __init__(self):
+            self.n = 0
+        def __iter__(self):
+            return self
+        def __next__(self):
+            self.n += 1
+            if self.n == 4 or self.n > 100:
+                raise StopIteration
+            return self.n
+
     @on()
     def outer():
         got = []
@@ -118,16 +129,16 @@ NESTED_INPUT_ERROR = """
             for value in double.map(numbers()):   # a map made on a worker: nested calls
                 got.append(value)
         except KeyError as exc:
-            return got, str(exc)
-        return got, None
+            return got, str(exc), list(double.map(Resumes()))
+        return got, None, None
 
     print(json.dumps(outer()))
 """
 
 
-def test_a_map_made_on_a_worker_raises_its_inputs_error_after_the_results_before_it(tmp_path, cache_dir):
+def test_a_map_made_on_a_worker_keeps_its_inputs_error_in_place_and_ends_at_first_stop(tmp_path, cache_dir):
     write_files(tmp_path, {"app.py": NESTED_INPUT_ERROR})
-    expected = [[0, 2, 4], "'input broke at 3'"]
+    expected = [[0, 2, 4], "'input broke at 3'", [2, 4, 6]]
     local = run_python(["app.py"], tmp_path, cache_dir)
     assert json.loads(local.stdout) == expected, local.stderr
     remote = run_python(["-m", "turbolift", "--workers", "2", "app.py"], tmp_path, cache_dir, timeout=180)
