@@ -22,6 +22,12 @@ from turbolift.v1 import worker_pb2 as pb
 np = pytest.importorskip("numpy")
 
 
+def slow_sum(array, seconds):
+    import time
+    time.sleep(seconds)
+    return float(array.sum())
+
+
 def describe(array):
     """What a worker sees of an array: its properties and a checksum of its values."""
     return (str(array.dtype), array.shape, bool(array.flags.c_contiguous), bool(array.flags.f_contiguous),
@@ -101,6 +107,18 @@ def test_the_payload_refers_to_the_arrays_memory_instead_of_copying_it():
     assert back[-1] == 42.0
     in_band = len(pickle.dumps(array, protocol=5))
     assert len(payload) < in_band + 200   # the same bytes, once
+
+
+def test_a_buffer_sent_with_a_call_stays_exported_until_the_call_ends(cluster):
+    # The README's inherent difference: the memory is read as it is sent, not copied first.
+    raw = bytearray(8 * 131_072)                        # 1 MiB behind an array: inline, out of band
+    array = np.frombuffer(raw, dtype=np.float64)
+    future = on(cluster)(slow_sum).submit(array, 5.0)   # (wide margin: the call is in flight 5 s)
+    with pytest.raises(BufferError):
+        raw.extend(b"x")
+    assert future.result(timeout=60) == 0.0
+    del array
+    raw.extend(b"x")   # the call ended (and the array is gone): the buffer may change size again
 
 
 def test_a_framed_payload_that_fits_one_frame_still_refers_to_the_arrays_memory():

@@ -32,7 +32,10 @@ class AsyncCalls:
 
     def submit(self, call: Call) -> cf.Future:
         out: cf.Future = cf.Future()
-        out.add_done_callback(lambda done: call.handle.cancel() if done.cancelled() else None)
+        # The callback holds the call's handle, not the call: a future kept after its call ended
+        # must not keep the arguments (an array's exported memory) alive with it.
+        handle = call.handle
+        out.add_done_callback(lambda done: handle.cancel() if done.cancelled() else None)
         try:
             self._pool.submit(self._run, call, out)
         except RuntimeError:  # shut down meanwhile: say so rather than hang
