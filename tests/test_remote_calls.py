@@ -163,8 +163,16 @@ def test_map_results_reach_every_way_of_iterating_over_them(remote):
     assert next(items) == 0 and list(items) == expected[1:]
 
 
-def test_a_map_over_one_iterable_passes_each_item_whole_as_locally(remote):
+def test_a_map_over_one_iterable_passes_each_item_whole_as_locally(remote, monkeypatch):
     # One iterable's items travel as themselves, not as 1-tuples: tuples and lists stay whole.
+    shapes = []
+    batch_of = RemoteStub.batch_of
+
+    def recorded(self, *args, **kwargs):
+        shapes.append(kwargs.get("single_arguments"))
+        return batch_of(self, *args, **kwargs)
+
+    monkeypatch.setattr(RemoteStub, "batch_of", recorded)
     items = [(1, 2), [3, 4], (), None, "ab", {"k": (5,)}, (6,)]
     f = remote(pid_and)
     for chunksize in (None, 1, 3):
@@ -172,6 +180,10 @@ def test_a_map_over_one_iterable_passes_each_item_whole_as_locally(remote):
         assert [value for _, value in got] == items
         assert {pid for pid, _ in got} <= set(_runtime.worker_pids())
     assert [value for _, value in f.map(iter(items))] == items
+    assert shapes and all(shapes)   # every batch as a tuple of the arguments themselves
+    shapes.clear()
+    assert list(remote(add).map([1, 2], [3, 4])) == [4, 6]
+    assert shapes and not any(shapes)   # two iterables: argument tuples
     with pytest.raises(TypeError, match="not iterable"):   # at once, as the local map and builtin map
         f.map(5)
 
