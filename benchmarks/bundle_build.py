@@ -24,6 +24,10 @@ distributions' versions the bundle pins.
   new for every run (the worker always receives the upload), the caller's
   bundle cache is empty (cold) or left by the previous run (warm).
 
+The programs run as a user's usually do: their imports write ``.pyc``
+files (``PYTHONDONTWRITEBYTECODE`` is unset), which the bundle then ships
+beside the sources, so a worker need not compile them.
+
 Each row is the median of up to ``--reps`` repetitions, bounded by
 ``--budget`` seconds per size; the number of samples is printed. Cold and
 warm builds must give the same bundle id, or the run fails.
@@ -176,6 +180,7 @@ def _env(project: Path, cache: Path, workers_cache: Path) -> dict:
     env["XDG_CACHE_HOME"] = str(cache)
     env["TURBOLIFT_CACHE_DIR"] = str(workers_cache)
     env.pop("TURBOLIFT_BUNDLE_CACHE", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)   # the program's imports write .pyc files, as a user's do
     return env
 
 

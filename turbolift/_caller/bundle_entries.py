@@ -10,7 +10,11 @@ to a build. That holds for entries this user's builds wrote: the cache
 (:mod:`.bundle_cache`) only returns such entries, undamaged, and never
 re-reads the files themselves (a file rewritten with its size, mtime,
 ctime, inode and device all unchanged is not noticed; the ctime cannot be
-set back without changing the clock).
+set back without changing the clock). One exception, by design: the
+caller's ``.pyc`` files are not recorded. The bytecode an entry holds is
+checked against the source it travels with (:mod:`.bytecode`), so it stays
+right for that source even after the ``.pyc`` files are gone or rewritten;
+a fresh build might ship more or less of it, never other code.
 :func:`known_records` returns an entry's import records only when they all
 have the shape of import records.
 """
@@ -31,7 +35,7 @@ from .projects import is_project_file, locate
 CACHE_FORMAT = 1
 # The modules whose code decides what a bundle holds: an edited turbolift (a
 # development checkout) must not be answered from entries its old code made.
-_DECIDING = ("bundling.py", "import_scan.py", "projects.py", "pins.py", "bundle_cache.py",
+_DECIDING = ("bundling.py", "bytecode.py", "import_scan.py", "projects.py", "pins.py", "bundle_cache.py",
              "bundle_entries.py", os.path.join(os.pardir, "_wire", "bundle_format.py"))
 
 

@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .._wire import serialize
-from .._wire.bundle_format import FORMAT, MANIFEST, python_tag
+from .._wire.bundle_format import FORMAT, MANIFEST, MAX_FILES, python_tag
 from .._wire.by_value import travels_by_value
 from ..errors import BundleError
 from . import bundle_cache, bundle_entries
+from .bytecode import shipped_pyc
 from .import_scan import import_records, imported_names
 from .pins import pinned_requirements
 from .projects import is_project_file, is_stdlib, locate
@@ -201,17 +202,25 @@ def _pack(entries: dict[str, bytes], limit: int) -> bytes:
 def build(collector: _Collector, extra: dict[str, bytes], manifest_extra: dict,
           limit: int = DEFAULT_SIZE_LIMIT) -> Bundle:
     entries: dict[str, bytes] = dict(extra)
+    compiled: dict[str, bytes] = {}
     for arcname, path in collector.files.items():
         data = collector.contents.get(path)
         if data is None:
             with open(path, "rb") as handle:
                 data = handle.read()
         entries[arcname] = data
+        pyc = shipped_pyc(arcname, path, data)
+        if pyc is not None:
+            compiled[pyc[0]] = pyc[1]
     manifest = {"format": FORMAT, **python_tag(),
                 "modules": dict(sorted(collector.modules.items())),
                 "requirements": pinned_requirements(collector.third_party),
                 **manifest_extra}
     entries[MANIFEST] = json.dumps(manifest, sort_keys=True, indent=1).encode()
+    # The bytecode only spares a worker compiling: never what makes a bundle too big.
+    if sum(map(len, entries.values())) + sum(map(len, compiled.values())) <= limit \
+            and len(entries) + len(compiled) <= MAX_FILES:
+        entries.update(compiled)
     data = _pack(entries, limit)
     files = tuple(sorted((name, len(blob)) for name, blob in entries.items()))
     return Bundle("sha256:" + hashlib.sha256(data).hexdigest(), data, manifest, files)

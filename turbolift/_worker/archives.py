@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import zipfile
 import zlib
 from typing import Iterator
 
-from .._wire.bundle_format import FORMAT, MANIFEST
+from .._wire.bundle_format import FORMAT, MANIFEST, MAX_FILES
 from ..errors import BundleError
 
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
 MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
-MAX_ENTRIES = 20_000
+MAX_ENTRIES = MAX_FILES
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 _METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
-_SKIPPED = "__pycache__"   # written by the worker's own imports, not by the bundle
+# Bytecode: shipped beside the sources (checked against them when imported), or written by the worker's
+# own imports.
+_COMPILED = "__pycache__"
 
 _MANIFEST_FIELDS = {
     "format": int, "python": str, "implementation": str, "modules": dict, "requirements": dict,
@@ -101,34 +104,52 @@ def _checked_manifest(manifest: object) -> dict:
 
 
 def extract(path: str, destination: str) -> None:
-    """Unpack the (checked) archive at ``path`` into ``destination``."""
+    """Unpack the (checked) archive at ``path`` into ``destination``, a new empty directory.
+
+    Written here rather than with ``ZipFile.extractall``, which costs a
+    fifth more for a bundle of a thousand small files: every name is
+    checked once (no ``..``, no absolute path: :func:`_entries`), and
+    nothing but this archive's own directories and regular files can be
+    in ``destination``, so no link can redirect a write.
+    """
     try:
         with zipfile.ZipFile(path) as archive:
-            _entries(archive)
             root = os.path.realpath(destination)
-            for info in archive.infolist():
-                target = os.path.realpath(os.path.join(root, info.filename))
+            made = {root}
+            for info in _entries(archive):
+                target = os.path.normpath(os.path.join(root, info.filename))
                 if not target.startswith(root + os.sep):
                     raise BundleError(f"bundle entry {info.filename!r} would escape the bundle directory")
-            archive.extractall(destination)
+                directory = target if info.is_dir() else os.path.dirname(target)
+                if directory not in made:
+                    os.makedirs(directory, exist_ok=True)
+                    made.add(directory)
+                if not info.is_dir():
+                    with archive.open(info) as source, open(target, "xb") as handle:
+                        shutil.copyfileobj(source, handle, 1 << 20)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
         raise BundleError(f"the bundle could not be unpacked: {exc}") from None
 
 
 def _files_under(directory: str) -> Iterator[str]:
-    for parent, dirs, files in os.walk(directory):
-        dirs[:] = [d for d in dirs if d != _SKIPPED]
+    for parent, _, files in os.walk(directory):
         for name in files:
             yield os.path.relpath(os.path.join(parent, name), directory).replace(os.sep, "/")
 
 
+def _is_compiled(name: str) -> bool:
+    return _COMPILED in name.split("/")[:-1]
+
+
 def matches(directory: str, path: str) -> bool:
     """True when ``directory`` holds exactly the files of the archive at ``path``, with the same bytes
-    (an extra file is a mismatch too: it could be imported)."""
+    (an extra file is a mismatch too: it could be imported), besides bytecode the worker's own imports
+    wrote into ``__pycache__`` (which its import checks against the source)."""
     try:
         with zipfile.ZipFile(path) as archive:
             wanted = {info.filename: info for info in archive.infolist() if not info.is_dir()}
-            if set(_files_under(directory)) != set(wanted):
+            extra = set(_files_under(directory)) - set(wanted)
+            if not all(_is_compiled(name) for name in extra):
                 return False
             for name, info in wanted.items():
                 with open(os.path.join(directory, name), "rb") as handle:

@@ -1,0 +1,183 @@
+"""The caller's bytecode travels beside a bundle's sources, so a fresh worker need not compile them.
+
+What is shipped must be what the caller's own import would run for the
+shipped source, and nothing else; a real worker with an empty cache then
+runs it.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import io
+import marshal
+import os
+import py_compile
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import distributed_on, write_files
+
+from turbolift._caller import bundling
+from turbolift._caller.bytecode import shipped_pyc
+from turbolift._worker.bundle_store import BundleStore
+
+_MAGIC = importlib.util.MAGIC_NUMBER
+_AN_HOUR_AGO = 3600
+
+pytestmark = pytest.mark.skipif(sys.implementation.cache_tag is None, reason="this Python writes no bytecode")
+
+
+def _age(*paths: Path) -> None:
+    past = time.time() - _AN_HOUR_AGO
+    for path in paths:
+        os.utime(path, (past, past))
+
+
+def _compile(path: Path, mode=py_compile.PycInvalidationMode.TIMESTAMP) -> bytes:
+    cached = importlib.util.cache_from_source(str(path))
+    py_compile.compile(str(path), cfile=cached, doraise=True, invalidation_mode=mode)
+    return Path(cached).read_bytes()
+
+
+def _shipped(bundle) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(bundle.data)) as archive:
+        return {name: archive.read(name) for name in archive.namelist() if "/__pycache__/" in name}
+
+
+@pytest.fixture
+def forget_modules():
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if name.partition(".")[0].startswith("bc_"):
+            del sys.modules[name]
+
+
+def test_a_bundle_ships_the_callers_bytecode_re_headed_to_check_the_source_beside_it(
+        tmp_path, monkeypatch, forget_modules):
+    write_files(tmp_path, {"bc_one/__init__.py": "", "bc_one/core.py": "def work(x):\n    return x + 1\n"})
+    sources = [tmp_path / "bc_one/__init__.py", tmp_path / "bc_one/core.py"]
+    _age(*sources)
+    compiled = {path.name: _compile(path) for path in sources}
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("bc_one.core")
+
+    bundle = bundling._walk_and_build("bc_one.core", None)[1]
+
+    shipped = _shipped(bundle)
+    tag = sys.implementation.cache_tag
+    assert set(shipped) == {f"bc_one/__pycache__/__init__.{tag}.pyc", f"bc_one/__pycache__/core.{tag}.pyc"}
+    for path in sources:
+        pyc = shipped[f"bc_one/__pycache__/{path.stem}.{tag}.pyc"]
+        assert pyc[:4] == _MAGIC
+        assert int.from_bytes(pyc[4:8], "little") == 0b11          # hash-based, checked against the source
+        assert pyc[8:16] == importlib.util.source_hash(path.read_bytes())
+        assert pyc[16:] == compiled[path.name][16:]                 # the caller's own code, not recompiled
+
+
+def test_bytecode_the_callers_import_would_not_take_for_the_shipped_bytes_stays_home(tmp_path):
+    path = tmp_path / "mod.py"
+
+    def write(text: str, aged: bool = True) -> bytes:
+        path.write_text(text)
+        if aged:
+            _age(path)
+        return path.read_bytes()
+
+    def ships(source: bytes) -> bool:
+        return shipped_pyc("mod.py", str(path), source) is not None
+
+    source = write("A = 1\n")
+    assert not ships(source)                                        # no .pyc at all
+    _compile(path)
+    assert ships(source)
+    source = write("A = 22\n")                                      # edited since it was compiled
+    assert not ships(source)
+
+    source = write("A = 3\n", aged=False)                           # compiled in the second of an edit
+    _compile(path)
+    stamp = path.stat().st_mtime_ns
+    os.utime(importlib.util.cache_from_source(str(path)), ns=(stamp, stamp))
+    assert not ships(source)
+
+    source = write("A = 4\n")
+    _compile(path, py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    assert ships(source)
+    source = write("A = 5\n")                                       # an unchecked hash of other bytes
+    assert not ships(source)
+    _compile(path, py_compile.PycInvalidationMode.CHECKED_HASH)
+    name, pyc = shipped_pyc("pkg/mod.py", str(path), source)
+    assert name == f"pkg/__pycache__/mod.{sys.implementation.cache_tag}.pyc"
+
+    cached = Path(importlib.util.cache_from_source(str(path)))
+    cached.write_bytes(b"\x00\x00\r\n" + cached.read_bytes()[4:])  # another interpreter's
+    assert not ships(source)
+
+
+def test_a_fresh_worker_runs_the_shipped_bytecode_as_the_callers_import_does(
+        tmp_path, monkeypatch, forget_modules):
+    """The bytecode here is not the source's: a .pyc whose header matches the source, which Python's
+    import takes (it compares the source's mtime and size only). The caller runs it; so must a worker,
+    which can only get it from the bundle: its cache is new and it would compile the source."""
+    write_files(tmp_path / "src", {
+        "bc_three/__init__.py": "",
+        "bc_three/core.py": "def which():\n    return 'compiled from the source'\n",
+        "bc_three/api.py": """
+            import os
+
+            from turbolift import on
+
+            from . import core
+
+            @on()
+            def ask():
+                return core.which(), os.getpid()
+        """,
+    })
+    core = tmp_path / "src/bc_three/core.py"
+    _age(*(tmp_path / "src/bc_three").glob("*.py"))
+    info = core.stat()
+    code = compile("def which():\n    return 'the bytecode'\n", str(core), "exec")
+    header = _MAGIC + (0).to_bytes(4, "little") + (int(info.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") \
+        + (info.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+    cached = Path(importlib.util.cache_from_source(str(core)))
+    cached.parent.mkdir(exist_ok=True)
+    cached.write_bytes(header + marshal.dumps(code))
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    api = importlib.import_module("bc_three.api")
+    assert api.ask() == ("the bytecode", os.getpid())               # locally, as Python's import has it
+    for name in ("bc_three.api", "bc_three.core", "bc_three"):
+        del sys.modules[name]
+
+    with distributed_on(1, tmp_path / "worker-cache"):
+        api = importlib.import_module("bc_three.api")
+        answer, where = api.ask()
+    assert where != os.getpid() and answer == "the bytecode"
+
+
+def test_a_restarted_worker_keeps_an_unpacked_bundle_with_bytecode(tmp_path, monkeypatch, forget_modules):
+    write_files(tmp_path / "src", {"bc_four/__init__.py": "", "bc_four/core.py": "A = 1\n"})
+    sources = list((tmp_path / "src/bc_four").glob("*.py"))
+    _age(*sources)
+    for path in sources:
+        _compile(path)
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    importlib.import_module("bc_four.core")
+    bundle = bundling._walk_and_build("bc_four.core", None)[1]
+    assert _shipped(bundle)
+    store = BundleStore(str(tmp_path / "cache"))
+    store.put(bundle.id, len(bundle.data), [bundle.data])
+    unpacked = Path(store.load(bundle.id).path)
+    assert list(unpacked.glob("bc_four/__pycache__/core.*.pyc"))
+    own = unpacked / "bc_four/__pycache__/core.opt-9.pyc"
+    own.write_bytes(b"")                                                    # as the worker's own import may
+
+    again = BundleStore(str(tmp_path / "cache")).load(bundle.id)           # a new worker, the same cache
+    assert Path(again.path) == unpacked and own.exists()                   # not unpacked anew
+
+    (unpacked / "bc_four/planted.py").write_text("A = 666\n")                # anything else: unpacked anew
+    BundleStore(str(tmp_path / "cache")).load(bundle.id)
+    assert not (unpacked / "bc_four/planted.py").exists()
