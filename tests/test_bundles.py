@@ -117,6 +117,32 @@ def test_store_refuses_entries_that_escape_the_bundle(tmp_path):
     assert [name for name in os.listdir(store.root)] == []
 
 
+@pytest.mark.parametrize("names, refusal", [
+    (["pkg/./mod.py", "pkg/mod.py"], "not a plain relative path"),
+    (["pkg//mod.py", "pkg/mod.py"], "not a plain relative path"),
+    (["./" + _bundle.MANIFEST], "not a plain relative path"),
+    (["pkg", "pkg/mod.py"], "inside another entry that is a file"),
+    (["pkg/mod.py/"], "inside another entry that is a file"),
+])
+def test_store_refuses_entries_that_name_one_file_twice_or_nest_in_a_file(tmp_path, names, refusal):
+    """Unpacked, these would overwrite each other (or fail): refused at upload, with the entry named."""
+    import hashlib
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(_bundle.MANIFEST, json.dumps({"format": 1, **_bundle.python_tag()}))
+        for name in names:
+            if name.endswith("/"):
+                archive.writestr("pkg/mod.py", "x = 1")
+            archive.writestr(name, "" if name.endswith("/") else "x = 2")
+    data = buffer.getvalue()
+    bundle_id = "sha256:" + hashlib.sha256(data).hexdigest()
+    store = BundleStore(str(tmp_path / "store"))
+    with pytest.raises(BundleError, match=refusal):
+        store.put(bundle_id, len(data), [data])
+    assert not store.has(bundle_id) and os.listdir(store.root) == []
+
+
 def test_oversize_bundles_are_refused_naming_the_largest_files():
     collector = _bundle._Collector()
     with pytest.raises(BundleError, match=r"big\.bin .*exceeds|largest files: big\.bin"):

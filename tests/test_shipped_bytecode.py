@@ -47,6 +47,12 @@ def _shipped(bundle) -> dict[str, bytes]:
         return {name: archive.read(name) for name in archive.namelist() if "/__pycache__/" in name}
 
 
+@pytest.fixture(autouse=True)
+def trusted_at_once(monkeypatch):
+    """Files the tests wrote a moment ago (their ctime is now) are trusted unread, as older ones are."""
+    monkeypatch.setattr(bundling, "RACY_NS", 0)
+
+
 @pytest.fixture
 def forget_modules():
     before = set(sys.modules)
@@ -87,13 +93,19 @@ def test_bytecode_the_callers_import_would_not_take_for_the_shipped_bytes_stays_
             _age(path)
         return path.read_bytes()
 
-    def ships(source: bytes) -> bool:
-        return shipped_pyc("mod.py", str(path), source) is not None
+    def ships(source: bytes, identity="now") -> bool:
+        identity = bundling._identity(str(path)) if identity == "now" else identity
+        return shipped_pyc("mod.py", str(path), source, identity) is not None
 
     source = write("A = 1\n")
     assert not ships(source)                                        # no .pyc at all
     _compile(path)
     assert ships(source)
+    assert not ships(source, identity=None)                         # changed too recently to trust
+    before = bundling._identity(str(path))
+    write("A = 9\n")                                                # edited after the walk read it
+    _compile(path)
+    assert not ships(source, identity=before)
     source = write("A = 22\n")                                      # edited since it was compiled
     assert not ships(source)
 
@@ -109,11 +121,14 @@ def test_bytecode_the_callers_import_would_not_take_for_the_shipped_bytes_stays_
     source = write("A = 5\n")                                       # an unchecked hash of other bytes
     assert not ships(source)
     _compile(path, py_compile.PycInvalidationMode.CHECKED_HASH)
-    name, pyc = shipped_pyc("pkg/mod.py", str(path), source)
+    name, pyc = shipped_pyc("pkg/mod.py", str(path), source, bundling._identity(str(path)))
     assert name == f"pkg/__pycache__/mod.{sys.implementation.cache_tag}.pyc"
 
     cached = Path(importlib.util.cache_from_source(str(path)))
-    cached.write_bytes(b"\x00\x00\r\n" + cached.read_bytes()[4:])  # another interpreter's
+    good = cached.read_bytes()
+    cached.write_bytes(good[:4] + (0b111).to_bytes(4, "little") + good[8:])   # flags import refuses
+    assert not ships(source)
+    cached.write_bytes(b"\x00\x00\r\n" + good[4:])                      # another interpreter's
     assert not ships(source)
 
 

@@ -5,9 +5,11 @@ project modules it imports (found by reading their ``import`` statements),
 plus ``__turbolift__/manifest.json``: the caller's Python version and the
 exact versions of the third-party distributions the shipped code imports.
 Functions that cannot be imported on a worker (those of ``__main__`` and
-closures) travel serialised by value inside the bundle. The bundle id is the
-sha256 of the zip, so identical code yields the identical id on every run
-and a worker's cache can be reused across runs.
+closures) travel serialised by value inside the bundle. Beside each source
+travels the caller's bytecode of it, when it has some a worker can trust
+(:mod:`.bytecode`). The bundle id is the sha256 of the zip, so identical
+code in the same place yields the identical id on every run and a worker's
+cache can be reused across runs.
 
 Building a big project's bundle costs a program a noticeable part of its
 first call, so a module's bundle is kept in the caller's bundle cache
@@ -205,11 +207,12 @@ def build(collector: _Collector, extra: dict[str, bytes], manifest_extra: dict,
     compiled: dict[str, bytes] = {}
     for arcname, path in collector.files.items():
         data = collector.contents.get(path)
+        identity = collector.read[path][0] if data is not None else None
         if data is None:
             with open(path, "rb") as handle:
                 data = handle.read()
         entries[arcname] = data
-        pyc = shipped_pyc(arcname, path, data)
+        pyc = shipped_pyc(arcname, path, data, identity)
         if pyc is not None:
             compiled[pyc[0]] = pyc[1]
     manifest = {"format": FORMAT, **python_tag(),

@@ -15,13 +15,19 @@ itself take it for that source (same magic number, and the timestamp and
 size, or the hash, its header records), and, for a timestamp, only if it
 was written after the second the source was last changed in (a same-size
 edit within that second escapes import's check): the worker then runs the
-code the caller's import of these bytes runs.
+code the caller's import of these bytes runs. A file changed during the
+walk, or in its last two seconds, ships none.
+
+The price: the bytecode names the caller's path of each file
+(``co_filename``), so the same code in two checkouts now makes two bundle
+ids (each is uploaded once to a worker), where the sources alone made one.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
 import posixpath
+import sys
 from typing import Optional
 
 _HASH_BASED = 0b01
@@ -29,10 +35,18 @@ _CHECK_SOURCE = 0b10
 _HEADER = 16
 
 
-def shipped_pyc(arcname: str, path: str, source: bytes) -> Optional[tuple[str, bytes]]:
+def shipped_pyc(arcname: str, path: str, source: bytes,
+                identity: Optional[list]) -> Optional[tuple[str, bytes]]:
     """``(archive name, checked hash-based pyc)`` of the source file ``path`` whose bytes are ``source``
     and which the bundle ships as ``arcname``; None when the caller holds no ``.pyc`` its Python would
-    use for exactly these bytes (none written, ``-B``, stale, another interpreter's, unreadable)."""
+    use for exactly these bytes (none written, ``-B``, stale, another interpreter's, unreadable).
+
+    ``identity`` is the file's identity (:func:`.bundling._identity`) taken before ``source`` was read,
+    None for a file changed too recently to be trusted unread: none is shipped then, nor when the file
+    is not as it was when read (the bytes read may not be the ones the ``.pyc`` was compiled from).
+    """
+    if identity is None or sys.flags.optimize:   # (workers run unoptimised: they would not read it)
+        return None
     try:
         cached = importlib.util.cache_from_source(path)
         with open(cached, "rb") as handle:
@@ -41,14 +55,19 @@ def shipped_pyc(arcname: str, path: str, source: bytes) -> Optional[tuple[str, b
         info = os.stat(path)
     except (OSError, NotImplementedError, ValueError):   # (NotImplementedError: no cache tag)
         return None
-    if len(data) <= _HEADER or data[:4] != importlib.util.MAGIC_NUMBER or len(source) != info.st_size:
+    now = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev]
+    if now != identity or len(source) != info.st_size:
+        return None
+    if len(data) <= _HEADER or data[:4] != importlib.util.MAGIC_NUMBER:
         return None
     flags = int.from_bytes(data[4:8], "little")
     digest = importlib.util.source_hash(source)
+    if flags & ~(_HASH_BASED | _CHECK_SOURCE):   # import refuses other flags, and compiles the source
+        return None
     if flags & _HASH_BASED:
         if data[8:16] != digest:
             return None
-    elif flags != 0 or data[8:16] != (int(info.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + \
+    elif data[8:16] != (int(info.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + \
             (info.st_size & 0xFFFFFFFF).to_bytes(4, "little"):   # the check import itself makes
         return None
     elif written // 1_000_000_000 <= info.st_mtime_ns // 1_000_000_000:

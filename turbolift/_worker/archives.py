@@ -44,11 +44,17 @@ def _entries(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     if total > MAX_UNPACKED_BYTES:
         raise BundleError(f"the bundle unpacks to {total:,} bytes; the limit is {MAX_UNPACKED_BYTES:,}")
     seen: set[str] = set()
+    files = {info.filename for info in infos if not info.is_dir()}
     for info in infos:
         name = info.filename
         parts = name.replace("\\", "/").split("/")
         if name.startswith(("/", "\\")) or ".." in parts or ":" in name:
             raise BundleError(f"bundle entry {name!r} would escape the bundle directory")
+        if "." in parts or "" in parts[:-1] or (parts[-1] == "" and not info.is_dir()):
+            # ("a/./b", "a//b"): another name of "a/b", which would be unpacked over it
+            raise BundleError(f"bundle entry {name!r} is not a plain relative path")
+        if any("/".join(parts[:depth]) in files for depth in range(1, len(parts))):
+            raise BundleError(f"bundle entry {name!r} is inside another entry that is a file")
         if (info.external_attr >> 16) & 0o170000 == 0o120000:
             raise BundleError(f"bundle entry {name!r} is a symbolic link; links are refused")
         if info.flag_bits & 0x1:
