@@ -18,6 +18,10 @@ distributions' versions the bundle pins.
   directory);
 * ``build warm``: the same in a second process, with the cache the cold run
   left;
+* ``import alone``: ``import proj.main`` timed in a plain ``python`` (no
+  turbolift) that has imported ``grpc`` and ``dill`` already, as a worker
+  has, with the ``.pyc`` files written: what a worker cannot avoid, running
+  the project's modules, and so the floor of a first call;
 * ``first call cold`` / ``warm``: ``python -m turbolift --workers 1 run.py``,
   where ``run.py`` imports the project and times its first (and only) call
   of the marked function with ``time.perf_counter``; the workers' cache is
@@ -124,6 +128,15 @@ value = entry(3)
 print("result", time.perf_counter() - start, value, flush=True)
 '''
 
+# The child of an import measurement: the project's own cost of being imported.
+IMPORT = '''\
+import importlib, time
+import grpc, dill  # noqa (a worker has them imported already)
+start = time.perf_counter()
+importlib.import_module({root!r})
+print("result", time.perf_counter() - start, flush=True)
+'''
+
 # The child of a build measurement: import the program (untimed), time the bundle.
 BUILD = '''\
 import importlib, sys, time
@@ -191,6 +204,12 @@ def _build(project: Path, cache: Path, scratch: Path) -> tuple:
     return float(seconds), bundle_id, int(files)
 
 
+def _import_alone(project: Path, scratch: Path) -> float:
+    run = timed_run([sys.executable, "-c", IMPORT.format(root=ROOT_MODULE)], cwd=str(project),
+                    env=_env(project, scratch / "import-cache", scratch / "workers"), timeout=300)
+    return float(run.stdout.split()[1])
+
+
 def _first_call(project: Path, cache: Path, workers_cache: Path) -> float:
     run = timed_run([sys.executable, "-m", "turbolift", "--workers", "1", "run.py"], cwd=str(project),
                     env=_env(project, cache, workers_cache), timeout=300)
@@ -201,7 +220,8 @@ def measure(count: int, reps: int, seconds: float, scratch: Path) -> dict:
     """Samples (seconds) of the four figures for a project of ``count`` modules."""
     project = write_project(scratch / f"project-{count}", count)
     budget = Budget(seconds)
-    samples: dict = {"build cold": [], "build warm": [], "first call cold": [], "first call warm": []}
+    samples: dict = {"build cold": [], "build warm": [], "import alone": [], "first call cold": [],
+                     "first call warm": []}
     files = 0
     _build(project, scratch / "warm-up", scratch)   # file caches warm, pyc written: not counted
     for rep in range(reps):
@@ -214,6 +234,7 @@ def measure(count: int, reps: int, seconds: float, scratch: Path) -> dict:
             raise RuntimeError(f"{count} modules: a warm build gave {warm_id}, the cold one {cold_id}")
         samples["build cold"].append(cold)
         samples["build warm"].append(warm)
+        samples["import alone"].append(_import_alone(project, scratch))
         cache = scratch / f"cache-call-{count}-{rep}"
         samples["first call cold"].append(_first_call(project, cache, scratch / f"w-{count}-{rep}-a"))
         samples["first call warm"].append(_first_call(project, cache, scratch / f"w-{count}-{rep}-b"))
@@ -228,7 +249,7 @@ def main(argv: list | None = None) -> int:
     parser.add_argument("--budget", type=float, default=90.0, help="seconds per size (at most, roughly)")
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",")]
-    columns = ["build cold", "build warm", "first call cold", "first call warm"]
+    columns = ["build cold", "build warm", "import alone", "first call cold", "first call warm"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {load:.2f}; "
           "medians in ms (n samples), each in a fresh process")

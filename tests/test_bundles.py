@@ -50,8 +50,8 @@ def project(tmp_path, monkeypatch):
 
 
 def _names(bundle):
-    """The bundle's files but the bytecode beside them (there when the test's imports wrote it)."""
-    return {name for name, _ in bundle.files if "/__pycache__/" not in name}
+    """The bundle's files but its bytecode (there when the test's imports wrote some)."""
+    return {name for name, _ in bundle.files if name != _bundle.BYTECODE}
 
 
 def test_bundle_holds_the_module_and_its_project_imports_only(project):

@@ -22,6 +22,7 @@ from conftest import distributed_on, write_files
 
 from turbolift._caller import bundling
 from turbolift._caller.bytecode import shipped_pyc
+from turbolift._wire.bundle_format import BYTECODE, unpack_bytecode
 from turbolift._worker.bundle_store import BundleStore
 
 _MAGIC = importlib.util.MAGIC_NUMBER
@@ -44,7 +45,9 @@ def _compile(path: Path, mode=py_compile.PycInvalidationMode.TIMESTAMP) -> bytes
 
 def _shipped(bundle) -> dict[str, bytes]:
     with zipfile.ZipFile(io.BytesIO(bundle.data)) as archive:
-        return {name: archive.read(name) for name in archive.namelist() if "/__pycache__/" in name}
+        if BYTECODE not in archive.namelist():
+            return {}
+        return unpack_bytecode(archive.read(BYTECODE))
 
 
 @pytest.fixture(autouse=True)
@@ -186,8 +189,11 @@ def test_a_restarted_worker_keeps_an_unpacked_bundle_with_bytecode(tmp_path, mon
     store = BundleStore(str(tmp_path / "cache"))
     store.put(bundle.id, len(bundle.data), [bundle.data])
     unpacked = Path(store.load(bundle.id).path)
-    assert list(unpacked.glob("bc_four/__pycache__/core.*.pyc"))
+    assert (unpacked / "bc_four/core.py").exists()
+    assert not (unpacked / "bc_four/__pycache__").exists()                  # the bytecode stays in memory
+    assert not (unpacked / BYTECODE).exists()
     own = unpacked / "bc_four/__pycache__/core.opt-9.pyc"
+    own.parent.mkdir()
     own.write_bytes(b"")                                                    # as the worker's own import may
 
     again = BundleStore(str(tmp_path / "cache")).load(bundle.id)           # a new worker, the same cache
@@ -196,3 +202,30 @@ def test_a_restarted_worker_keeps_an_unpacked_bundle_with_bytecode(tmp_path, mon
     (unpacked / "bc_four/planted.py").write_text("A = 666\n")                # anything else: unpacked anew
     BundleStore(str(tmp_path / "cache")).load(bundle.id)
     assert not (unpacked / "bc_four/planted.py").exists()
+
+
+@pytest.mark.parametrize("damage, said", [
+    (lambda blob: blob[:-3], "ends inside an entry"),
+    (lambda blob: blob[:blob.index(b"\n") + 4], "ends inside an entry's header"),
+    (lambda blob: b"x" + blob, "does not start as it should"),
+    (lambda blob: blob + blob[blob.index(b"\n") + 1:], "twice"),
+])
+def test_a_bundle_whose_bytecode_is_damaged_is_refused_at_upload(tmp_path, damage, said):
+    import hashlib
+    import json
+
+    from turbolift._wire.bundle_format import MANIFEST, pack_bytecode, python_tag
+    from turbolift.errors import BundleError
+
+    blob = pack_bytecode({"m/__pycache__/a.x.pyc": b"A = 1", "m/__pycache__/b.x.pyc": b"B = 2"})
+    assert unpack_bytecode(blob) == {"m/__pycache__/a.x.pyc": b"A = 1", "m/__pycache__/b.x.pyc": b"B = 2"}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(MANIFEST, json.dumps({"format": 1, **python_tag()}))
+        archive.writestr(BYTECODE, damage(blob))
+    data = buffer.getvalue()
+    bundle_id = "sha256:" + hashlib.sha256(data).hexdigest()
+    store = BundleStore(str(tmp_path / "store"))
+    with pytest.raises(BundleError, match=f"bytecode is damaged: .*{said}"):
+        store.put(bundle_id, len(data), [data])
+    assert not store.has(bundle_id) and os.listdir(store.root) == []

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .._wire import serialize
-from .._wire.bundle_format import FORMAT, MANIFEST, MAX_FILES, python_tag
+from .._wire.bundle_format import BYTECODE, FORMAT, MANIFEST, pack_bytecode, python_tag
 from .._wire.by_value import travels_by_value
 from ..errors import BundleError
 from . import bundle_cache, bundle_entries
@@ -220,10 +220,11 @@ def build(collector: _Collector, extra: dict[str, bytes], manifest_extra: dict,
                 "requirements": pinned_requirements(collector.third_party),
                 **manifest_extra}
     entries[MANIFEST] = json.dumps(manifest, sort_keys=True, indent=1).encode()
-    # The bytecode only spares a worker compiling: never what makes a bundle too big.
-    if sum(map(len, entries.values())) + sum(map(len, compiled.values())) <= limit \
-            and len(entries) + len(compiled) <= MAX_FILES:
-        entries.update(compiled)
+    if compiled:
+        bytecode = pack_bytecode(compiled)
+        # The bytecode only spares a worker compiling: never what makes a bundle too big.
+        if sum(map(len, entries.values())) + len(bytecode) <= limit:
+            entries[BYTECODE] = bytecode
     data = _pack(entries, limit)
     files = tuple(sorted((name, len(blob)) for name, blob in entries.items()))
     return Bundle("sha256:" + hashlib.sha256(data).hexdigest(), data, manifest, files)

@@ -17,17 +17,15 @@ import zipfile
 import zlib
 from typing import Iterator
 
-from .._wire.bundle_format import FORMAT, MANIFEST, MAX_FILES
+from .._wire.bundle_format import BYTECODE, FORMAT, MANIFEST, unpack_bytecode
 from ..errors import BundleError
 
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
 MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
-MAX_ENTRIES = MAX_FILES
+MAX_ENTRIES = 20_000
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 _METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
-# Bytecode: shipped beside the sources (checked against them when imported), or written by the worker's
-# own imports.
-_COMPILED = "__pycache__"
+_SKIPPED = "__pycache__"   # written by the worker's own imports, not by the bundle
 
 _MANIFEST_FIELDS = {
     "format": int, "python": str, "implementation": str, "modules": dict, "requirements": dict,
@@ -81,6 +79,8 @@ def check(path: str) -> dict:
                                   f"{MAX_MANIFEST_BYTES:,}")
             with archive.open(info) as handle:
                 manifest = json.loads(handle.read(MAX_MANIFEST_BYTES + 1))
+            if BYTECODE in infos:
+                _unpacked_bytecode(archive, infos[BYTECODE])
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, NotImplementedError) as exc:
         raise BundleError(f"the bundle is not a readable zip archive with a JSON manifest: {exc}") from None
     manifest = _checked_manifest(manifest)
@@ -109,8 +109,9 @@ def _checked_manifest(manifest: object) -> dict:
     return manifest
 
 
-def extract(path: str, destination: str) -> None:
-    """Unpack the (checked) archive at ``path`` into ``destination``, a new empty directory.
+def extract(path: str, destination: str) -> dict[str, bytes]:
+    """Unpack the (checked) archive at ``path`` into ``destination``, a new empty directory, but its
+    shipped bytecode, which it returns (as :func:`compiled` does).
 
     Written here rather than with ``ZipFile.extractall``, which costs a
     fifth more for a bundle of a thousand small files: every name is
@@ -122,7 +123,11 @@ def extract(path: str, destination: str) -> None:
         with zipfile.ZipFile(path) as archive:
             root = os.path.realpath(destination)
             made = {root}
+            bytecode: dict[str, bytes] = {}
             for info in _entries(archive):
+                if info.filename == BYTECODE:
+                    bytecode = _unpacked_bytecode(archive, info)
+                    continue
                 target = os.path.normpath(os.path.join(root, info.filename))
                 if not target.startswith(root + os.sep):
                     raise BundleError(f"bundle entry {info.filename!r} would escape the bundle directory")
@@ -133,29 +138,44 @@ def extract(path: str, destination: str) -> None:
                 if not info.is_dir():
                     with archive.open(info) as source, open(target, "xb") as handle:
                         shutil.copyfileobj(source, handle, 1 << 20)
+            return bytecode
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
         raise BundleError(f"the bundle could not be unpacked: {exc}") from None
 
 
+def compiled(path: str) -> dict[str, bytes]:
+    """The bytecode the (checked) archive at ``path`` ships (path of a ``.pyc`` in the bundle -> its
+    bytes), which is never unpacked: it is handed to import from memory (:mod:`.shipped_bytecode`)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = {each.filename: each for each in _entries(archive)}.get(BYTECODE)
+            return {} if info is None else _unpacked_bytecode(archive, info)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise BundleError(f"the bundle could not be unpacked: {exc}") from None
+
+
+def _unpacked_bytecode(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict[str, bytes]:
+    try:
+        return unpack_bytecode(archive.read(info))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"the bundle's bytecode is damaged: {exc}") from None
+
+
 def _files_under(directory: str) -> Iterator[str]:
-    for parent, _, files in os.walk(directory):
+    for parent, dirs, files in os.walk(directory):
+        dirs[:] = [d for d in dirs if d != _SKIPPED]
         for name in files:
             yield os.path.relpath(os.path.join(parent, name), directory).replace(os.sep, "/")
 
 
-def _is_compiled(name: str) -> bool:
-    return _COMPILED in name.split("/")[:-1]
-
-
 def matches(directory: str, path: str) -> bool:
-    """True when ``directory`` holds exactly the files of the archive at ``path``, with the same bytes
-    (an extra file is a mismatch too: it could be imported), besides bytecode the worker's own imports
-    wrote into ``__pycache__`` (which its import checks against the source)."""
+    """True when ``directory`` holds exactly the files of the archive at ``path`` (but its bytecode,
+    which is not unpacked), with the same bytes (an extra file is a mismatch too: it could be imported)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            wanted = {info.filename: info for info in archive.infolist() if not info.is_dir()}
-            extra = set(_files_under(directory)) - set(wanted)
-            if not all(_is_compiled(name) for name in extra):
+            wanted = {info.filename: info for info in archive.infolist()
+                      if not info.is_dir() and info.filename != BYTECODE}
+            if set(_files_under(directory)) != set(wanted):
                 return False
             for name, info in wanted.items():
                 with open(os.path.join(directory, name), "rb") as handle:

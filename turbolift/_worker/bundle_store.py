@@ -25,7 +25,7 @@ from .._marker import TurboliftFunction
 from .._wire import serialize
 from .._wire.bundle_format import BUNDLE_ID
 from ..errors import BundleError
-from . import archives, cache_dir, requirements
+from . import archives, cache_dir, requirements, shipped_bytecode
 
 
 def check_id(bundle_id: str) -> str:
@@ -227,10 +227,11 @@ class BundleStore:
             manifest = archives.check(archive)
             if os.path.isdir(directory) and not archives.matches(directory, archive):
                 shutil.rmtree(directory, ignore_errors=True)
+            bytecode = None
             if not os.path.isdir(directory):
                 staging = tempfile.mkdtemp(dir=self.root, prefix=f".unpack-{os.getpid()}-")
                 try:
-                    archives.extract(archive, staging)
+                    bytecode = archives.extract(archive, staging)
                     try:
                         os.rename(staging, directory)
                     except OSError:  # another worker published it first
@@ -248,6 +249,7 @@ class BundleStore:
                 found = requirements.differences(manifest, [environment, *sys.path])
             if found:
                 raise requirements.mismatch(found, self.install_requirements)
+            shipped_bytecode.offer(directory, archives.compiled(archive) if bytecode is None else bytecode)
             loaded = LoadedBundle(self, bundle_id, directory, manifest, environment)
             self._loaded[bundle_id] = loaded
             return loaded
