@@ -22,7 +22,7 @@ from conftest import distributed_on, write_files
 
 from turbolift._caller import bundling
 from turbolift._caller.bytecode import shipped_pyc
-from turbolift._wire.bundle_format import BYTECODE, unpack_bytecode
+from turbolift._wire.bundle_format import BYTECODE, MANIFEST, bytecode_index, pack_bytecode, python_tag
 from turbolift._worker.bundle_store import BundleStore
 
 _MAGIC = importlib.util.MAGIC_NUMBER
@@ -44,10 +44,13 @@ def _compile(path: Path, mode=py_compile.PycInvalidationMode.TIMESTAMP) -> bytes
 
 
 def _shipped(bundle) -> dict[str, bytes]:
+    """The bundle's bytecode: source entry -> pyc."""
     with zipfile.ZipFile(io.BytesIO(bundle.data)) as archive:
         if BYTECODE not in archive.namelist():
             return {}
-        return unpack_bytecode(archive.read(BYTECODE))
+        blob = archive.read(BYTECODE)
+    index = bytecode_index(io.BytesIO(blob), len(blob))
+    return {name: blob[offset:offset + size] for name, (offset, size) in index.items()}
 
 
 @pytest.fixture(autouse=True)
@@ -77,10 +80,9 @@ def test_a_bundle_ships_the_callers_bytecode_re_headed_to_check_the_source_besid
     bundle = bundling._walk_and_build("bc_one.core", None)[1]
 
     shipped = _shipped(bundle)
-    tag = sys.implementation.cache_tag
-    assert set(shipped) == {f"bc_one/__pycache__/__init__.{tag}.pyc", f"bc_one/__pycache__/core.{tag}.pyc"}
+    assert set(shipped) == {"bc_one/__init__.py", "bc_one/core.py"}
     for path in sources:
-        pyc = shipped[f"bc_one/__pycache__/{path.stem}.{tag}.pyc"]
+        pyc = shipped[f"bc_one/{path.name}"]
         assert pyc[:4] == _MAGIC
         assert int.from_bytes(pyc[4:8], "little") == 0b11          # hash-based, checked against the source
         assert pyc[8:16] == importlib.util.source_hash(path.read_bytes())
@@ -98,7 +100,7 @@ def test_bytecode_the_callers_import_would_not_take_for_the_shipped_bytes_stays_
 
     def ships(source: bytes, identity="now") -> bool:
         identity = bundling._identity(str(path)) if identity == "now" else identity
-        return shipped_pyc("mod.py", str(path), source, identity) is not None
+        return shipped_pyc(str(path), source, identity) is not None
 
     source = write("A = 1\n")
     assert not ships(source)                                        # no .pyc at all
@@ -124,8 +126,7 @@ def test_bytecode_the_callers_import_would_not_take_for_the_shipped_bytes_stays_
     source = write("A = 5\n")                                       # an unchecked hash of other bytes
     assert not ships(source)
     _compile(path, py_compile.PycInvalidationMode.CHECKED_HASH)
-    name, pyc = shipped_pyc("pkg/mod.py", str(path), source, bundling._identity(str(path)))
-    assert name == f"pkg/__pycache__/mod.{sys.implementation.cache_tag}.pyc"
+    assert ships(source)
 
     cached = Path(importlib.util.cache_from_source(str(path)))
     good = cached.read_bytes()
@@ -190,8 +191,8 @@ def test_a_restarted_worker_keeps_an_unpacked_bundle_with_bytecode(tmp_path, mon
     store.put(bundle.id, len(bundle.data), [bundle.data])
     unpacked = Path(store.load(bundle.id).path)
     assert (unpacked / "bc_four/core.py").exists()
-    assert not (unpacked / "bc_four/__pycache__").exists()                  # the bytecode stays in memory
-    assert not (unpacked / BYTECODE).exists()
+    assert not (unpacked / "bc_four/__pycache__").exists()                  # no .pyc file is made of it
+    assert (unpacked / BYTECODE).is_file()
     own = unpacked / "bc_four/__pycache__/core.opt-9.pyc"
     own.parent.mkdir()
     own.write_bytes(b"")                                                    # as the worker's own import may
@@ -204,28 +205,83 @@ def test_a_restarted_worker_keeps_an_unpacked_bundle_with_bytecode(tmp_path, mon
     assert not (unpacked / "bc_four/planted.py").exists()
 
 
+def _crafted(tmp_path: Path, module: str, source: str, bytecode: dict) -> tuple[str, bytes]:
+    """A bundle of the module ``module`` (``source``) and the entry ``BYTECODE`` packing ``bytecode``."""
+    import hashlib
+    import json
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        manifest = {"format": 1, **python_tag(), "modules": {module: f"{module}.py"}}
+        archive.writestr(MANIFEST, json.dumps(manifest))
+        archive.writestr(f"{module}.py", source)
+        archive.writestr(BYTECODE, pack_bytecode(bytecode))
+    data = buffer.getvalue()
+    return "sha256:" + hashlib.sha256(data).hexdigest(), data
+
+
+def _pyc(code_source: str, source: str) -> bytes:
+    """A checked hash-based pyc of ``code_source`` that says it was compiled from ``source``."""
+    return _MAGIC + (0b11).to_bytes(4, "little") + importlib.util.source_hash(source.encode()) + \
+        marshal.dumps(compile(code_source, "m.py", "exec"))
+
+
+@pytest.mark.parametrize("where", ["absolute", "relative", "pycache prefix"])
+def test_a_worker_reads_a_modules_shipped_bytecode_wherever_its_cache_is(tmp_path, monkeypatch, where,
+                                                                        forget_modules):
+    """The shipped pyc is not the source's compilation, so the answer says which one import took."""
+    module = "bc_where_" + where.replace(" ", "_")
+    source = "def which():\n    return 'compiled from the source'\n"
+    bundle_id, data = _crafted(tmp_path, module, source,
+                               {f"{module}.py": _pyc("def which():\n    return 'the bytecode'\n", source)})
+    monkeypatch.chdir(tmp_path)
+    if where == "pycache prefix":
+        monkeypatch.setattr(sys, "pycache_prefix", str(tmp_path / "prefix"))
+    store = BundleStore("cache" if where == "relative" else str(tmp_path / "cache"))
+    store.put(bundle_id, len(data), [data])
+    assert store.load(bundle_id).resolve(module, "which")() == "the bytecode"
+
+
+def test_a_damaged_shipped_pyc_fails_every_import_of_its_module_as_a_damaged_pyc_file_does(
+        tmp_path, forget_modules):
+    source = "def which():\n    return 'compiled from the source'\n"
+    damaged = _pyc("X = 1\n", source)[:16] + b"\xff" * 20   # a right header, code that is not code
+    bundle_id, data = _crafted(tmp_path, "bc_damaged", source, {"bc_damaged.py": damaged})
+    store = BundleStore(str(tmp_path / "cache"))
+    store.put(bundle_id, len(data), [data])
+    loaded = store.load(bundle_id)
+    for _ in range(2):
+        with pytest.raises((ValueError, EOFError)):
+            loaded.resolve("bc_damaged", "which")
+    assert not (Path(loaded.path) / "__pycache__").exists()
+
+
 @pytest.mark.parametrize("damage, said", [
     (lambda blob: blob[:-3], "ends inside an entry"),
     (lambda blob: blob[:blob.index(b"\n") + 4], "ends inside an entry's header"),
     (lambda blob: b"x" + blob, "does not start as it should"),
     (lambda blob: blob + blob[blob.index(b"\n") + 1:], "twice"),
+    (lambda blob: pack_bytecode({"m.py": b"A = 1", "elsewhere.py": b"B = 2"}), "not a source file"),
 ])
 def test_a_bundle_whose_bytecode_is_damaged_is_refused_at_upload(tmp_path, damage, said):
     import hashlib
     import json
 
-    from turbolift._wire.bundle_format import MANIFEST, pack_bytecode, python_tag
     from turbolift.errors import BundleError
 
-    blob = pack_bytecode({"m/__pycache__/a.x.pyc": b"A = 1", "m/__pycache__/b.x.pyc": b"B = 2"})
-    assert unpack_bytecode(blob) == {"m/__pycache__/a.x.pyc": b"A = 1", "m/__pycache__/b.x.pyc": b"B = 2"}
+    blob = pack_bytecode({"m.py": b"A = 1", "n.py": b"B = 2"})
+    index = bytecode_index(io.BytesIO(blob), len(blob))
+    assert {name: blob[at:at + size] for name, (at, size) in index.items()} == \
+        {"m.py": b"A = 1", "n.py": b"B = 2"}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr(MANIFEST, json.dumps({"format": 1, **python_tag()}))
+        archive.writestr("m.py", "A = 1\n")
+        archive.writestr("n.py", "B = 2\n")
         archive.writestr(BYTECODE, damage(blob))
     data = buffer.getvalue()
     bundle_id = "sha256:" + hashlib.sha256(data).hexdigest()
     store = BundleStore(str(tmp_path / "store"))
-    with pytest.raises(BundleError, match=f"bytecode is damaged: .*{said}"):
+    with pytest.raises(BundleError, match=f"bytecode .*{said}"):
         store.put(bundle_id, len(data), [data])
     assert not store.has(bundle_id) and os.listdir(store.root) == []

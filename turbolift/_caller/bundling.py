@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .._wire import serialize
-from .._wire.bundle_format import BYTECODE, FORMAT, MANIFEST, pack_bytecode, python_tag
+from .._wire.bundle_format import BYTECODE, FORMAT, MANIFEST, MAX_FILES, pack_bytecode, python_tag
 from .._wire.by_value import travels_by_value
 from ..errors import BundleError
 from . import bundle_cache, bundle_entries
@@ -212,9 +212,9 @@ def build(collector: _Collector, extra: dict[str, bytes], manifest_extra: dict,
             with open(path, "rb") as handle:
                 data = handle.read()
         entries[arcname] = data
-        pyc = shipped_pyc(arcname, path, data, identity)
+        pyc = shipped_pyc(path, data, identity)
         if pyc is not None:
-            compiled[pyc[0]] = pyc[1]
+            compiled[arcname] = pyc
     manifest = {"format": FORMAT, **python_tag(),
                 "modules": dict(sorted(collector.modules.items())),
                 "requirements": pinned_requirements(collector.third_party),
@@ -223,7 +223,7 @@ def build(collector: _Collector, extra: dict[str, bytes], manifest_extra: dict,
     if compiled:
         bytecode = pack_bytecode(compiled)
         # The bytecode only spares a worker compiling: never what makes a bundle too big.
-        if sum(map(len, entries.values())) + len(bytecode) <= limit:
+        if sum(map(len, entries.values())) + len(bytecode) <= limit and len(entries) < MAX_FILES:
             entries[BYTECODE] = bytecode
     data = _pack(entries, limit)
     files = tuple(sorted((name, len(blob)) for name, blob in entries.items()))

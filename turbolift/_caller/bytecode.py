@@ -5,9 +5,10 @@ for 500 generated modules, ~0.45 s of the ~1 s a worker without ``.pyc``
 files spends importing them. The caller's own import has already written
 those files (``__pycache__/<module>.<tag>.pyc``), so shipping them costs
 little: they are read, never compiled here. They travel together in one
-entry of the bundle (``bundle_format.BYTECODE``: one entry deflates to a
-tenth of what one per module does), and a worker hands them to import from
-memory, never as files (:mod:`turbolift._worker.shipped_bytecode`).
+entry of the bundle (``bundle_format.BYTECODE``, keyed by their sources'
+entries: one entry deflates to a tenth of what one per module does), and a
+worker's import reads them from there, never from ``.pyc`` files of their
+own (:mod:`turbolift._worker.shipped_bytecode`).
 
 A shipped ``.pyc`` is the caller's, re-headed as a *checked* hash-based pyc
 (PEP 552): its header holds the hash of the very source bytes shipped
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import posixpath
 import sys
 from typing import Optional
 
@@ -38,11 +38,10 @@ _CHECK_SOURCE = 0b10
 _HEADER = 16
 
 
-def shipped_pyc(arcname: str, path: str, source: bytes,
-                identity: Optional[list]) -> Optional[tuple[str, bytes]]:
-    """``(archive name, checked hash-based pyc)`` of the source file ``path`` whose bytes are ``source``
-    and which the bundle ships as ``arcname``; None when the caller holds no ``.pyc`` its Python would
-    use for exactly these bytes (none written, ``-B``, stale, another interpreter's, unreadable).
+def shipped_pyc(path: str, source: bytes, identity: Optional[list]) -> Optional[bytes]:
+    """The checked hash-based pyc of the source file ``path`` whose bytes are ``source``; None when the
+    caller holds no ``.pyc`` its Python would use for exactly these bytes (none written, ``-B``, stale,
+    another interpreter's, unreadable).
 
     ``identity`` is the file's identity (:func:`.bundling._identity`) taken before ``source`` was read,
     None for a file changed too recently to be trusted unread: none is shipped then, nor when the file
@@ -78,6 +77,5 @@ def shipped_pyc(arcname: str, path: str, source: bytes,
         # since, keeping its size, and import would not notice (it compares whole seconds). Its
         # own bytecode, then, is what a worker must not take for these bytes.
         return None
-    name = posixpath.join(posixpath.dirname(arcname), "__pycache__", os.path.basename(cached))
     header = importlib.util.MAGIC_NUMBER + (_HASH_BASED | _CHECK_SOURCE).to_bytes(4, "little") + digest
-    return name, header + data[_HEADER:]
+    return header + data[_HEADER:]

@@ -17,12 +17,12 @@ import zipfile
 import zlib
 from typing import Iterator
 
-from .._wire.bundle_format import BYTECODE, FORMAT, MANIFEST, unpack_bytecode
+from .._wire.bundle_format import BYTECODE, FORMAT, MANIFEST, MAX_FILES, bytecode_index
 from ..errors import BundleError
 
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
 MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
-MAX_ENTRIES = 20_000
+MAX_ENTRIES = MAX_FILES
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 _METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
 _SKIPPED = "__pycache__"   # written by the worker's own imports, not by the bundle
@@ -80,7 +80,7 @@ def check(path: str) -> dict:
             with archive.open(info) as handle:
                 manifest = json.loads(handle.read(MAX_MANIFEST_BYTES + 1))
             if BYTECODE in infos:
-                _unpacked_bytecode(archive, infos[BYTECODE])
+                _check_bytecode(archive, infos)
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, NotImplementedError) as exc:
         raise BundleError(f"the bundle is not a readable zip archive with a JSON manifest: {exc}") from None
     manifest = _checked_manifest(manifest)
@@ -109,9 +109,23 @@ def _checked_manifest(manifest: object) -> dict:
     return manifest
 
 
-def extract(path: str, destination: str) -> dict[str, bytes]:
-    """Unpack the (checked) archive at ``path`` into ``destination``, a new empty directory, but its
-    shipped bytecode, which it returns (as :func:`compiled` does).
+def _check_bytecode(archive: zipfile.ZipFile, infos: dict) -> None:
+    """The bytecode entry is what the caller packs, for sources the bundle ships (read as a stream:
+    however large it unpacks, it is never held in memory)."""
+    info = infos[BYTECODE]
+    try:
+        with archive.open(info) as stream:
+            index = bytecode_index(stream, info.file_size)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"the bundle's bytecode is damaged: {exc}") from None
+    for name in index:
+        if not name.endswith(".py") or name not in infos:
+            raise BundleError(f"the bundle's bytecode names {name[:200]!r}, which is not a source file of "
+                              "the bundle")
+
+
+def extract(path: str, destination: str) -> None:
+    """Unpack the (checked) archive at ``path`` into ``destination``, a new empty directory.
 
     Written here rather than with ``ZipFile.extractall``, which costs a
     fifth more for a bundle of a thousand small files: every name is
@@ -123,11 +137,7 @@ def extract(path: str, destination: str) -> dict[str, bytes]:
         with zipfile.ZipFile(path) as archive:
             root = os.path.realpath(destination)
             made = {root}
-            bytecode: dict[str, bytes] = {}
             for info in _entries(archive):
-                if info.filename == BYTECODE:
-                    bytecode = _unpacked_bytecode(archive, info)
-                    continue
                 target = os.path.normpath(os.path.join(root, info.filename))
                 if not target.startswith(root + os.sep):
                     raise BundleError(f"bundle entry {info.filename!r} would escape the bundle directory")
@@ -138,27 +148,8 @@ def extract(path: str, destination: str) -> dict[str, bytes]:
                 if not info.is_dir():
                     with archive.open(info) as source, open(target, "xb") as handle:
                         shutil.copyfileobj(source, handle, 1 << 20)
-            return bytecode
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
         raise BundleError(f"the bundle could not be unpacked: {exc}") from None
-
-
-def compiled(path: str) -> dict[str, bytes]:
-    """The bytecode the (checked) archive at ``path`` ships (path of a ``.pyc`` in the bundle -> its
-    bytes), which is never unpacked: it is handed to import from memory (:mod:`.shipped_bytecode`)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            info = {each.filename: each for each in _entries(archive)}.get(BYTECODE)
-            return {} if info is None else _unpacked_bytecode(archive, info)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-        raise BundleError(f"the bundle could not be unpacked: {exc}") from None
-
-
-def _unpacked_bytecode(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict[str, bytes]:
-    try:
-        return unpack_bytecode(archive.read(info))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleError(f"the bundle's bytecode is damaged: {exc}") from None
 
 
 def _files_under(directory: str) -> Iterator[str]:
@@ -169,12 +160,13 @@ def _files_under(directory: str) -> Iterator[str]:
 
 
 def matches(directory: str, path: str) -> bool:
-    """True when ``directory`` holds exactly the files of the archive at ``path`` (but its bytecode,
-    which is not unpacked), with the same bytes (an extra file is a mismatch too: it could be imported)."""
+    """True when ``directory`` holds exactly the files of the archive at ``path``, with the same bytes
+    (an extra file is a mismatch too: it could be imported). What is in a ``__pycache__`` directory is
+    import's to check, on both sides: else an archive with such entries would never match."""
     try:
         with zipfile.ZipFile(path) as archive:
             wanted = {info.filename: info for info in archive.infolist()
-                      if not info.is_dir() and info.filename != BYTECODE}
+                      if not info.is_dir() and _SKIPPED not in info.filename.split("/")[:-1]}
             if set(_files_under(directory)) != set(wanted):
                 return False
             for name, info in wanted.items():

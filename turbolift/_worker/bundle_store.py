@@ -227,11 +227,10 @@ class BundleStore:
             manifest = archives.check(archive)
             if os.path.isdir(directory) and not archives.matches(directory, archive):
                 shutil.rmtree(directory, ignore_errors=True)
-            bytecode = None
             if not os.path.isdir(directory):
                 staging = tempfile.mkdtemp(dir=self.root, prefix=f".unpack-{os.getpid()}-")
                 try:
-                    bytecode = archives.extract(archive, staging)
+                    archives.extract(archive, staging)
                     try:
                         os.rename(staging, directory)
                     except OSError:  # another worker published it first
@@ -249,7 +248,10 @@ class BundleStore:
                 found = requirements.differences(manifest, [environment, *sys.path])
             if found:
                 raise requirements.mismatch(found, self.install_requirements)
-            shipped_bytecode.offer(directory, archives.compiled(archive) if bytecode is None else bytecode)
+            try:
+                shipped_bytecode.offer(directory)
+            except (ValueError, UnicodeDecodeError) as exc:   # (checked at upload: a damaged copy on disk)
+                raise BundleError(f"the unpacked bytecode of bundle {bundle_id} is damaged: {exc}") from None
             loaded = LoadedBundle(self, bundle_id, directory, manifest, environment)
             self._loaded[bundle_id] = loaded
             return loaded
