@@ -75,6 +75,33 @@ def test_package_with_relative_imports_is_shipped_as_a_bundle(tmp_path, cache_di
     assert json.loads(local.stdout)["value"] == 4.38
 
 
+def test_marked_functions_of_two_modules_of_one_package_run_on_one_worker(tmp_path, cache_dir):
+    """Each module's bundle holds the package: the worker imports it from the first one, and must still find
+    the second module (and a third imported lazily) in the second bundle."""
+    write_files(tmp_path, {
+        "plant/__init__.py": "",
+        "plant/roots.py": "from turbolift import on\n\n@on()\ndef water(x):\n    return ('roots', x)\n",
+        "plant/leaves.py": """
+            from turbolift import on
+
+            @on()
+            def light(x):
+                from . import sun   # (imported lazily, on the worker)
+                return ('leaves', sun.SHINE * x)
+        """,
+        "plant/sun.py": "SHINE = 3\n",
+        "main.py": """
+            from plant.roots import water
+            from plant.leaves import light
+            print(water(1), light(2), water(3))
+        """,
+    })
+    distributed = run_python(["-m", "turbolift", "--workers", "1", "main.py"], tmp_path, cache_dir)
+    assert distributed.returncode == 0, distributed.stderr
+    local = run_python(["main.py"], tmp_path, cache_dir)
+    assert distributed.stdout == local.stdout == "('roots', 1) ('leaves', 6) ('roots', 3)\n"
+
+
 def test_run_module_form_and_exit_codes(tmp_path, cache_dir):
     write_files(tmp_path, {
         "tool/__init__.py": "",

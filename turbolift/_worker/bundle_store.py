@@ -277,6 +277,7 @@ class BundleStore:
                     sys.path[0:0] = missing
                     importlib.invalidate_caches()
                 self._in_place.update(bundle.digests)
+                _lead_packages(bundle)
                 bundle.active_generation = self.generation
                 return
             others = [b for b in self._loaded.values() if b is not bundle]
@@ -290,6 +291,7 @@ class BundleStore:
                     if name in bundle.digests and owner.digests.get(name) != bundle.digests[name]:
                         owner.parked[name] = module  # a different version: parked
                         del sys.modules[name]
+                        _bind_in_parent(name, module, None)
                 elif top in bundle.shadowed and not where.startswith(bundle.paths):
                     self._parked_base[name] = module
                     del sys.modules[name]
@@ -301,10 +303,48 @@ class BundleStore:
             for name in [n for n in self._parked_base if n.partition(".")[0] not in bundle.shadowed]:
                 sys.modules.setdefault(name, self._parked_base.pop(name))
             sys.modules.update(bundle.parked)
+            for name, module in bundle.parked.items():
+                _bind_in_parent(name, module, module)
             bundle.parked = {}
             self._in_place.update(bundle.digests)
+            _lead_packages(bundle)
             self.generation += 1
             bundle.active_generation = self.generation
+
+
+def _bind_in_parent(name: str, module: Any, bound: Any) -> None:
+    """Keep a package's attribute for its submodule ``name`` as import keeps it, through swaps: the
+    version in ``sys.modules`` (``bound``), or none (``bound`` None) while the other one is parked,
+    so that ``from pkg import sub`` and ``pkg.sub`` reach the version of the active bundle."""
+    parent_name, _, child = name.rpartition(".")
+    parent = sys.modules.get(parent_name) if parent_name else None
+    if parent is None:
+        return
+    if bound is not None:
+        setattr(parent, child, bound)
+    elif getattr(parent, child, None) is module:
+        delattr(parent, child)
+
+
+def _lead_packages(bundle: LoadedBundle) -> None:
+    """Make each package ``bundle`` ships look for its submodules in ``bundle``'s directory first.
+
+    A package two bundles share (the same copy) is imported once, from the
+    directory of whichever came first, and its ``__path__`` names that one
+    only. A submodule only this bundle has (another module of the same
+    package, or its changed version) would then never be found. The other
+    directories stay in ``__path__``, after this one: what they alone hold is
+    still found. (A namespace package's ``__path__`` follows ``sys.path``.)
+    """
+    for name, arcname in bundle.manifest.get("modules", {}).items():
+        if not arcname.endswith("/__init__.py"):
+            continue
+        search = getattr(sys.modules.get(name), "__path__", None)
+        if not isinstance(search, list):
+            continue
+        mine = os.path.join(bundle.path, *arcname.split("/")[:-1])
+        if search[:1] != [mine]:
+            search[:] = [mine, *(entry for entry in search if entry != mine)]
 
 
 def _storage_error(exc: OSError, where: str, doing: str) -> OSError:
