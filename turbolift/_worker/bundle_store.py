@@ -291,7 +291,6 @@ class BundleStore:
                     if name in bundle.digests and owner.digests.get(name) != bundle.digests[name]:
                         owner.parked[name] = module  # a different version: parked
                         del sys.modules[name]
-                        _bind_in_parent(name, module, None)
                 elif top in bundle.shadowed and not where.startswith(bundle.paths):
                     self._parked_base[name] = module
                     del sys.modules[name]
@@ -303,27 +302,11 @@ class BundleStore:
             for name in [n for n in self._parked_base if n.partition(".")[0] not in bundle.shadowed]:
                 sys.modules.setdefault(name, self._parked_base.pop(name))
             sys.modules.update(bundle.parked)
-            for name, module in bundle.parked.items():
-                _bind_in_parent(name, module, module)
             bundle.parked = {}
             self._in_place.update(bundle.digests)
             _lead_packages(bundle)
             self.generation += 1
             bundle.active_generation = self.generation
-
-
-def _bind_in_parent(name: str, module: Any, bound: Any) -> None:
-    """Keep a package's attribute for its submodule ``name`` as import keeps it, through swaps: the
-    version in ``sys.modules`` (``bound``), or none (``bound`` None) while the other one is parked,
-    so that ``from pkg import sub`` and ``pkg.sub`` reach the version of the active bundle."""
-    parent_name, _, child = name.rpartition(".")
-    parent = sys.modules.get(parent_name) if parent_name else None
-    if parent is None:
-        return
-    if bound is not None:
-        setattr(parent, child, bound)
-    elif getattr(parent, child, None) is module:
-        delattr(parent, child)
 
 
 def _lead_packages(bundle: LoadedBundle) -> None:
