@@ -52,6 +52,11 @@ def _code_identity() -> list:
     return identity
 
 
+def identity_of(info: os.stat_result) -> list:
+    """What tells a file's content changed without reading it: size, mtime, ctime, inode, device."""
+    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev]
+
+
 def bundle_key(kind: str, name: str, limit: int) -> str:
     """The key of the bundle of ``kind`` (e.g. "module") ``name``, in this interpreter and program.
 
@@ -93,8 +98,7 @@ def still_valid(header: dict, data: Optional[bytes]) -> bool:
             info = os.stat(path)
         except OSError:
             return False
-        if identity is None or identity != [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino,
-                                            info.st_dev]:
+        if identity is None or identity != identity_of(info):
             return False
     for name, recorded in header["lookups"]:
         located = locate(name)

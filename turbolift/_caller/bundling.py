@@ -107,7 +107,7 @@ def _identity(path: str) -> Optional[list]:
     info = os.stat(path)
     if time.time_ns() - max(info.st_mtime_ns, info.st_ctime_ns) < RACY_NS:
         return None
-    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev]
+    return bundle_entries.identity_of(info)
 
 
 class _Collector:

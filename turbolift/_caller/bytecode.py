@@ -33,6 +33,8 @@ import os
 import sys
 from typing import Optional
 
+from .bundle_entries import identity_of
+
 _HASH_BASED = 0b01
 _CHECK_SOURCE = 0b10
 _HEADER = 16
@@ -57,8 +59,7 @@ def shipped_pyc(path: str, source: bytes, identity: Optional[list]) -> Optional[
         info = os.stat(path)
     except (OSError, NotImplementedError, ValueError):   # (NotImplementedError: no cache tag)
         return None
-    now = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev]
-    if now != identity or len(source) != info.st_size:
+    if identity_of(info) != identity or len(source) != info.st_size:
         return None
     if len(data) <= _HEADER or data[:4] != importlib.util.MAGIC_NUMBER:
         return None
