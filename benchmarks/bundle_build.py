@@ -26,7 +26,13 @@ distributions' versions the bundle pins.
   where ``run.py`` imports the project and times its first (and only) call
   of the marked function with ``time.perf_counter``; the workers' cache is
   new for every run (the worker always receives the upload), the caller's
-  bundle cache is empty (cold) or left by the previous run (warm).
+  bundle cache is empty (cold) or left by the previous run (warm);
+* ``warm, no preload``: the warm first call with ``TURBOLIFT_PRELOAD=0``
+  (the workers import the project at the first call, not once the program
+  has imported it);
+* ``after 1 s`` / ``after 1 s, no preload``: the warm first call of a
+  program that works (sleeps) for a second between importing the project
+  and calling into it, with and without preloading.
 
 The programs run as a user's usually do: their imports write ``.pyc``
 files (``PYTHONDONTWRITEBYTECODE`` is unset), which the bundle then ships
@@ -119,10 +125,11 @@ def entry(x):
 '''
 
 RUN = '''\
-import time
+import os, time
 
 from proj.main import entry
 
+time.sleep(float(os.environ.get("BENCH_THINK_SECONDS", "0")))   # the program's own work, if any
 start = time.perf_counter()
 value = entry(3)
 print("result", time.perf_counter() - start, value, flush=True)
@@ -210,9 +217,13 @@ def _import_alone(project: Path, scratch: Path) -> float:
     return float(run.stdout.split()[1])
 
 
-def _first_call(project: Path, cache: Path, workers_cache: Path) -> float:
+def _first_call(project: Path, cache: Path, workers_cache: Path, think: float = 0.0,
+                preload: bool = True) -> float:
+    env = _env(project, cache, workers_cache)
+    env["BENCH_THINK_SECONDS"] = str(think)
+    env["TURBOLIFT_PRELOAD"] = "1" if preload else "0"
     run = timed_run([sys.executable, "-m", "turbolift", "--workers", "1", "run.py"], cwd=str(project),
-                    env=_env(project, cache, workers_cache), timeout=300)
+                    env=env, timeout=300)
     return float(run.stdout.split()[1])
 
 
@@ -221,7 +232,8 @@ def measure(count: int, reps: int, seconds: float, scratch: Path) -> dict:
     project = write_project(scratch / f"project-{count}", count)
     budget = Budget(seconds)
     samples: dict = {"build cold": [], "build warm": [], "import alone": [], "first call cold": [],
-                     "first call warm": []}
+                     "first call warm": [], "warm, no preload": [], "after 1 s": [],
+                     "after 1 s, no preload": []}
     files = 0
     _build(project, scratch / "warm-up", scratch)   # file caches warm, pyc written: not counted
     for rep in range(reps):
@@ -238,6 +250,11 @@ def measure(count: int, reps: int, seconds: float, scratch: Path) -> dict:
         cache = scratch / f"cache-call-{count}-{rep}"
         samples["first call cold"].append(_first_call(project, cache, scratch / f"w-{count}-{rep}-a"))
         samples["first call warm"].append(_first_call(project, cache, scratch / f"w-{count}-{rep}-b"))
+        samples["warm, no preload"].append(_first_call(project, cache, scratch / f"w-{count}-{rep}-c",
+                                                       preload=False))
+        samples["after 1 s"].append(_first_call(project, cache, scratch / f"w-{count}-{rep}-d", think=1.0))
+        samples["after 1 s, no preload"].append(_first_call(project, cache, scratch / f"w-{count}-{rep}-e",
+                                                            think=1.0, preload=False))
     return {"files": files, **{name: summarise(values, "s") for name, values in samples.items()}}
 
 
@@ -249,16 +266,17 @@ def main(argv: list | None = None) -> int:
     parser.add_argument("--budget", type=float, default=90.0, help="seconds per size (at most, roughly)")
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",")]
-    columns = ["build cold", "build warm", "import alone", "first call cold", "first call warm"]
+    columns = ["build cold", "build warm", "import alone", "first call cold", "first call warm",
+               "warm, no preload", "after 1 s", "after 1 s, no preload"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {load:.2f}; "
           "medians in ms (n samples), each in a fresh process")
-    print(f"{'modules':>8} {'files':>6} " + " ".join(f"{c:>17}" for c in columns))
+    print(f"{'modules':>8} {'files':>6} " + " ".join(f"{c:>21}" for c in columns))
     with tempfile.TemporaryDirectory(prefix="turbolift-bundle-bench-") as tmp:
         for size in sizes:
             figures = measure(size, args.reps, args.budget, Path(tmp))
             cells = [f"{1000 * figures[c]['median']:>10.1f} ({figures[c]['n']})" for c in columns]
-            row = f"{size:>8} {figures['files']:>6} " + " ".join(f"{cell:>17}" for cell in cells)
+            row = f"{size:>8} {figures['files']:>6} " + " ".join(f"{cell:>21}" for cell in cells)
             print(row, flush=True)
     return 0
 

@@ -20,6 +20,7 @@ class Settings:
     timeout: Optional[float] = None     # default per-call deadline in seconds
     retries: Optional[int] = None       # retries of a call whose worker was lost
     output_prefix: Optional[bool] = None  # name function and worker before forwarded output (default on)
+    preload: Optional[bool] = None      # ready workers for a marked module once imported (default on)
     sources: dict = field(default_factory=dict)  # key -> where its value came from
 
     @property
@@ -29,6 +30,10 @@ class Settings:
     @property
     def prefix_or_default(self) -> bool:
         return True if self.output_prefix is None else self.output_prefix
+
+    @property
+    def preload_or_default(self) -> bool:
+        return True if self.preload is None else self.preload
 
 
 KEYS = tuple(f.name for f in fields(Settings) if f.name != "sources")

@@ -51,7 +51,8 @@ class Executor(cf.Executor):
             from ._caller.client import Client
             from ._settings import Settings
 
-            self._own_client = Client(Settings(), default_cluster=cluster)
+            # (No preloading: what this executor runs is known only as it is submitted.)
+            self._own_client = Client(Settings(preload=False), default_cluster=cluster)
             atexit.register(self._own_client.shutdown)
         self._apply = self._remote(on(timeout=timeout, retries=retries)(call_with))
 

@@ -264,6 +264,28 @@ def module_bundle(module_name: str) -> Bundle:
         return bundle
 
 
+def module_bundle_apart(module_name: str) -> Bundle:
+    """:func:`module_bundle`, built without its lock, for a thread no other may wait for (the preload's):
+    a build can wait for an import that another thread runs, which may need ``module_bundle`` meanwhile."""
+    bundle = _module_bundles.get(module_name)
+    if bundle is None:
+        executed = _executions.get(module_name, 0)
+        bundle = _module_bundle(module_name)
+        with _module_lock:
+            if _executions.get(module_name, 0) == executed:   # (else it may be stale: not kept)
+                bundle = _module_bundles.setdefault(module_name, bundle)
+    return bundle
+
+
+_executions: dict[str, int] = {}   # module -> times it was executed again
+
+
+def forget_module_bundle(module_name: str) -> None:
+    """``module_name`` was executed again (``importlib.reload``): its bundle is to be built afresh."""
+    _executions[module_name] = _executions.get(module_name, 0) + 1   # (no lock: a bind must never wait)
+    _module_bundles.pop(module_name, None)
+
+
 def needs_shipping(module_name: str) -> bool:
     """True for a module of the user's project (a worker imports it from a bundle, not its own site)."""
     top = module_name.partition(".")[0]

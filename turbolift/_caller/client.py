@@ -15,11 +15,28 @@ from typing import TYPE_CHECKING, Any, Optional
 from .._settings import Settings
 from .._wire import allocator
 from .._wire.auth import read_token
+from .._wire.by_value import travels_by_value
 from ..platforms.registry import resolve
 
 if TYPE_CHECKING:  # pragma: no cover
     from .dispatcher import Dispatcher
+    from .preload import Preloader
     from .stub import RemoteStub
+
+
+_bound: dict[tuple, Any] = {}   # (module, qualname) -> the function last marked under that name
+
+
+def _executed_again(function: Any) -> bool:
+    """True when another function was bound under ``function``'s name before (copies with other
+    options share theirs): its module was executed again (``importlib.reload``)."""
+    module = function.__module__ or "__main__"
+    if travels_by_value(module, function.__qualname__):
+        return False   # (a closure is made anew at each call of what defines it)
+    key, wrapped = (module, function.__qualname__), function.__wrapped__
+    previous = _bound.get(key)
+    _bound[key] = wrapped
+    return previous is not None and previous is not wrapped
 
 
 class Client:
@@ -33,6 +50,8 @@ class Client:
         self._clusters: dict[Any, Any] = {}     # resolved platforms, by spec
         self._dispatchers: dict[Any, "Dispatcher"] = {}
         self._loading: Optional[threading.Thread] = None
+        self._preloader: Optional["Preloader"] = None
+        self._started_early: set = set()        # keys of clusters start_default started
 
     @staticmethod
     def load() -> None:
@@ -41,13 +60,32 @@ class Client:
 
     def bind(self, function: Any) -> "RemoteStub":
         """The stub that runs ``function`` (a ``TurboliftFunction``) remotely."""
+        from . import bundling
         from .stub import RemoteStub
 
-        return RemoteStub(function, self)
+        stub = RemoteStub(function, self)
+        again = _executed_again(function)
+        if again:
+            bundling.forget_module_bundle(function.__module__)
+        if self.settings.preload_or_default:
+            self._preloads().note(function, again)
+        return stub
+
+    def _preloads(self) -> "Preloader":
+        with self._lock:
+            if self._preloader is None:
+                from .preload import Preloader
+
+                self._preloader = Preloader(self)
+            return self._preloader
 
     def _key(self, cluster: Any) -> tuple[Any, Any]:
         spec = self._default if cluster is None else cluster
         return spec, spec if isinstance(spec, (str, type(None))) else id(spec)
+
+    def cluster_key(self, cluster: Any) -> Any:
+        """What identifies ``cluster`` (a Cluster, a URL, None for the default) among this client's."""
+        return self._key(cluster)[1]
 
     def _cluster(self, spec: Any, key: Any) -> Any:
         """The platform of ``spec``, resolved once (called with the lock held)."""
@@ -73,6 +111,16 @@ class Client:
                                                               prefix=self.settings.prefix_or_default)
             return found
 
+    def started_dispatcher(self, cluster: Any) -> Optional["Dispatcher"]:
+        """The dispatcher of ``cluster`` if its workers were started already (at start-up, or by
+        a call), else None: a preload never starts workers (a helper process that inherits
+        ``TURBOLIFT=1`` and calls nothing remote starts none)."""
+        spec, key = self._key(cluster)
+        with self._lock:
+            if key not in self._dispatchers and key not in self._started_early:
+                return None
+        return self.dispatcher(cluster)
+
     def start_default(self) -> None:
         """Start the default cluster now, so that workers boot while the program loads.
 
@@ -83,6 +131,7 @@ class Client:
         spec, key = self._key(None)
         with self._lock:
             cluster = self._cluster(spec, key)
+            self._started_early.add(key)
         cluster.start()
 
         def load() -> None:
@@ -105,6 +154,10 @@ class Client:
         if loading is not None:
             loading.join(30)   # never tear down (or exit) in the middle of an import
         with self._lock:
+            preloader = self._preloader
+        if preloader is not None:
+            preloader.close()
+        with self._lock:
             dispatchers = list(self._dispatchers.values())
             self._dispatchers.clear()
             used = {id(each.cluster) for each in dispatchers}
@@ -114,3 +167,5 @@ class Client:
             each.close()
         for cluster in started:   # started early, never used by a call
             cluster.stop()
+        if preloader is not None:
+            preloader.join()   # its exchanges end with the channels just closed

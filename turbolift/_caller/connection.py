@@ -63,7 +63,7 @@ class Connection:
         self._opening = threading.BoundedSemaphore(OPENING_AT_ONCE)
         self._lock = threading.Lock()
         self.bundles: set[str] = set()
-        self.upload_lock = threading.Lock()
+        self.preloads: dict[str, threading.Event] = {}   # bundle id -> set once its preload ended
         self.inflight = 0                   # calls in flight on this worker
         self.alive = True
         self.recovering = False
@@ -74,12 +74,15 @@ class Connection:
         with self._lock:
             self.inflight -= 1
 
-    def checkout(self, deadline: Optional[float] = None) -> Stream:
+    def checkout(self, deadline: Optional[float] = None, counted: bool = True) -> Stream:
         """An idle stream, or a new one (handshake included), counted in flight until
-        :meth:`checkin` or :meth:`discard`. grpc.RpcError when the worker is unreachable."""
+        :meth:`checkin` or :meth:`discard` (given the same ``counted``: a preload is not a call,
+        and must not send the first calls to other workers). grpc.RpcError when the worker is
+        unreachable."""
         stream = None
         with self._lock:
-            self.inflight += 1
+            if counted:
+                self.inflight += 1
             while self._idle:
                 candidate = self._idle.pop()
                 if not candidate.call_done():
@@ -88,7 +91,8 @@ class Connection:
         try:
             return self._ready(stream, deadline)
         except BaseException:
-            self.leave()
+            if counted:
+                self.leave()
             raise
 
     def _ready(self, stream: Optional[Stream], deadline: Optional[float]) -> Stream:
@@ -126,22 +130,24 @@ class Connection:
             time.sleep(pause)
             pause = min(1.0, pause * 2)
 
-    def checkin(self, stream: Stream) -> None:
+    def checkin(self, stream: Stream, counted: bool = True) -> None:
         """Return a stream whose exchange ended in order; broken ones are dropped."""
         self._monitor.forget(stream)
         stream.deadline = None
         with self._lock:
-            self.inflight -= 1
+            if counted:
+                self.inflight -= 1
             if not stream.broken and len(self._idle) < MAX_IDLE:
                 self._idle.append(stream)
                 return
         if not stream.broken:
             stream.close()
 
-    def discard(self, stream: Stream, reason: Optional[str] = None) -> None:
+    def discard(self, stream: Stream, reason: Optional[str] = None, counted: bool = True) -> None:
         """Cancel a stream that cannot be reused (what runs on it on the worker is stopped)."""
         self._monitor.forget(stream)
-        self.leave()
+        if counted:
+            self.leave()
         stream.cancel(reason)
 
     def wait_healthy(self, timeout: float, ended: Optional[Callable[[], Optional[str]]] = None) -> None:

@@ -28,7 +28,7 @@ from .._wire.protocol import FRAME_DATA
 from ..errors import BundleError, ClusterError, WorkerLost
 from ..platforms.base import Cluster
 from ..v1 import worker_pb2 as pb
-from .calls import Call
+from .calls import Call, remaining
 from .connection import Connection, WorkerEnded
 from .exchange import Exchange, Failed, invoke, upload
 from .failures import from_failure, is_lost, translate
@@ -322,6 +322,11 @@ class Dispatcher:
                     connection.discard(stream)
 
     def _exchange(self, call: Call, connection: Connection, exchange: Exchange) -> Any:
+        preloading = connection.preloads.get(call.bundle.id)
+        if preloading is not None:
+            # The worker is being sent this bundle ahead of its first call (:mod:`.preload`):
+            # wait for that rather than send it twice.
+            preloading.wait(remaining(call.deadline))
         uploads = 0
         if len(call.payload) > FRAME_DATA and call.bundle.id not in connection.bundles:
             # A large call is not sent twice just to learn the bundle is missing.

@@ -140,8 +140,9 @@ def _as_argument_tuples(payload: Any) -> Any:
                                    what="map items", framed=True)
 
 
-def upload(exchange: Exchange, bundle: Bundle) -> None:
-    """Send ``bundle`` to the worker on this stream; return once it is stored."""
-    exchange.stream.send(client_frame("bundle", bundle_id=bundle.id, size=len(bundle.data)))
+def upload(exchange: Exchange, bundle: Bundle, preload: tuple = ()) -> None:
+    """Send ``bundle`` to the worker on this stream; return once it is stored (and, for the
+    FunctionRefs of ``preload``, once the worker imported their modules)."""
+    exchange.stream.send(client_frame("bundle", bundle_id=bundle.id, size=len(bundle.data), preload=preload))
     exchange.send_payload(bundle.data)
     exchange.receive("bundle_stored")

@@ -44,6 +44,7 @@ def _as_flag(value: Any) -> bool:
 _CONVERT: dict[str, Callable[[Any], Any]] = {
     "cluster": str, "workers": int, "remote": _as_list, "token_file": str,
     "timeout": float, "retries": int, "output_prefix": _as_flag,
+    "preload": _as_flag,
 }
 
 

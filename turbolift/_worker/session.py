@@ -269,6 +269,13 @@ class Session:
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, OSError) else \
                 grpc.StatusCode.INVALID_ARGUMENT
             raise Failure(code, str(exc)) from None
+        if header.preload:   # the caller is about to call these: import them, as their first calls would
+            ticket = Ticket(self._context.is_active, None, self._pulse)
+            self.watchdog.start_pulses(ticket)
+            try:
+                self._state.preload(header.bundle_id, header.preload, self._context.is_active)
+            finally:
+                self.watchdog.stop_pulses(ticket)
         self.send(server_frame("bundle_stored", bundle_id=header.bundle_id,
                                already_present=not stored))
 

@@ -43,12 +43,14 @@ class RemoteException(_message.Message):
     def __init__(self, exception: _Optional[bytes] = ..., type_name: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
 
 class BundleHeader(_message.Message):
-    __slots__ = ("bundle_id", "size")
+    __slots__ = ("bundle_id", "size", "preload")
     BUNDLE_ID_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    PRELOAD_FIELD_NUMBER: _ClassVar[int]
     bundle_id: str
     size: int
-    def __init__(self, bundle_id: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+    preload: _containers.RepeatedCompositeFieldContainer[FunctionRef]
+    def __init__(self, bundle_id: _Optional[str] = ..., size: _Optional[int] = ..., preload: _Optional[_Iterable[_Union[FunctionRef, _Mapping]]] = ...) -> None: ...
 
 class PutBundleReply(_message.Message):
     __slots__ = ("bundle_id", "already_present")

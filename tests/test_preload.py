@@ -1,0 +1,233 @@
+"""Workers readied for a marked module once the program has imported it (``turbolift._caller.preload``).
+
+Real programs under ``python -m turbolift`` with real local workers. The
+project's module notes, when it is imported in a process other than the
+program's, that process's pid in ``imports.log``: so the tests see which
+workers imported it, and whether before the program's first call.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import child_env, run_python, write_files
+
+# The program writes its pid first, so that the module can tell the program from a worker.
+PROJECT = {
+    "proj/__init__.py": "",
+    "proj/heavy.py": """
+        import os, pathlib, time
+        import turbolift
+
+        IMPORTED_AT = time.monotonic()
+        here = pathlib.Path(__file__).resolve().parent
+        program = int(pathlib.Path(os.environ["PRELOAD_DIR"], "program.pid").read_text())
+        if os.getpid() != program:
+            with open(pathlib.Path(os.environ["PRELOAD_DIR"], "imports.log"), "a") as log:
+                log.write(f"{os.getpid()}\\n")
+            if os.environ.get("PRELOAD_FAIL_ON_WORKERS"):
+                raise RuntimeError("this module cannot be imported on a worker")
+            time.sleep(float(os.environ.get("PRELOAD_SLOW_IMPORT", "0")))
+
+        @turbolift.on()
+        def imported():
+            return os.getpid(), IMPORTED_AT
+
+        @turbolift.on()
+        def add(a, b):
+            return a + b
+    """,
+    "run.py": """
+        import json, os, pathlib, sys, time
+        directory = pathlib.Path(os.environ["PRELOAD_DIR"])
+        (directory / "program.pid").write_text(str(os.getpid()))
+        from proj.heavy import add, imported
+        log = directory / "imports.log"
+        if sys.argv[1] == "wait-for-workers":   # until both workers imported it, for at most argv[2] s
+            limit = time.monotonic() + float(sys.argv[2])
+            while time.monotonic() < limit and (not log.exists() or len(log.read_text().split()) < 2):
+                time.sleep(0.05)
+        elif sys.argv[1] == "exit":   # once a worker is importing it (bounded)
+            limit = time.monotonic() + 60
+            while time.monotonic() < limit and not log.exists():
+                time.sleep(0.05)
+            print(json.dumps({"exited": True, "worker_importing": log.exists()}))
+            raise SystemExit(0)
+        before_call = log.read_text().split() if log.exists() else []
+        started = time.monotonic()
+        pid, imported_at = imported()
+        print(json.dumps({"sum": add(1, 2), "pid": pid, "imported_before_call": imported_at < started,
+                          "workers_before_call": before_call}))
+    """,
+}
+
+
+def _run(tmp_path, cache_dir, *mode: str, timeout: float = 120, **env: str):
+    write_files(tmp_path, PROJECT)
+    env.setdefault("PRELOAD_DIR", str(tmp_path))
+    return run_python(["-m", "turbolift", "-v", "--workers", "2", "run.py", *mode], tmp_path, cache_dir,
+                      timeout=timeout, **env)
+
+
+def test_workers_import_a_marked_module_before_the_first_call(tmp_path, cache_dir):
+    out = _run(tmp_path, cache_dir, "wait-for-workers", "60")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["sum"] == 3
+    assert len(report["workers_before_call"]) == 2, report   # both workers, before any call
+    assert str(report["pid"]) in report["workers_before_call"]
+    assert report["imported_before_call"] is True
+    assert "uploaded bundle" not in out.stderr   # the calls found the bundle there
+    # Each worker imported it once: the calls used what the preload imported.
+    assert sorted((tmp_path / "imports.log").read_text().split()) == sorted(report["workers_before_call"])
+
+
+@pytest.mark.parametrize("switched_off_by", ["environment", "pyproject.toml"])
+def test_with_preload_off_workers_import_at_the_first_call(tmp_path, cache_dir, switched_off_by):
+    env = {}
+    if switched_off_by == "environment":
+        env["TURBOLIFT_PRELOAD"] = "0"
+    else:
+        write_files(tmp_path, {"pyproject.toml": "[tool.turbolift]\npreload = false\n"})
+    out = _run(tmp_path, cache_dir, "wait-for-workers", "3", **env)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["sum"] == 3
+    assert report["workers_before_call"] == []
+    assert report["imported_before_call"] is False
+    assert "uploaded bundle" in out.stderr
+
+
+def test_a_call_made_while_its_worker_is_readied_waits_instead_of_uploading_again(tmp_path, cache_dir):
+    out = _run(tmp_path, cache_dir, "call-now", PRELOAD_SLOW_IMPORT="1.5")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["sum"] == 3
+    assert "readied worker" in out.stderr
+    lines = (tmp_path / "imports.log").read_text().split()
+    assert len(lines) == len(set(lines)), lines   # no worker imported it twice
+    # The first call went to the first worker readied, and waited for it: the bundle was not
+    # uploaded to that worker a second time (the other worker may get its own upload from the
+    # second call, which can come before the preload reaches it).
+    readied = [line.split()[3] for line in out.stderr.splitlines() if "readied worker" in line]
+    uploaded = [line.split(" to worker ")[1].split()[0] for line in out.stderr.splitlines()
+                if "uploaded bundle" in line]
+    assert readied and readied[0] not in uploaded, out.stderr
+
+
+def test_an_import_that_fails_on_the_workers_is_reported_by_the_call_as_without_preload(tmp_path, cache_dir):
+    outcomes = {}
+    for preload in ("1", "0"):
+        directory = tmp_path / f"preload-{preload}"
+        directory.mkdir()
+        out = _run(directory, cache_dir / preload, "call-now", PRELOAD_FAIL_ON_WORKERS="1",
+                   TURBOLIFT_PRELOAD=preload)
+        assert out.returncode == 1, out.stdout
+        outcomes[preload] = [line for line in out.stderr.splitlines()
+                             if "cannot be imported on a worker" in line]
+    assert outcomes["1"], outcomes
+    assert [line.split(": ", 1)[-1] for line in outcomes["1"]] == \
+        [line.split(": ", 1)[-1] for line in outcomes["0"]]
+
+
+def test_a_program_that_exits_does_not_wait_for_a_slow_preload(tmp_path, cache_dir):
+    started = time.monotonic()
+    out = _run(tmp_path, cache_dir, "exit", PRELOAD_SLOW_IMPORT="120", timeout=100)
+    elapsed = time.monotonic() - started
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"exited": True, "worker_importing": True}
+    assert "Traceback" not in out.stderr, out.stderr
+    assert elapsed < 60, elapsed   # the workers' import sleeps 120 s
+
+
+def test_a_preload_never_starts_workers(tmp_path, cache_dir):
+    """Under ``TURBOLIFT=1`` (here through ``sitecustomize``, as the README shows) workers start at the first
+    call: importing a module with marked functions starts none. Once they run, a module imported later is
+    preloaded."""
+    write_files(tmp_path, {**PROJECT, "proj/later.py": """
+        import turbolift
+
+        @turbolift.on()
+        def mul(a, b):
+            return a * b
+    """, "sitecustomize.py": """
+        import os
+        if os.environ.get("TURBOLIFT", "0") not in ("", "0"):
+            import turbolift._site
+            turbolift._site.activate_if_requested()
+    """, "lazy.py": """
+        import json, logging, os, pathlib, time
+        from turbolift import _runtime
+        logging.basicConfig(level=logging.INFO)
+        directory = pathlib.Path(os.environ["PRELOAD_DIR"])
+        (directory / "program.pid").write_text(str(os.getpid()))
+        from proj.heavy import add
+        time.sleep(2)
+        before_call = _runtime.worker_pids()
+        total = add(1, 2)
+        from proj.later import mul
+        limit = time.monotonic() + 60
+        while time.monotonic() < limit and "readied worker" not in (directory / "err.log").read_text():
+            time.sleep(0.05)
+        print(json.dumps({"workers_before_call": before_call, "sum": total, "product": mul(2, 3)}))
+    """})
+    env = child_env(cache_dir, PRELOAD_DIR=str(tmp_path), TURBOLIFT="1", TURBOLIFT_WORKERS="2",
+                    PYTHONPATH=str(tmp_path))
+    with open(tmp_path / "err.log", "w") as err:
+        out = subprocess.run([sys.executable, "lazy.py"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=err, text=True, timeout=120)
+    log = (tmp_path / "err.log").read_text()
+    assert out.returncode == 0, log
+    report = json.loads(out.stdout)
+    assert report == {"workers_before_call": [], "sum": 3, "product": 6}, log
+    assert "preloading proj.later" in log and "preloading proj.heavy" not in log, log
+
+
+def test_a_package_that_calls_its_submodules_function_while_it_initialises(tmp_path, cache_dir):
+    """The preload of ``pkg.sub`` looks up ``pkg.lazy`` while ``pkg`` is still being imported by the
+    program, which meanwhile calls ``f``: neither may wait for the other (this hung)."""
+    write_files(tmp_path, {
+        "pkg/__init__.py": """
+            import time
+            from .sub import f
+            time.sleep(0.5)            # the package's own work after importing its submodule
+            RESULT = f(2)              # a marked function called while the package is initialised
+        """,
+        "pkg/sub.py": """
+            import turbolift
+
+            @turbolift.on()
+            def f(x):
+                from . import lazy     # a sibling that the caller has not imported
+                return lazy.g(x)
+        """,
+        "pkg/lazy.py": "def g(x):\n    return x * 2\n",
+        "app.py": "import pkg\nprint('result', pkg.RESULT)\n",
+    })
+    out = run_python(["-m", "turbolift", "--workers", "2", "app.py"], tmp_path, cache_dir, timeout=120,
+                     TURBOLIFT_BUNDLE_CACHE=str(tmp_path / "bundle-cache"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["result", "4"]
+
+
+def test_a_reloaded_module_runs_its_new_code_on_the_workers(tmp_path, cache_dir):
+    """The module is preloaded, then edited and reloaded before its first call: the call runs the new
+    code, as the local call does."""
+    write_files(tmp_path, {"app.py": """
+        import importlib, pathlib, time
+        SOURCE = "import turbolift\\n\\n@turbolift.on()\\ndef f():\\n    return %r\\n"
+        pathlib.Path("mod.py").write_text(SOURCE % "old")
+        importlib.invalidate_caches()
+        import mod
+        time.sleep(1.0)            # the program's own work: the preload sends the old version meanwhile
+        pathlib.Path("mod.py").write_text(SOURCE % "new version")
+        importlib.reload(mod)
+        print(mod.f.local(), "|", mod.f())
+    """})
+    out = run_python(["-m", "turbolift", "--workers", "1", "app.py"], tmp_path, cache_dir, timeout=120,
+                     TURBOLIFT_BUNDLE_CACHE=str(tmp_path / "bundle-cache"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "new version | new version"
