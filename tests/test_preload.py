@@ -231,3 +231,32 @@ def test_a_reloaded_module_runs_its_new_code_on_the_workers(tmp_path, cache_dir)
                      TURBOLIFT_BUNDLE_CACHE=str(tmp_path / "bundle-cache"))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "new version | new version"
+
+
+def test_a_call_ships_what_the_program_imported_after_the_preload(tmp_path, cache_dir):
+    """The preload builds the bundle once ``mod`` is imported, before the program imports ``pkg2.sub``,
+    which ``f`` imports lazily: the call still ships its own bundle, with ``pkg2.sub`` in it."""
+    write_files(tmp_path, {
+        "pkg2/__init__.py": "NAME = 'pkg2'\n",
+        "pkg2/sub.py": "VALUE = 'from pkg2.sub'\n",
+        "mod.py": """
+            import turbolift
+
+            @turbolift.on()
+            def f():
+                from pkg2 import sub      # a lazy import of a module of a package not imported yet
+                return sub.VALUE
+        """,
+        "app.py": """
+            import time
+            import mod
+            time.sleep(1.0)            # the program's own work: the preload runs meanwhile
+            import pkg2.sub
+            print(mod.f.local(), "|", mod.f())
+        """,
+    })
+    out = run_python(["-m", "turbolift", "-v", "--workers", "1", "app.py"], tmp_path, cache_dir, timeout=120,
+                     TURBOLIFT_BUNDLE_CACHE=str(tmp_path / "bundle-cache"))
+    assert out.returncode == 0, out.stderr
+    assert "readied worker" in out.stderr
+    assert out.stdout.strip() == "from pkg2.sub | from pkg2.sub"

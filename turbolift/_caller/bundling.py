@@ -264,26 +264,12 @@ def module_bundle(module_name: str) -> Bundle:
         return bundle
 
 
-def module_bundle_apart(module_name: str) -> Bundle:
-    """:func:`module_bundle`, built without its lock, for a thread no other may wait for (the preload's):
-    a build can wait for an import that another thread runs, which may need ``module_bundle`` meanwhile."""
+def module_bundle_ahead(module_name: str) -> Bundle:
+    """The bundle :func:`module_bundle` would make now, for the preload: made without its lock (a build may
+    wait for an import that another thread runs, which may need ``module_bundle`` meanwhile) and not kept
+    (modules imported later can change what a call ships). The bundle cache keeps it, to be checked."""
     bundle = _module_bundles.get(module_name)
-    if bundle is None:
-        executed = _executions.get(module_name, 0)
-        bundle = _module_bundle(module_name)
-        with _module_lock:
-            if _executions.get(module_name, 0) == executed:   # (else it may be stale: not kept)
-                bundle = _module_bundles.setdefault(module_name, bundle)
-    return bundle
-
-
-_executions: dict[str, int] = {}   # module -> times it was executed again
-
-
-def forget_module_bundle(module_name: str) -> None:
-    """``module_name`` was executed again (``importlib.reload``): its bundle is to be built afresh."""
-    _executions[module_name] = _executions.get(module_name, 0) + 1   # (no lock: a bind must never wait)
-    _module_bundles.pop(module_name, None)
+    return bundle if bundle is not None else _module_bundle(module_name)
 
 
 def needs_shipping(module_name: str) -> bool:

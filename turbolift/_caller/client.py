@@ -15,28 +15,12 @@ from typing import TYPE_CHECKING, Any, Optional
 from .._settings import Settings
 from .._wire import allocator
 from .._wire.auth import read_token
-from .._wire.by_value import travels_by_value
 from ..platforms.registry import resolve
 
 if TYPE_CHECKING:  # pragma: no cover
     from .dispatcher import Dispatcher
     from .preload import Preloader
     from .stub import RemoteStub
-
-
-_bound: dict[tuple, Any] = {}   # (module, qualname) -> the function last marked under that name
-
-
-def _executed_again(function: Any) -> bool:
-    """True when another function was bound under ``function``'s name before (copies with other
-    options share theirs): its module was executed again (``importlib.reload``)."""
-    module = function.__module__ or "__main__"
-    if travels_by_value(module, function.__qualname__):
-        return False   # (a closure is made anew at each call of what defines it)
-    key, wrapped = (module, function.__qualname__), function.__wrapped__
-    previous = _bound.get(key)
-    _bound[key] = wrapped
-    return previous is not None and previous is not wrapped
 
 
 class Client:
@@ -60,15 +44,11 @@ class Client:
 
     def bind(self, function: Any) -> "RemoteStub":
         """The stub that runs ``function`` (a ``TurboliftFunction``) remotely."""
-        from . import bundling
         from .stub import RemoteStub
 
         stub = RemoteStub(function, self)
-        again = _executed_again(function)
-        if again:
-            bundling.forget_module_bundle(function.__module__)
         if self.settings.preload_or_default:
-            self._preloads().note(function, again)
+            self._preloads().note(function)
         return stub
 
     def _preloads(self) -> "Preloader":

@@ -11,7 +11,11 @@ each worker of the function's cluster that lacks it, asking the worker to
 import the module (``BundleHeader.preload``). That work then overlaps with
 whatever the program does between importing the module and calling into
 it; a first call that comes while its worker is being readied waits for
-that instead of sending the bundle again (see :func:`ready_workers`).
+that instead of sending the bundle again (see :func:`ready_workers`). The
+call still makes its own bundle, as without preloading (from the bundle
+cache the preload filled, which checks what the build read): modules the
+program imported meanwhile can change it, and it must not depend on when
+the preload ran.
 
 Workers are never started for a preload: a cluster is readied only once
 its workers were started, by ``python -m turbolift`` at start-up or by a
@@ -37,7 +41,7 @@ from typing import Any, Optional
 
 from .._wire.by_value import travels_by_value
 from ..v1 import worker_pb2 as pb
-from .bundling import Bundle, module_bundle_apart, needs_shipping
+from .bundling import Bundle, module_bundle_ahead, needs_shipping
 from .connection import Connection
 from .exchange import Exchange, upload
 
@@ -71,14 +75,12 @@ class Preloader:
         self._lock = threading.Lock()
         self._noted: dict[tuple, dict] = {}     # (cluster key, module) -> {qualname: marked function}
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._queued: set = set()               # keys in the queue (a reload re-binds many functions)
         self._thread: Optional[threading.Thread] = None
         self._closed = threading.Event()
         self._exchanging = False                # in the part that talks to workers (shutdown waits for it)
 
-    def note(self, function: Any, again: bool = False) -> None:
-        """``function`` (a ``TurboliftFunction``) was just bound: preload its module once imported;
-        ``again``: its module is being executed again (a reload), preload it anew."""
+    def note(self, function: Any) -> None:
+        """``function`` (a ``TurboliftFunction``) was just bound: preload its module once imported."""
         module = function.__module__
         if not module or travels_by_value(module, function.__qualname__):
             return
@@ -87,15 +89,11 @@ class Preloader:
             if self._closed.is_set():
                 return
             functions = self._noted.get(key)
-            if functions is None:
-                functions = self._noted[key] = {}
-            elif not again:   # (a copy with other options, or a function noted late: no matter)
+            if functions is not None:   # (a copy with other options, or noted late: no matter)
                 functions[function.__qualname__] = function
                 return
-            functions[function.__qualname__] = function
-            if key not in self._queued:
-                self._queued.add(key)
-                self._queue.put(key)
+            self._noted[key] = {function.__qualname__: function}
+            self._queue.put(key)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="turbolift-preload", daemon=True)
                 self._thread.start()
@@ -119,8 +117,6 @@ class Preloader:
             key = self._queue.get()
             if key is None or self._closed.is_set():
                 return
-            with self._lock:
-                self._queued.discard(key)
             _, module = key
             if not _import_finished(module, self._closed):
                 continue
@@ -146,7 +142,7 @@ class Preloader:
         if not needs_shipping(module):
             return   # (the standard library, an installed distribution: the worker has its own)
         started = time.monotonic()
-        bundle = module_bundle_apart(module)
+        bundle = module_bundle_ahead(module)
         refs = [pb.FunctionRef(bundle_id=bundle.id, module=module, qualname=function.__qualname__)
                 for function in functions]
         log.info("preloading %s (bundle built in %.0f ms)", module, 1000 * (time.monotonic() - started))
