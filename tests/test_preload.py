@@ -65,14 +65,47 @@ PROJECT = {
 }
 
 
+def _bundle_cache(tmp_path) -> str:
+    return str(tmp_path / "bundle-cache")
+
+
+def _warmed(tmp_path, cache_dir, files: dict, program: list, **env: str) -> None:
+    """Write ``files`` and run ``program`` once without preloading, as an earlier run of the project would:
+    a preload never parses a source (see ``bundling.WouldParse``), it takes the scans the bundle cache
+    keeps, and the cache trusts a file unread once it is two seconds old."""
+    write_files(tmp_path, files)
+    time.sleep(2.5)
+    out = run_python(["-m", "turbolift", "--workers", "1", *program], tmp_path, cache_dir / "warm-up",
+                     timeout=120, TURBOLIFT_PRELOAD="0", TURBOLIFT_BUNDLE_CACHE=_bundle_cache(tmp_path),
+                     **env)
+    assert out.returncode == 0, out.stderr
+
+
+def _warmed_project(tmp_path, cache_dir) -> None:
+    warm_up = tmp_path / "warm-up"
+    warm_up.mkdir()
+    _warmed(tmp_path, cache_dir, PROJECT, ["run.py", "call-now"], PRELOAD_DIR=str(warm_up))
+
+
 def _run(tmp_path, cache_dir, *mode: str, timeout: float = 120, **env: str):
-    write_files(tmp_path, PROJECT)
     env.setdefault("PRELOAD_DIR", str(tmp_path))
+    env.setdefault("TURBOLIFT_BUNDLE_CACHE", _bundle_cache(tmp_path))
     return run_python(["-m", "turbolift", "-v", "--workers", "2", "run.py", *mode], tmp_path, cache_dir,
                       timeout=timeout, **env)
 
 
+def test_a_first_run_is_not_preloaded(tmp_path, cache_dir):
+    """The bundle cache holds no scan of the project's files yet: the preload leaves them to the call."""
+    write_files(tmp_path, PROJECT)
+    out = _run(tmp_path, cache_dir, "wait-for-workers", "3")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["sum"] == 3 and report["workers_before_call"] == [], report
+    assert "not preloading proj.heavy: its files were not scanned before" in out.stderr
+
+
 def test_workers_import_a_marked_module_before_the_first_call(tmp_path, cache_dir):
+    _warmed_project(tmp_path, cache_dir)
     out = _run(tmp_path, cache_dir, "wait-for-workers", "60")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -92,6 +125,7 @@ def test_with_preload_off_workers_import_at_the_first_call(tmp_path, cache_dir, 
         env["TURBOLIFT_PRELOAD"] = "0"
     else:
         write_files(tmp_path, {"pyproject.toml": "[tool.turbolift]\npreload = false\n"})
+    _warmed_project(tmp_path, cache_dir)
     out = _run(tmp_path, cache_dir, "wait-for-workers", "3", **env)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -102,6 +136,7 @@ def test_with_preload_off_workers_import_at_the_first_call(tmp_path, cache_dir, 
 
 
 def test_a_call_made_while_its_worker_is_readied_waits_instead_of_uploading_again(tmp_path, cache_dir):
+    _warmed_project(tmp_path, cache_dir)
     out = _run(tmp_path, cache_dir, "call-now", PRELOAD_SLOW_IMPORT="1.5")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -123,6 +158,7 @@ def test_an_import_that_fails_on_the_workers_is_reported_by_the_call_as_without_
     for preload in ("1", "0"):
         directory = tmp_path / f"preload-{preload}"
         directory.mkdir()
+        _warmed_project(directory, cache_dir / preload)
         out = _run(directory, cache_dir / preload, "call-now", PRELOAD_FAIL_ON_WORKERS="1",
                    TURBOLIFT_PRELOAD=preload)
         assert out.returncode == 1, out.stdout
@@ -134,6 +170,7 @@ def test_an_import_that_fails_on_the_workers_is_reported_by_the_call_as_without_
 
 
 def test_a_program_that_exits_does_not_wait_for_a_slow_preload(tmp_path, cache_dir):
+    _warmed_project(tmp_path, cache_dir)
     started = time.monotonic()
     out = _run(tmp_path, cache_dir, "exit", PRELOAD_SLOW_IMPORT="120", timeout=100)
     elapsed = time.monotonic() - started
@@ -147,7 +184,7 @@ def test_a_preload_never_starts_workers(tmp_path, cache_dir):
     """Under ``TURBOLIFT=1`` (here through ``sitecustomize``, as the README shows) workers start at the first
     call: importing a module with marked functions starts none. Once they run, a module imported later is
     preloaded."""
-    write_files(tmp_path, {**PROJECT, "proj/later.py": """
+    files = {**PROJECT, "proj/later.py": """
         import turbolift
 
         @turbolift.on()
@@ -159,7 +196,7 @@ def test_a_preload_never_starts_workers(tmp_path, cache_dir):
             import turbolift._site
             turbolift._site.activate_if_requested()
     """, "lazy.py": """
-        import json, logging, os, pathlib, time
+        import json, logging, os, pathlib, sys, time
         from turbolift import _runtime
         logging.basicConfig(level=logging.INFO)
         directory = pathlib.Path(os.environ["PRELOAD_DIR"])
@@ -169,16 +206,19 @@ def test_a_preload_never_starts_workers(tmp_path, cache_dir):
         before_call = _runtime.worker_pids()
         total = add(1, 2)
         from proj.later import mul
-        limit = time.monotonic() + 60
+        limit = time.monotonic() + (60 if sys.argv[1:] == ["wait"] else 0)
         while time.monotonic() < limit and "readied worker" not in (directory / "err.log").read_text():
             time.sleep(0.05)
         print(json.dumps({"workers_before_call": before_call, "sum": total, "product": mul(2, 3)}))
-    """})
+    """}
+    warm_up = tmp_path / "warm-up"
+    warm_up.mkdir()
+    _warmed(tmp_path, cache_dir, files, ["lazy.py"], PRELOAD_DIR=str(warm_up))
     env = child_env(cache_dir, PRELOAD_DIR=str(tmp_path), TURBOLIFT="1", TURBOLIFT_WORKERS="2",
-                    PYTHONPATH=str(tmp_path))
+                    PYTHONPATH=str(tmp_path), TURBOLIFT_BUNDLE_CACHE=_bundle_cache(tmp_path))
     with open(tmp_path / "err.log", "w") as err:
-        out = subprocess.run([sys.executable, "lazy.py"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                             stderr=err, text=True, timeout=120)
+        out = subprocess.run([sys.executable, "lazy.py", "wait"], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=err, text=True, timeout=120)
     log = (tmp_path / "err.log").read_text()
     assert out.returncode == 0, log
     report = json.loads(out.stdout)
@@ -189,7 +229,7 @@ def test_a_preload_never_starts_workers(tmp_path, cache_dir):
 def test_a_package_that_calls_its_submodules_function_while_it_initialises(tmp_path, cache_dir):
     """The preload of ``pkg.sub`` looks up ``pkg.lazy`` while ``pkg`` is still being imported by the
     program, which meanwhile calls ``f``: neither may wait for the other (this hung)."""
-    write_files(tmp_path, {
+    _warmed(tmp_path, cache_dir, {
         "pkg/__init__.py": """
             import time
             from .sub import f
@@ -206,37 +246,39 @@ def test_a_package_that_calls_its_submodules_function_while_it_initialises(tmp_p
         """,
         "pkg/lazy.py": "def g(x):\n    return x * 2\n",
         "app.py": "import pkg\nprint('result', pkg.RESULT)\n",
-    })
-    out = run_python(["-m", "turbolift", "--workers", "2", "app.py"], tmp_path, cache_dir, timeout=120,
-                     TURBOLIFT_BUNDLE_CACHE=str(tmp_path / "bundle-cache"))
+    }, ["app.py"])
+    out = run_python(["-m", "turbolift", "-v", "--workers", "2", "app.py"], tmp_path, cache_dir, timeout=120,
+                     TURBOLIFT_BUNDLE_CACHE=_bundle_cache(tmp_path))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["result", "4"]
+    assert "preloading pkg.sub" in out.stderr
 
 
 def test_a_reloaded_module_runs_its_new_code_on_the_workers(tmp_path, cache_dir):
     """The module is preloaded, then edited and reloaded before its first call: the call runs the new
     code, as the local call does."""
-    write_files(tmp_path, {"app.py": """
-        import importlib, pathlib, time
-        SOURCE = "import turbolift\\n\\n@turbolift.on()\\ndef f():\\n    return %r\\n"
-        pathlib.Path("mod.py").write_text(SOURCE % "old")
-        importlib.invalidate_caches()
+    source = "import turbolift\n\n@turbolift.on()\ndef f():\n    return %r\n"
+    _warmed(tmp_path, cache_dir, {"mod.py": source % "old", "app.py": """
+        import importlib, pathlib, sys, time
         import mod
-        time.sleep(1.0)            # the program's own work: the preload sends the old version meanwhile
-        pathlib.Path("mod.py").write_text(SOURCE % "new version")
-        importlib.reload(mod)
+        if sys.argv[1:] == ["edit"]:
+            time.sleep(1.0)        # the program's own work: the preload sends the old version meanwhile
+            edited = pathlib.Path("mod.py").read_text().replace("old", "new version")
+            pathlib.Path("mod.py").write_text(edited)
+            importlib.reload(mod)
         print(mod.f.local(), "|", mod.f())
-    """})
-    out = run_python(["-m", "turbolift", "--workers", "1", "app.py"], tmp_path, cache_dir, timeout=120,
-                     TURBOLIFT_BUNDLE_CACHE=str(tmp_path / "bundle-cache"))
+    """}, ["app.py"])
+    out = run_python(["-m", "turbolift", "-v", "--workers", "1", "app.py", "edit"], tmp_path, cache_dir,
+                     timeout=120, TURBOLIFT_BUNDLE_CACHE=_bundle_cache(tmp_path))
     assert out.returncode == 0, out.stderr
+    assert "readied worker" in out.stderr
     assert out.stdout.strip() == "new version | new version"
 
 
 def test_a_call_ships_what_the_program_imported_after_the_preload(tmp_path, cache_dir):
     """The preload builds the bundle once ``mod`` is imported, before the program imports ``pkg2.sub``,
     which ``f`` imports lazily: the call still ships its own bundle, with ``pkg2.sub`` in it."""
-    write_files(tmp_path, {
+    _warmed(tmp_path, cache_dir, {
         "pkg2/__init__.py": "NAME = 'pkg2'\n",
         "pkg2/sub.py": "VALUE = 'from pkg2.sub'\n",
         "mod.py": """
@@ -254,9 +296,45 @@ def test_a_call_ships_what_the_program_imported_after_the_preload(tmp_path, cach
             import pkg2.sub
             print(mod.f.local(), "|", mod.f())
         """,
-    })
+    }, ["app.py"])
     out = run_python(["-m", "turbolift", "-v", "--workers", "1", "app.py"], tmp_path, cache_dir, timeout=120,
-                     TURBOLIFT_BUNDLE_CACHE=str(tmp_path / "bundle-cache"))
+                     TURBOLIFT_BUNDLE_CACHE=_bundle_cache(tmp_path))
     assert out.returncode == 0, out.stderr
     assert "readied worker" in out.stderr
     assert out.stdout.strip() == "from pkg2.sub | from pkg2.sub"
+
+
+def test_scans_of_imports_in_two_threads_never_fail():
+    """CPython 3.11's AST constructor keeps its recursion depth per interpreter: two threads parsing at
+    once fail with SystemError when a collection lets one run inside the other's parse (a callback makes
+    every collection switch threads here; two plain ``ast.parse`` loops failed within 1-4 s so). The
+    bundle builds' scans take turns, so a call's build beside another thread's never fails."""
+    import gc
+    import threading
+
+    from turbolift._caller import import_scan
+
+    source = "\n".join(f"import os\ndef f{i}(x):\n    return [x + {i} for _ in range(3)]" for i in range(400))
+    errors: list = []
+
+    def switch(phase, info):
+        time.sleep(0)
+
+    def scan_for(seconds: float) -> None:
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop and not errors:
+            try:
+                assert import_scan.import_records(source) == [[-1, "os", []]] * 400
+            except SystemError as exc:
+                errors.append(exc)
+
+    gc.callbacks.append(switch)
+    try:
+        threads = [threading.Thread(target=scan_for, args=(8.0,)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        gc.callbacks.remove(switch)
+    assert errors == []

@@ -92,6 +92,15 @@ def _archive_name(name: str, is_package: bool) -> str:
 
 
 _records_seen: dict[str, tuple] = {}   # local path -> (identity, import records), parsed in this process
+
+
+class WouldParse(Exception):
+    """A build for the preload met a file whose import records it does not know (none in the bundle cache
+    or from this process): it leaves parsing to the threads that call. CPython 3.11 keeps the AST
+    constructor's recursion depth per interpreter, so a parse in a background thread could make one that
+    the program runs meanwhile fail (``SystemError: AST constructor recursion depth mismatch``)."""
+
+
 RACY_NS = 2_000_000_000
 
 
@@ -121,7 +130,7 @@ class _Collector:
     instead of parsing it again.
     """
 
-    def __init__(self, known: Optional[dict] = None) -> None:
+    def __init__(self, known: Optional[dict] = None, parse: bool = True) -> None:
         self.files: dict[str, str] = {}        # archive name -> local path
         self.modules: dict[str, str] = {}      # module name -> archive name
         self.third_party: set[str] = set()     # top-level import names
@@ -129,6 +138,7 @@ class _Collector:
         self.contents: dict[str, bytes] = {}   # local path -> the bytes read (and shipped)
         self.lookups: dict[str, Optional[tuple]] = {}   # name -> (origin, is_package, is project code)
         self._known = known or {}
+        self._parse = parse   # False: a file whose records are not known raises WouldParse
 
     def locate(self, name: str) -> Optional[tuple]:
         """``(origin, is_package, is_project_file(origin))`` of module ``name``, or None (remembered)."""
@@ -158,6 +168,8 @@ class _Collector:
             known = self._known.get(path) or _records_seen.get(path)
             if identity is not None and known is not None and known[0] == identity:
                 records = known[1]
+            elif not self._parse:
+                raise WouldParse(path)
             else:
                 records = import_records(data.decode("utf-8"))
                 if identity is not None:
@@ -264,12 +276,16 @@ def module_bundle(module_name: str) -> Bundle:
         return bundle
 
 
-def module_bundle_ahead(module_name: str) -> Bundle:
+def module_bundle_ahead(module_name: str) -> Optional[Bundle]:
     """The bundle :func:`module_bundle` would make now, for the preload: made without its lock (a build may
     wait for an import that another thread runs, which may need ``module_bundle`` meanwhile) and not kept
-    (modules imported later can change what a call ships). The bundle cache keeps it, to be checked."""
+    (modules imported later can change what a call ships). None when a file would need parsing: see
+    :class:`WouldParse`."""
     bundle = _module_bundles.get(module_name)
-    return bundle if bundle is not None else _module_bundle(module_name)
+    try:
+        return bundle if bundle is not None else _module_bundle(module_name, parse=False)
+    except WouldParse:
+        return None
 
 
 def needs_shipping(module_name: str) -> bool:
@@ -281,7 +297,7 @@ def needs_shipping(module_name: str) -> bool:
     return bool(located and is_project_file(located[0]))
 
 
-def _module_bundle(module_name: str) -> Bundle:
+def _module_bundle(module_name: str, parse: bool = True) -> Bundle:
     """Build the bundle of ``module_name``, or take it from the bundle cache when it still holds.
 
     The cache never makes a build fail: an entry that cannot be used (or a
@@ -307,8 +323,8 @@ def _module_bundle(module_name: str) -> Bundle:
             pass
         known = bundle_entries.known_records(header)
     try:
-        collector, bundle = _walk_and_build(module_name, known)
-    except BundleError:
+        collector, bundle = _walk_and_build(module_name, known, parse)
+    except (BundleError, WouldParse):
         raise
     except Exception:
         if not known:
@@ -322,9 +338,9 @@ def _module_bundle(module_name: str) -> Bundle:
     return bundle
 
 
-def _walk_and_build(module_name: str, known: Optional[dict]) -> tuple[_Collector, Bundle]:
+def _walk_and_build(module_name: str, known: Optional[dict], parse: bool = True) -> tuple[_Collector, Bundle]:
     """The walk from ``module_name`` (reusing the import records ``known``) and the bundle it gives."""
-    collector = _Collector(known)
+    collector = _Collector(known, parse)
     located = collector.locate(module_name)
     installed: list[str] = []
     if located and located[2]:

@@ -12,9 +12,29 @@ always a statement: a fraction of the nodes ``ast.walk`` would visit.
 from __future__ import annotations
 
 import ast
+import gc
+import threading
 
 # The fields of statements (and of except handlers and match cases) that hold statements.
 _BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")
+# CPython 3.11's AST constructor keeps its recursion depth per interpreter, not per thread: a parse
+# that another thread's parse interrupts fails with "SystemError: AST constructor recursion depth
+# mismatch" (python/cpython#106905). A parse is interrupted only where it runs Python code, which is
+# a garbage collection's finalizers; so ours run one at a time with collections held off, and no
+# other parse can break one of them. (One of ours can still break a parse of the program's that a
+# collection interrupted: so the preload's thread never parses, see bundling.WouldParse.)
+_parsing = threading.Lock()
+
+
+def _parse(source: str) -> ast.Module:
+    with _parsing:
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return ast.parse(source)
+        finally:
+            if collecting:
+                gc.enable()
 
 
 def import_records(source: str) -> list:
@@ -25,7 +45,7 @@ def import_records(source: str) -> list:
     if "import" not in source:   # every import statement holds the keyword
         return []
     try:
-        tree = ast.parse(source)
+        tree = _parse(source)
     except (SyntaxError, ValueError):
         return []
     records: list = []

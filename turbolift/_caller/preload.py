@@ -26,7 +26,10 @@ Only the project's modules are preloaded: not those of the standard
 library or of installed distributions (a worker imports its own copy),
 nor functions that travel by value (those of ``__main__``, closures:
 their bundle is made per call site), nor a module whose import failed or
-that was executed outside the import system.
+that was executed outside the import system, nor one whose files were
+not scanned before: the preload never parses a source (see
+``bundling.WouldParse``), it builds from the scans the bundle cache kept,
+so a project's first run and a run after an edit are not preloaded.
 ``preload = false`` (``TURBOLIFT_PRELOAD=0``) switches it off; the workers
 then import a module at its first call, as before.
 """
@@ -143,6 +146,10 @@ class Preloader:
             return   # (the standard library, an installed distribution: the worker has its own)
         started = time.monotonic()
         bundle = module_bundle_ahead(module)
+        if bundle is None:
+            log.info("not preloading %s: its files were not scanned before (the first call scans them, "
+                     "and the next run preloads)", module)
+            return
         refs = [pb.FunctionRef(bundle_id=bundle.id, module=module, qualname=function.__qualname__)
                 for function in functions]
         log.info("preloading %s (bundle built in %.0f ms)", module, 1000 * (time.monotonic() - started))
