@@ -308,7 +308,8 @@ def test_scans_of_imports_in_two_threads_never_fail():
     """CPython 3.11's AST constructor keeps its recursion depth per interpreter: two threads parsing at
     once fail with SystemError when a collection lets one run inside the other's parse (a callback makes
     every collection switch threads here; two plain ``ast.parse`` loops failed within 1-4 s so). The
-    bundle builds' scans take turns, so a call's build beside another thread's never fails."""
+    bundle builds' scans take turns (and one broken by a parse of the program's is made again), so a call's
+    build beside another thread's never fails."""
     import gc
     import threading
 

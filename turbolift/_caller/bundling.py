@@ -329,7 +329,7 @@ def _module_bundle(module_name: str, parse: bool = True) -> Bundle:
     except Exception:
         if not known:
             raise
-        collector, bundle = _walk_and_build(module_name, None)   # the entry's records were bad
+        collector, bundle = _walk_and_build(module_name, None, parse)   # the entry's records were bad
     if key is not None:
         try:
             bundle_cache.store(key, bundle_entries.header_of(collector, bundle), bundle.data)

@@ -12,29 +12,29 @@ always a statement: a fraction of the nodes ``ast.walk`` would visit.
 from __future__ import annotations
 
 import ast
-import gc
 import threading
 
 # The fields of statements (and of except handlers and match cases) that hold statements.
 _BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")
 # CPython 3.11's AST constructor keeps its recursion depth per interpreter, not per thread: a parse
-# that another thread's parse interrupts fails with "SystemError: AST constructor recursion depth
-# mismatch" (python/cpython#106905). A parse is interrupted only where it runs Python code, which is
-# a garbage collection's finalizers; so ours run one at a time with collections held off, and no
-# other parse can break one of them. (One of ours can still break a parse of the program's that a
-# collection interrupted: so the preload's thread never parses, see bundling.WouldParse.)
-_parsing = threading.Lock()
+# that another thread's parse interrupts (where a garbage collection runs finalizers) fails with
+# "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905). So the parses of
+# the bundle builds take turns, and one that a parse of the program's own broke is made again. (One
+# of ours can still break one of the program's: the preload's thread never parses, see
+# bundling.WouldParse.) Reentrant: a signal handler may make a first call in the middle of a parse.
+_parsing = threading.RLock()
+_ATTEMPTS = 3
 
 
 def _parse(source: str) -> ast.Module:
     with _parsing:
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            return ast.parse(source)
-        finally:
-            if collecting:
-                gc.enable()
+        for _ in range(_ATTEMPTS - 1):
+            try:
+                return ast.parse(source)
+            except SystemError as exc:
+                if "recursion depth mismatch" not in str(exc):
+                    raise
+        return ast.parse(source)
 
 
 def import_records(source: str) -> list:

@@ -147,8 +147,8 @@ class Preloader:
         started = time.monotonic()
         bundle = module_bundle_ahead(module)
         if bundle is None:
-            log.info("not preloading %s: its files were not scanned before (the first call scans them, "
-                     "and the next run preloads)", module)
+            log.info("not preloading %s: its files were not scanned before (the first call scans them; "
+                     "a later run preloads, once they are two seconds old)", module)
             return
         refs = [pb.FunctionRef(bundle_id=bundle.id, module=module, qualname=function.__qualname__)
                 for function in functions]
