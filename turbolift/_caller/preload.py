@@ -134,6 +134,9 @@ class Preloader:
                 self._exchanging = False
 
     def _preload(self, functions: list) -> None:
+        module = functions[0].__module__
+        if not needs_shipping(module):
+            return   # (the standard library, an installed distribution: the worker has its own)
         with self._lock:   # (so that a shutdown either comes first or closes what this starts)
             if self._closed.is_set():
                 return
@@ -141,9 +144,6 @@ class Preloader:
             if dispatcher is None:
                 return
             dispatcher.start()
-        module = functions[0].__module__
-        if not needs_shipping(module):
-            return   # (the standard library, an installed distribution: the worker has its own)
         started = time.monotonic()
         bundle = module_bundle_ahead(module)
         if bundle is None:

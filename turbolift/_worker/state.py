@@ -76,14 +76,18 @@ class WorkerState:
         """Load bundle ``bundle_id`` and import the modules of ``refs`` (functions in it) while
         ``wanted()``, as the first call of each would. Nothing is reported: the bundle is stored,
         and a call that comes meets any failure again and reports it as it would have without this."""
+        try:
+            bundle = self.bundle(bundle_id)
+        except Exception:   # (a Failure, or anything else: the call finds it again)
+            return
         for ref in refs:
-            if ref.bundle_id != bundle_id or not wanted():
+            if bundle is None or not wanted():
+                return
+            if ref.bundle_id != bundle_id:
                 continue
             try:
-                bundle = self.bundle(bundle_id)
-                if bundle is not None:
-                    self.function(bundle, ref)
-            except Exception:   # (a Failure, or anything else: the call finds it again)
+                self.function(bundle, ref)
+            except Exception:   # (as above)
                 pass
 
     def describe(self) -> pb.DescribeReply:
