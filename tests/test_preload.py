@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import child_env, run_python, write_files
+from conftest import child_env, make_installed_library, run_python, write_files
 
 # The program writes its pid first, so that the module can tell the program from a worker.
 PROJECT = {
@@ -339,3 +339,62 @@ def test_scans_of_imports_in_two_threads_never_fail():
     finally:
         gc.callbacks.remove(switch)
     assert errors == []
+
+
+def test_an_executor_in_a_plain_process_never_preloads(tmp_path, cache_dir):
+    """What a ``turbolift.Executor`` of a program run without turbolift runs is known only as it is
+    submitted: the one worker that ran the call imported the module, the other did not (with
+    preloading, the submit's binding readies it too)."""
+    files = {**PROJECT, "pool.py": """
+        import json, os, pathlib, sys, time
+        import turbolift
+        directory = pathlib.Path(os.environ["PRELOAD_DIR"])
+        (directory / "program.pid").write_text(str(os.getpid()))
+        from proj.heavy import imported
+        log = directory / "imports.log"
+        with turbolift.Executor("local:2") as pool:
+            pid, _ = pool.submit(imported).result()
+            limit = time.monotonic() + float(sys.argv[1])   # for a preload of the other worker
+            while time.monotonic() < limit and len(log.read_text().split()) < 2:
+                time.sleep(0.05)
+            print(json.dumps({"pid": pid, "imports": log.read_text().split()}))
+    """}
+    write_files(tmp_path, files)
+    time.sleep(2.5)   # (as in _warmed: a first run fills the bundle cache, which a preload needs)
+    for directory, wait in ((tmp_path / "warm-up", "0"), (tmp_path, "8")):
+        directory.mkdir(exist_ok=True)
+        out = run_python(["pool.py", wait], tmp_path, cache_dir, timeout=120, PRELOAD_DIR=str(directory),
+                         PYTHONPATH=str(tmp_path), TURBOLIFT_BUNDLE_CACHE=_bundle_cache(tmp_path))
+        assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["imports"] == [str(report["pid"])], (report, out.stderr)
+
+
+@pytest.mark.parametrize("where", ["standard library", "installed distribution"])
+def test_functions_of_the_environment_are_not_preloaded(tmp_path, cache_dir, where):
+    """A worker imports the standard library and installed distributions from its own environment:
+    there is nothing to ready it with, so no preload is even tried for them."""
+    site = make_installed_library(tmp_path / "site" / "site-packages", "instlib", "1.0", """
+        import turbolift
+
+        @turbolift.on()
+        def triple(x):
+            return 3 * x
+    """)
+    write_files(tmp_path, {"env.py": """
+        import json, sys, time
+        import turbolift
+        if sys.argv[1] == "standard library":
+            function = turbolift.on()(json.dumps)
+            argument = [1, 2]
+        else:
+            from instlib import triple as function
+            argument = 14
+        time.sleep(3)   # for a preload to be tried
+        print(json.dumps({"result": function(argument)}))
+    """})
+    out = run_python(["-m", "turbolift", "-v", "--workers", "1", "env.py", where], tmp_path, cache_dir,
+                     timeout=120, PYTHONPATH=str(site), TURBOLIFT_BUNDLE_CACHE=_bundle_cache(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"result": "[1, 2]" if where == "standard library" else 42}
+    assert "preload" not in out.stderr, out.stderr
