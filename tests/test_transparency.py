@@ -98,6 +98,50 @@ def test_the_prefix_can_be_switched_off(tmp_path, cache_dir):
     assert not any(line.startswith("(chatty ") for line in remote.stdout.splitlines())
 
 
+IMPORT_NOISE = {
+    "noisy.py": """
+        import logging, warnings
+        print("noisy: imported")
+        logging.getLogger("noisy").warning("noisy: logged at import")
+        warnings.warn("noisy: deprecated", DeprecationWarning, stacklevel=2)
+
+        def helper(x):
+            return 2 * x
+    """,
+    "marked.py": """
+        import turbolift
+        print("marked: imported")
+        import warnings
+        warnings.warn("marked: deprecated", DeprecationWarning, stacklevel=2)
+
+        @turbolift.on()
+        def apply(function, x):
+            print("apply: ran")
+            return function(x)
+    """,
+}
+
+
+def test_what_a_module_prints_and_warns_at_import_is_shown_once_as_locally(tmp_path, cache_dir):
+    """A worker imports the function's module to load it, and the argument's module to unpickle it.
+    The program imported both, and showed what they printed, logged and warned then: the workers'
+    imports show none of it again (once per worker, and placed in turbolift's code)."""
+    local, remote = both(tmp_path, cache_dir, """
+        import warnings
+        warnings.simplefilter("default")
+        import noisy
+        from marked import apply
+        print([apply(noisy.helper, x) for x in range(4)])
+    """, files=IMPORT_NOISE)
+    def noise(text: str) -> list[str]:
+        return [line for line in text.splitlines() if "noisy" in line or "marked" in line]
+
+    assert noise(remote.stdout) == noise(local.stdout), remote.stdout
+    assert noise(remote.stderr) == noise(local.stderr), remote.stderr
+    assert local.stdout.count("imported") == 2 and local.stderr.count("deprecated") == 2, local
+    assert remote.stdout.count("apply: ran") == 4   # the call's own output is still forwarded
+
+
 def test_output_of_a_hand_started_worker_reaches_the_caller(tmp_path, cache_dir, start_worker):
     worker = start_worker()
     write_files(tmp_path, {"app.py": OUTPUT_SCRIPT})

@@ -21,6 +21,7 @@ from .._version import __version__
 from .._wire.frames import server_frame
 from ..errors import BundleError, EnvironmentMismatch
 from ..v1 import worker_pb2 as pb
+from . import capture
 from .bundle_store import BundleStore, LoadedBundle
 from .cancel import Watchdog
 
@@ -63,7 +64,8 @@ class WorkerState:
     def function(bundle: LoadedBundle, ref: pb.FunctionRef) -> Callable:
         """The real function ``ref`` names in ``bundle`` (importing its module the first time)."""
         try:
-            return bundle.resolve(ref.module, ref.qualname)
+            with capture.replayed_imports():   # (the caller showed what its import printed)
+                return bundle.resolve(ref.module, ref.qualname)
         except (LookupError, AttributeError, ImportError) as exc:
             where = f"{ref.module}.{ref.qualname} in bundle {ref.bundle_id}"
             raise Failure(grpc.StatusCode.NOT_FOUND, f"cannot find {where}: {exc}") from None
