@@ -142,6 +142,36 @@ def test_what_a_module_prints_and_warns_at_import_is_shown_once_as_locally(tmp_p
     assert remote.stdout.count("apply: ran") == 4   # the call's own output is still forwarded
 
 
+def test_an_import_that_fails_on_the_worker_reports_what_it_printed(tmp_path, cache_dir):
+    """What a worker's import prints is not shown (above), but where the import fails there, unlike in
+    the program, the error the call raises carries what it printed: often the reason."""
+    write_files(tmp_path, {"picky.py": """
+        import os, pathlib, sys
+        import turbolift
+        if os.getpid() != int(pathlib.Path(os.environ["PICKY_DIR"], "program.pid").read_text()):
+            print("picky: PICKY_TOKEN is not set on this machine", file=sys.stderr)
+            raise SystemExit(3)
+
+        @turbolift.on()
+        def work():
+            return 1
+    """, "app.py": """
+        import os, pathlib
+        pathlib.Path(os.environ["PICKY_DIR"], "program.pid").write_text(str(os.getpid()))
+        from picky import work
+        try:
+            work()
+        except Exception as exc:
+            print("raised:", type(exc).__name__, exc)
+    """})
+    out = run_python(["-m", "turbolift", "--workers", "1", "app.py"], tmp_path, cache_dir, timeout=TIMEOUT,
+                     PICKY_DIR=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "importing picky on the worker failed: SystemExit: 3" in out.stdout, out.stdout
+    assert "picky: PICKY_TOKEN is not set on this machine" in out.stdout, out.stdout
+    assert "PICKY_TOKEN" not in out.stderr, out.stderr   # (shown once, in the error)
+
+
 def test_output_of_a_hand_started_worker_reaches_the_caller(tmp_path, cache_dir, start_worker):
     worker = start_worker()
     write_files(tmp_path, {"app.py": OUTPUT_SCRIPT})

@@ -154,7 +154,8 @@ def _sink() -> Optional[Events]:
     return found
 
 
-_replaying = threading.local()   # .depth: how many replayed_imports() the thread is inside
+_replaying = threading.local()   # .depth: how many replayed_imports() the thread is inside; .printed
+REPLAYED_TEXT_LIMIT = 4096       # characters of output kept from replayed imports, for an error
 
 
 class _Replayed:
@@ -163,7 +164,10 @@ class _Replayed:
     __slots__ = ()
 
     def __enter__(self) -> None:
-        _replaying.depth = getattr(_replaying, "depth", 0) + 1
+        depth = getattr(_replaying, "depth", 0)
+        if not depth:
+            _replaying.printed = ""
+        _replaying.depth = depth + 1
 
     def __exit__(self, *exc_info: Any) -> None:
         _replaying.depth -= 1
@@ -174,8 +178,16 @@ _REPLAYED = _Replayed()
 
 def replayed_imports() -> _Replayed:
     """Within it, the current thread's output, log records and warnings are dropped: for the imports
-    a worker makes to load a function or to unpickle arguments, which the caller made before."""
+    a worker makes to load a function or to unpickle arguments, which the caller made before. The
+    output's first characters are kept for :func:`replayed_output`."""
     return _REPLAYED
+
+
+def replayed_output() -> str:
+    """What the thread printed under its last :func:`replayed_imports` (the first
+    ``REPLAYED_TEXT_LIMIT`` characters): an import that fails on the worker, where it did not in
+    the caller, often says why in what it printed."""
+    return getattr(_replaying, "printed", "")
 
 
 def _replaying_now() -> bool:
@@ -204,6 +216,9 @@ class _Router(io.TextIOBase):
 
     def write(self, text: str) -> int:
         if _replaying_now():
+            kept = _replaying.printed
+            if len(kept) < REPLAYED_TEXT_LIMIT:
+                _replaying.printed = kept + text[:REPLAYED_TEXT_LIMIT - len(kept)]
             return len(text)
         sink = _sink()
         if sink is None:

@@ -42,6 +42,12 @@ class Failure(Exception):
             differences=json.dumps(self.differences) if self.differences is not None else "")
 
 
+def _printed() -> str:
+    """What the failed import printed (not shown otherwise: see capture.replayed_imports), for its error."""
+    text = capture.replayed_output().rstrip()
+    return f"\n(on the worker, the import printed:)\n{text}" if text else ""
+
+
 @dataclass
 class WorkerState:
     store: BundleStore
@@ -68,11 +74,11 @@ class WorkerState:
                 return bundle.resolve(ref.module, ref.qualname)
         except (LookupError, AttributeError, ImportError) as exc:
             where = f"{ref.module}.{ref.qualname} in bundle {ref.bundle_id}"
-            raise Failure(grpc.StatusCode.NOT_FOUND, f"cannot find {where}: {exc}") from None
+            raise Failure(grpc.StatusCode.NOT_FOUND, f"cannot find {where}: {exc}{_printed()}") from None
         except BaseException as exc:  # SystemExit at import (argparse!) must not go unanswered
             failed = f"{type(exc).__name__}: {exc}"
             raise Failure(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"importing {ref.module} on the worker failed: {failed}") from None
+                          f"importing {ref.module} on the worker failed: {failed}{_printed()}") from None
 
     def preload(self, bundle_id: str, refs: Iterable[pb.FunctionRef], wanted: Callable[[], bool]) -> None:
         """Load bundle ``bundle_id`` and import the modules of ``refs`` (functions in it) while
