@@ -13,12 +13,6 @@ logging (its levels and handlers) and warnings through its own ``warnings``
 filters. So the worker lets every warning through to the router
 (``simplefilter("always")``, deduplicated per call), and lowers its loggers'
 levels to what the caller's levels need.
-
-What a module prints, logs and warns while the worker imports it to load a
-function or to decode a call's arguments is dropped (:func:`replayed_imports`):
-the program imported that module itself and showed, or filtered, all of it
-then. Forwarded, or left on a local worker's stderr (the program's terminal),
-it would be shown again, once per worker, and placed in turbolift's code.
 """
 from __future__ import annotations
 
@@ -154,46 +148,6 @@ def _sink() -> Optional[Events]:
     return found
 
 
-_replaying = threading.local()   # .depth: how many replayed_imports() the thread is inside; .printed
-REPLAYED_TEXT_LIMIT = 4096       # characters of output kept from replayed imports, for an error
-
-
-class _Replayed:
-    """The context of :func:`replayed_imports` (a class, not a generator: it is on every call's path)."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        depth = getattr(_replaying, "depth", 0)
-        if not depth:
-            _replaying.printed = ""
-        _replaying.depth = depth + 1
-
-    def __exit__(self, *exc_info: Any) -> None:
-        _replaying.depth -= 1
-
-
-_REPLAYED = _Replayed()
-
-
-def replayed_imports() -> _Replayed:
-    """Within it, the current thread's output, log records and warnings are dropped: for the imports
-    a worker makes to load a function or to unpickle arguments, which the caller made before. The
-    output's first characters are kept for :func:`replayed_output`."""
-    return _REPLAYED
-
-
-def replayed_output() -> str:
-    """What the thread printed under its last :func:`replayed_imports` (the first
-    ``REPLAYED_TEXT_LIMIT`` characters): an import that fails on the worker, where it did not in
-    the caller, often says why in what it printed."""
-    return getattr(_replaying, "printed", "")
-
-
-def _replaying_now() -> bool:
-    return getattr(_replaying, "depth", 0) > 0
-
-
 def attach(events: Optional[Events]) -> None:
     """Route the current thread's output, records and warnings to ``events`` (None: nowhere new)."""
     if events is not None:
@@ -215,11 +169,6 @@ class _Router(io.TextIOBase):
         self._stream = stream
 
     def write(self, text: str) -> int:
-        if _replaying_now():
-            kept = _replaying.printed
-            if len(kept) < REPLAYED_TEXT_LIMIT:
-                _replaying.printed = kept + text[:REPLAYED_TEXT_LIMIT - len(kept)]
-            return len(text)
         sink = _sink()
         if sink is None:
             return self._original.write(text)
@@ -242,8 +191,6 @@ class _Router(io.TextIOBase):
 
 class _LogRouter(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        if _replaying_now():
-            return
         sink = _sinks.get(record.thread or 0) or _sink()
         if sink is not None:
             if sink.wants(record.name, record.levelno):
@@ -257,8 +204,6 @@ _original_showwarning = warnings.showwarning
 
 def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
                   line: Optional[str] = None) -> None:
-    if _replaying_now():
-        return
     sink = _sink()
     if sink is not None and file is None:
         sink.warning(message, category, filename, lineno)

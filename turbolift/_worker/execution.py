@@ -38,15 +38,9 @@ class BadRequest(Exception):
     """The arguments did not decode into what the request says."""
 
 
-def _loads(payload: Any) -> Any:
-    """Unpickle what the caller sent; the modules this imports, the caller had imported."""
-    with capture.replayed_imports():
-        return serialize.loads(payload)
-
-
 def _decode_arguments(payload: Any) -> tuple[tuple, dict]:
     try:
-        arguments = _loads(payload)
+        arguments = serialize.loads(payload)
     except Exception as exc:
         raise BadRequest(f"could not deserialise the arguments: {type(exc).__name__}: {exc}") from None
     # Exact types: a subclass could run code while being checked or unpacked.
@@ -238,7 +232,7 @@ def _encode_items(outcomes: tuple[list, dict]) -> serialize.Payload:
 def _run_batch(function: Callable, payload: Any, count: int, with_kwargs: bool,
                single_arguments: bool) -> serialize.Payload:
     try:
-        items = _loads(payload)
+        items = serialize.loads(payload)
     except Exception as exc:
         raise BadRequest(f"could not deserialise the batch items: {type(exc).__name__}: {exc}") from None
     del payload

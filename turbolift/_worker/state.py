@@ -21,7 +21,6 @@ from .._version import __version__
 from .._wire.frames import server_frame
 from ..errors import BundleError, EnvironmentMismatch
 from ..v1 import worker_pb2 as pb
-from . import capture
 from .bundle_store import BundleStore, LoadedBundle
 from .cancel import Watchdog
 
@@ -40,12 +39,6 @@ class Failure(Exception):
         return server_frame("failure",
             code=self.code.value[0], details=self.details,
             differences=json.dumps(self.differences) if self.differences is not None else "")
-
-
-def _printed() -> str:
-    """What the failed import printed (not shown otherwise: see capture.replayed_imports), for its error."""
-    text = capture.replayed_output().rstrip()
-    return f"\n(on the worker, the import printed:)\n{text}" if text else ""
 
 
 @dataclass
@@ -70,15 +63,14 @@ class WorkerState:
     def function(bundle: LoadedBundle, ref: pb.FunctionRef) -> Callable:
         """The real function ``ref`` names in ``bundle`` (importing its module the first time)."""
         try:
-            with capture.replayed_imports():   # (the caller showed what its import printed)
-                return bundle.resolve(ref.module, ref.qualname)
+            return bundle.resolve(ref.module, ref.qualname)
         except (LookupError, AttributeError, ImportError) as exc:
             where = f"{ref.module}.{ref.qualname} in bundle {ref.bundle_id}"
-            raise Failure(grpc.StatusCode.NOT_FOUND, f"cannot find {where}: {exc}{_printed()}") from None
+            raise Failure(grpc.StatusCode.NOT_FOUND, f"cannot find {where}: {exc}") from None
         except BaseException as exc:  # SystemExit at import (argparse!) must not go unanswered
             failed = f"{type(exc).__name__}: {exc}"
             raise Failure(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"importing {ref.module} on the worker failed: {failed}{_printed()}") from None
+                          f"importing {ref.module} on the worker failed: {failed}") from None
 
     def preload(self, bundle_id: str, refs: Iterable[pb.FunctionRef], wanted: Callable[[], bool]) -> None:
         """Load bundle ``bundle_id`` and import the modules of ``refs`` (functions in it) while
