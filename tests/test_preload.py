@@ -69,13 +69,15 @@ def _bundle_cache(tmp_path) -> str:
     return str(tmp_path / "bundle-cache")
 
 
-def _warmed(tmp_path, cache_dir, files: dict, program: list, **env: str) -> None:
+def _warmed(tmp_path, cache_dir, files: dict, program: list,
+            launcher: tuple = ("-m", "turbolift", "--workers", "1"), **env: str) -> None:
     """Write ``files`` and run ``program`` once without preloading, as an earlier run of the project would:
     a preload never parses a source (see ``bundling.WouldParse``), it takes the scans the bundle cache
-    keeps, and the cache trusts a file unread once it is two seconds old."""
+    keeps, and the cache trusts a file unread once it is two seconds old. ``launcher``: what comes
+    before ``program`` on ``python``'s command line (nothing, for a program run without turbolift)."""
     write_files(tmp_path, files)
     time.sleep(2.5)
-    out = run_python(["-m", "turbolift", "--workers", "1", *program], tmp_path, cache_dir / "warm-up",
+    out = run_python([*launcher, *program], tmp_path, cache_dir / "warm-up",
                      timeout=120, TURBOLIFT_PRELOAD="0", TURBOLIFT_BUNDLE_CACHE=_bundle_cache(tmp_path),
                      **env)
     assert out.returncode == 0, out.stderr
@@ -359,13 +361,13 @@ def test_an_executor_in_a_plain_process_never_preloads(tmp_path, cache_dir):
                 time.sleep(0.05)
             print(json.dumps({"pid": pid, "imports": log.read_text().split()}))
     """}
-    write_files(tmp_path, files)
-    time.sleep(2.5)   # (as in _warmed: a first run fills the bundle cache, which a preload needs)
-    for directory, wait in ((tmp_path / "warm-up", "0"), (tmp_path, "8")):
-        directory.mkdir(exist_ok=True)
-        out = run_python(["pool.py", wait], tmp_path, cache_dir, timeout=120, PRELOAD_DIR=str(directory),
-                         PYTHONPATH=str(tmp_path), TURBOLIFT_BUNDLE_CACHE=_bundle_cache(tmp_path))
-        assert out.returncode == 0, out.stderr
+    warm_up = tmp_path / "warm-up"
+    warm_up.mkdir()
+    _warmed(tmp_path, cache_dir, files, ["pool.py", "0"], launcher=(), PRELOAD_DIR=str(warm_up),
+            PYTHONPATH=str(tmp_path))
+    out = run_python(["pool.py", "8"], tmp_path, cache_dir, timeout=120, PRELOAD_DIR=str(tmp_path),
+                     PYTHONPATH=str(tmp_path), TURBOLIFT_BUNDLE_CACHE=_bundle_cache(tmp_path))
+    assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["imports"] == [str(report["pid"])], (report, out.stderr)
 
