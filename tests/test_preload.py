@@ -8,6 +8,7 @@ workers imported it, and whether before the program's first call.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -18,6 +19,10 @@ from conftest import child_env, make_installed_library, run_python, write_files
 # The program writes its pid first, so that the module can tell the program from a worker.
 PROJECT = {
     "proj/__init__.py": "",
+    "proj/reason.py": """
+        import sys
+        print("proj.reason: PRELOAD_FAIL_ON_WORKERS is set on this worker", file=sys.stderr)
+    """,
     "proj/heavy.py": """
         import os, pathlib, time
         import turbolift
@@ -29,6 +34,7 @@ PROJECT = {
             with open(pathlib.Path(os.environ["PRELOAD_DIR"], "imports.log"), "a") as log:
                 log.write(f"{os.getpid()}\\n")
             if os.environ.get("PRELOAD_FAIL_ON_WORKERS"):
+                import proj.reason   # says why, and is imported: only the first try prints it
                 raise RuntimeError("this module cannot be imported on a worker")
             time.sleep(float(os.environ.get("PRELOAD_SLOW_IMPORT", "0")))
 
@@ -156,19 +162,25 @@ def test_a_call_made_while_its_worker_is_readied_waits_instead_of_uploading_agai
 
 
 def test_an_import_that_fails_on_the_workers_is_reported_by_the_call_as_without_preload(tmp_path, cache_dir):
-    outcomes = {}
-    for preload in ("1", "0"):
+    """The call's error, and what the failed import printed (here by a sub-import, which succeeded and so
+    printed only at the first try: the preload's, when it preloads), shown once, as the call's."""
+    outcomes, reasons = {}, {}
+    for preload, mode in (("1", ["wait-for-workers", "60"]), ("0", ["call-now"])):
         directory = tmp_path / f"preload-{preload}"
         directory.mkdir()
         _warmed_project(directory, cache_dir / preload)
-        out = _run(directory, cache_dir / preload, "call-now", PRELOAD_FAIL_ON_WORKERS="1",
+        out = _run(directory, cache_dir / preload, *mode, PRELOAD_FAIL_ON_WORKERS="1",
                    TURBOLIFT_PRELOAD=preload)
         assert out.returncode == 1, out.stdout
         outcomes[preload] = [line for line in out.stderr.splitlines()
                              if "cannot be imported on a worker" in line]
+        reasons[preload] = [line for line in out.stderr.splitlines() if "PRELOAD_FAIL_ON_WORKERS is" in line]
+    assert len((tmp_path / "preload-1" / "imports.log").read_text().split()) >= 2   # tried before the call
     assert outcomes["1"], outcomes
     assert [line.split(": ", 1)[-1] for line in outcomes["1"]] == \
         [line.split(": ", 1)[-1] for line in outcomes["0"]]
+    for found in reasons.values():
+        assert len(found) == 1 and re.match(r"\(imported local-\d\) proj\.reason: ", found[0]), reasons
 
 
 def test_a_program_that_exits_does_not_wait_for_a_slow_preload(tmp_path, cache_dir):

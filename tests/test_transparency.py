@@ -98,6 +98,129 @@ def test_the_prefix_can_be_switched_off(tmp_path, cache_dir):
     assert not any(line.startswith("(chatty ") for line in remote.stdout.splitlines())
 
 
+# A module tells the program from a worker by the script it runs (a worker runs turbolift's own).
+IMPORT_NOISE = {
+    "noisy.py": """
+        import logging, sys, warnings
+        print("noisy: imported")
+        logging.getLogger("noisy").warning("noisy: logged at import")
+        warnings.warn("noisy: deprecated", DeprecationWarning, stacklevel=2)
+
+        def helper(x):
+            return 2 * x
+
+        class Versioned:
+            def __init__(self):
+                self.version = 1
+
+            def __setstate__(self, state):   # as scikit-learn's version check: only where it is unpickled
+                if not sys.argv[0].endswith("app.py"):
+                    warnings.warn("Versioned: unpickled by another version", UserWarning)
+                self.__dict__.update(state)
+    """,
+    "marked.py": """
+        import turbolift
+        print("marked: imported")
+        import warnings
+        warnings.warn("marked: deprecated", DeprecationWarning, stacklevel=2)
+
+        @turbolift.on()
+        def apply(function, x):
+            print("apply: ran")
+            return function(x)
+
+        @turbolift.on()
+        def kind(obj):
+            return type(obj).__name__
+    """,
+}
+
+
+def test_what_a_module_prints_logs_and_warns_at_import_is_shown_once_as_locally(tmp_path, cache_dir):
+    """A worker imports the function's module to load it, and the argument's module to unpickle it.
+    The program imported both and showed what they printed, logged and warned: the workers' imports
+    do not show it again (before: once more per worker, placed in turbolift's or importlib's code).
+    A warning that unpickling an object raises on the worker is still the call's own."""
+    local, remote = both(tmp_path, cache_dir, """
+        import warnings
+        warnings.simplefilter("default")
+        import noisy
+        from marked import apply, kind
+        print([apply(noisy.helper, x) for x in range(4)])
+        print(kind(noisy.Versioned()))
+    """, files=IMPORT_NOISE)
+
+    def noise(text: str) -> list[str]:
+        return [line for line in text.splitlines()
+                if ("noisy" in line or "marked" in line) and "Versioned" not in line]
+
+    assert noise(remote.stdout) == noise(local.stdout), remote.stdout
+    assert noise(remote.stderr) == noise(local.stderr), remote.stderr
+    assert local.stdout.count("imported") == 2 and local.stderr.count("deprecated") == 2, local
+    assert remote.stdout.count("apply: ran") == 4   # the call's own output is still forwarded
+    assert "Versioned: unpickled by another version" not in local.stderr
+    assert remote.stderr.count("UserWarning: Versioned: unpickled by another version") == 1, remote.stderr
+
+
+def test_an_import_that_fails_on_a_worker_shows_what_it_printed_logged_and_warned(tmp_path, cache_dir):
+    """Where an import fails on the worker and not in the program, what it made is the call's: printed,
+    logged and warned, by the module and by what it imported before failing (it often says why). For
+    the function's module and for an argument's, at each call that fails."""
+    write_files(tmp_path, {"reason.py": """
+        import sys
+        if not sys.argv[0].endswith("app.py"):
+            print("reason: no licence file on this machine", file=sys.stderr)
+    """, "picky.py": """
+        import logging, sys, warnings
+        import turbolift
+        import reason
+        if not sys.argv[0].endswith("app.py"):
+            print("picky: PICKY_TOKEN is not set on this machine")
+            logging.getLogger("picky").error("picky: a logged reason")
+            warnings.warn("picky: a warned reason", RuntimeWarning)
+            raise SystemExit(3)
+
+        @turbolift.on()
+        def work():
+            return 1
+    """, "refuses.py": """
+        import sys
+        if not sys.argv[0].endswith("app.py"):
+            print("refuses: cannot be loaded here")
+            raise RuntimeError("refuses cannot be imported")
+
+        def f(x):
+            return x
+    """, "marked.py": """
+        import turbolift
+
+        @turbolift.on()
+        def call(function):
+            return function(1)
+    """, "app.py": """
+        import picky, refuses
+        from marked import call
+        for function, argument in [(picky.work, ()), (picky.work, ()), (call, (refuses.f,)),
+                                   (call, (refuses.f,))]:
+            try:
+                function(*argument)
+            except Exception as exc:
+                print("raised:", type(exc).__name__, exc)
+    """})
+    out = run_python(["-m", "turbolift", "--workers", "1", "app.py"], tmp_path, cache_dir, timeout=TIMEOUT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("importing picky on the worker failed: SystemExit: 3") == 2, out.stdout
+    assert out.stdout.count("could not deserialise the arguments: RuntimeError: refuses cannot") == 2
+    # Each failing call shows its reasons, forwarded as the call's (prefixed), the warning once per place
+    # (the caller's filters); the sub-import, which succeeded the first time, also at the second call.
+    assert out.stdout.count("(work local-0) picky: PICKY_TOKEN is not set on this machine") == 2, out.stdout
+    assert out.stdout.count("(call local-0) refuses: cannot be loaded here") == 2, out.stdout
+    assert out.stderr.count("(work local-0) reason: no licence file on this machine") == 2, out.stderr
+    assert out.stderr.count("picky: a logged reason") == 2, out.stderr
+    assert out.stderr.count("RuntimeWarning: picky: a warned reason") == 1, out.stderr
+    assert "reason: no licence" not in out.stdout and "Traceback" not in out.stderr
+
+
 def test_output_of_a_hand_started_worker_reaches_the_caller(tmp_path, cache_dir, start_worker):
     worker = start_worker()
     write_files(tmp_path, {"app.py": OUTPUT_SCRIPT})

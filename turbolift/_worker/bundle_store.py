@@ -104,6 +104,10 @@ class LoadedBundle:
             return
         self._store.activate(self)
 
+    def loaded(self, module: str, qualname: str) -> Optional[Callable]:
+        """The function ``module.qualname`` if :meth:`resolve` found it before, else None."""
+        return self._functions.get((module, qualname))
+
     def resolve(self, module: str, qualname: str) -> Callable:
         """The real function ``module.qualname`` (marking disabled)."""
         key = (module, qualname)

@@ -40,7 +40,7 @@ class BadRequest(Exception):
 
 def _decode_arguments(payload: Any) -> tuple[tuple, dict]:
     try:
-        arguments = serialize.loads(payload)
+        arguments = capture.repeating_imports(serialize.loads, payload)
     except Exception as exc:
         raise BadRequest(f"could not deserialise the arguments: {type(exc).__name__}: {exc}") from None
     # Exact types: a subclass could run code while being checked or unpacked.
@@ -232,7 +232,7 @@ def _encode_items(outcomes: tuple[list, dict]) -> serialize.Payload:
 def _run_batch(function: Callable, payload: Any, count: int, with_kwargs: bool,
                single_arguments: bool) -> serialize.Payload:
     try:
-        items = serialize.loads(payload)
+        items = capture.repeating_imports(serialize.loads, payload)
     except Exception as exc:
         raise BadRequest(f"could not deserialise the batch items: {type(exc).__name__}: {exc}") from None
     del payload

@@ -26,6 +26,7 @@ from .._wire.frames import server_frame
 from .._wire.outcomes import unpack_exception
 from ..errors import WorkerLost
 from ..v1 import worker_pb2 as pb
+from . import capture
 from .cancel import Ticket, Watchdog
 
 _current = threading.local()   # .calls (NestedCalls) and .ticket of the call this thread runs
@@ -52,7 +53,7 @@ class NestedFuture(cf.Future):
             self.set_result(None)
         else:
             try:
-                self.set_exception(unpack_exception(serialize.loads(data)))
+                self.set_exception(unpack_exception(capture.repeating_imports(serialize.loads, data)))
             except Exception as exc:
                 self.set_exception(exc)
 
@@ -61,7 +62,8 @@ class NestedFuture(cf.Future):
             super().result(timeout)
         with self._decode_lock:
             if not self._decoded:
-                self._value = serialize.loads(self._raw) if self._raw is not None else None
+                raw = self._raw
+                self._value = capture.repeating_imports(serialize.loads, raw) if raw is not None else None
                 self._raw, self._decoded = None, True
         return self._value
 

@@ -294,10 +294,10 @@ class Session:
                 self.send(server_frame("reply", outcome=pb.BUNDLE_MISSING, missing_bundle=bundle_id))
                 return
             bundle.activate()  # the function's own bundle last: its modules come first
-        function = state.function(bundle, invoke.function)
+        events = capture.Events(self.send, self._levels) if invoke.forward_events else None
+        function = state.function(bundle, invoke.function, events)
         name = f"{invoke.function.module}.{invoke.function.qualname}"
         METRICS.started(name)
-        events = capture.Events(self.send, self._levels) if invoke.forward_events else None
         deadline = time.monotonic() + invoke.timeout if invoke.timeout > 0 else None
         ticket = Ticket(self._context.is_active, deadline, self._pulse)
         watchdog = self.watchdog

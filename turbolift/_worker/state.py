@@ -21,8 +21,11 @@ from .._version import __version__
 from .._wire.frames import server_frame
 from ..errors import BundleError, EnvironmentMismatch
 from ..v1 import worker_pb2 as pb
+from . import capture
 from .bundle_store import BundleStore, LoadedBundle
 from .cancel import Watchdog
+
+MAX_FAILED_IMPORTS = 64   # modules whose failed import's output is kept for the next try
 
 
 class Failure(Exception):
@@ -59,9 +62,35 @@ class WorkerState:
         except BundleError as exc:
             raise Failure(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
 
+    # module -> what its failed import held (RepeatedImports), for the next try
+    _failed_imports: dict = field(default_factory=dict, init=False, repr=False)
+
+    def function(self, bundle: LoadedBundle, ref: pb.FunctionRef, events: Optional[capture.Events] = None,
+                 report: bool = True) -> Callable:
+        """The real function ``ref`` names in ``bundle`` (importing its module the first time).
+
+        The program imported that module: what the import prints, logs and
+        warns here is shown (to ``events`` when ``report``) only if loading
+        the function fails, with what earlier failed tries held (the
+        preload's, say: a retry does not repeat sub-imports that succeeded).
+        """
+        found = bundle.loaded(ref.module, ref.qualname)
+        if found is not None:
+            return found
+        held = capture.RepeatedImports(replay_on_failure=False)
+        try:
+            with held:
+                return self._resolve(bundle, ref)
+        except Failure:
+            held = held.joined(self._failed_imports.pop(ref.module, None))
+            if len(self._failed_imports) < MAX_FAILED_IMPORTS:
+                self._failed_imports[ref.module] = held
+            if report:
+                held.replay(events)
+            raise
+
     @staticmethod
-    def function(bundle: LoadedBundle, ref: pb.FunctionRef) -> Callable:
-        """The real function ``ref`` names in ``bundle`` (importing its module the first time)."""
+    def _resolve(bundle: LoadedBundle, ref: pb.FunctionRef) -> Callable:
         try:
             return bundle.resolve(ref.module, ref.qualname)
         except (LookupError, AttributeError, ImportError) as exc:
@@ -86,7 +115,7 @@ class WorkerState:
             if ref.bundle_id != bundle_id:
                 continue
             try:
-                self.function(bundle, ref)
+                self.function(bundle, ref, report=False)
             except Exception:   # (as above)
                 pass
 
