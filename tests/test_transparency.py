@@ -221,6 +221,51 @@ def test_an_import_that_fails_on_a_worker_shows_what_it_printed_logged_and_warne
     assert "reason: no licence" not in out.stdout and "Traceback" not in out.stderr
 
 
+def test_warnings_log_records_and_tracebacks_name_the_programs_files(tmp_path, cache_dir):
+    """The worker runs the module from its bundle's copy; what the program sees names the program's file
+    and module, so that warnings filters by module apply (before: neither held distributed)."""
+    local, remote = both(tmp_path, cache_dir, """
+        import logging, sys, traceback, warnings
+        logging.basicConfig(stream=sys.stdout, format="%(pathname)s|%(filename)s|%(module)s|%(message)s")
+        warnings.simplefilter("default")
+        warnings.filterwarnings("ignore", message="filtered", module=r"pkg\\.lib$")
+        from pkg.lib import work
+        for _ in range(2):   # shown once per place, as locally
+            try:
+                work()
+            except ValueError:
+                traceback.print_exc(file=sys.stdout)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                work()
+            except ValueError:
+                pass
+        print([(w.filename, w.lineno, str(w.message)) for w in caught])
+    """, files={"pkg/__init__.py": "", "pkg/lib.py": """
+        import logging, warnings
+        import turbolift
+
+        @turbolift.on()
+        def work():
+            warnings.warn("shown", UserWarning)
+            warnings.warn("filtered", UserWarning)
+            logging.getLogger("pkg").warning("logged")
+            raise ValueError("boom")
+    """})
+    def frames_in_lib(text: str) -> list[str]:
+        return [line.strip() for line in text.splitlines() if 'lib.py", line' in line]
+
+    assert frames_in_lib(remote.stdout) == frames_in_lib(local.stdout), remote.stdout
+    assert frames_in_lib(local.stdout) == [f'File "{tmp_path / "pkg" / "lib.py"}", line 9, in work'] * 2
+    lines = [line for line in remote.stdout.splitlines() if "|" in line or line.startswith("[(")]
+    assert lines == [line for line in local.stdout.splitlines() if "|" in line or line.startswith("[(")]
+    assert lines[0] == f"{tmp_path / 'pkg' / 'lib.py'}|lib.py|lib|logged", lines
+    warned = [line for line in remote.stderr.splitlines() if ": UserWarning:" in line]
+    assert warned == [line for line in local.stderr.splitlines() if ": UserWarning:" in line]
+    assert warned == [f"{tmp_path / 'pkg' / 'lib.py'}:6: UserWarning: shown"], remote.stderr
+
+
 def test_output_of_a_hand_started_worker_reaches_the_caller(tmp_path, cache_dir, start_worker):
     worker = start_worker()
     write_files(tmp_path, {"app.py": OUTPUT_SCRIPT})

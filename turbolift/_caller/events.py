@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
 import warnings
 from typing import Any
 
-from .._wire import serialize
+from .._wire import local_paths, serialize
 from ..v1 import worker_pb2 as pb
 
 _LEVELS_REFRESH = 1.0
 _levels_cache = ("", -1.0)
 _levels_lock = threading.Lock()
-_registries: dict[str, dict] = {}   # per remote file: the "once per location" memory of warnings
+_registries: dict[str, dict] = {}   # per remote file of no local module: the "once per place" memory
 
 
 def levels_json() -> str:
@@ -86,11 +87,13 @@ class Events:
         logger = logging.getLogger(record.logger or None)
         if not logger.isEnabledFor(record.level):
             return
+        pathname = local_paths.local_path(record.pathname)
+        filename = os.path.basename(pathname)
         made = logging.makeLogRecord({
             "name": record.logger or "root", "levelno": record.level,
             "levelname": logging.getLevelName(record.level), "msg": record.message, "args": None,
-            "created": record.created, "msecs": (record.created % 1) * 1000, "pathname": record.pathname,
-            "filename": record.pathname.rsplit("/", 1)[-1], "module": record.pathname.rsplit("/", 1)[-1][:-3],
+            "created": record.created, "msecs": (record.created % 1) * 1000, "pathname": pathname,
+            "filename": filename, "module": os.path.splitext(filename)[0],
             "lineno": record.lineno, "funcName": record.func_name, "threadName": record.thread_name,
             "process": record.process, "exc_text": record.exc_text or None,
             "stack_info": record.stack_info or None,
@@ -108,5 +111,13 @@ class Events:
         message = record.message
         if not (isinstance(category, type) and issubclass(category, Warning)):
             category, message = UserWarning, f"{record.category_name}: {message}"
-        registry = _registries.setdefault(record.filename, {})
-        warnings.warn_explicit(message, category, record.filename, record.lineno, registry=registry)
+        found = local_paths.module_of(record.filename)
+        if found is None:
+            registry = _registries.setdefault(record.filename, {})
+            warnings.warn_explicit(message, category, record.filename, record.lineno, registry=registry)
+            return
+        # As warnings.warn in that module would: its name for filters, its memory of places shown.
+        path, module = found
+        registry = module.__dict__.setdefault("__warningregistry__", {})
+        warnings.warn_explicit(message, category, path, record.lineno, module=module.__name__,
+                               registry=registry, module_globals=module.__dict__)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import RemoteError, RemoteTraceback, TurboliftError
 from ..v1 import worker_pb2 as pb
-from . import serialize
+from . import local_paths, serialize
 
 # Frames of turbolift itself are cut from remote tracebacks: the user wants their code.
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -78,7 +78,7 @@ def unpack_exception(packed: dict) -> BaseException:
     while last.__cause__ is not None and id(last.__cause__) not in seen:
         last = last.__cause__
         seen.add(id(last))
-    last.__cause__ = RemoteTraceback(packed["traceback"])
+    last.__cause__ = RemoteTraceback(local_paths.local_traceback(packed["traceback"]))
     return exc
 
 
