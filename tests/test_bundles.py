@@ -66,6 +66,36 @@ def test_bundle_holds_the_module_and_its_project_imports_only(project):
     assert manifest["modules"]["calc.helpers"] == "calc/helpers.py"
 
 
+def test_a_package_ships_its_data_files_and_nothing_else_beside_it(project):
+    """What a package's code may read beside itself travels with it; hidden, never-shipped and compiled files,
+    a subpackage not shipped and the project's root do not."""
+    write_files(project, {
+        "calc/table.json": "{}", "calc/templates/page.html": "<p>", "calc/templates/deep/x.txt": "x",
+        "calc/.secret": "s", "calc/.cache/blob": "b", "calc/__pycache__/stale.txt": "p",
+        "calc/node_modules/m.js": "m", "calc/_speedups.so": "elf", "calc/script.py": "print(1)\n",
+        "calc/env/pyvenv.cfg": "home = /usr/bin", "calc/env/bin/python": "a virtual environment's",
+        "calc/sub/__init__.py": "", "calc/sub/sub.txt": "not shipped: calc.sub is not imported",
+        "root.csv": "the project's root is not a package",
+    })
+    import calc.core  # noqa: F401
+
+    bundle = _bundle._module_bundle("calc.core")
+    assert _names(bundle) == {"calc/__init__.py", "calc/core.py", "calc/helpers.py", "calc/consts.py",
+                              "calc/table.json", "calc/templates/page.html", "calc/templates/deep/x.txt",
+                              _bundle.MANIFEST}
+    with zipfile.ZipFile(io.BytesIO(bundle.data)) as archive:
+        assert archive.read("calc/templates/deep/x.txt") == b"x"
+
+
+def test_a_package_with_more_data_files_than_a_worker_takes_is_refused_saying_so(project, monkeypatch):
+    write_files(project, {f"calc/data/{n}.txt": "" for n in range(3)})
+    monkeypatch.setattr(_bundle, "MAX_FILES", 7)
+    import calc.core  # noqa: F401
+
+    with pytest.raises(BundleError, match="bundle of 8 files exceeds the limit of 7: move data files out"):
+        _bundle._module_bundle("calc.core")
+
+
 def test_bundle_id_is_the_content_hash_and_is_deterministic(project):
     import hashlib
 
@@ -386,6 +416,29 @@ def test_a_deleted_or_a_new_module_is_noticed(on_disk, tmp_path):
     new = _fresh_build(on_disk, cache)
     assert new["built"] == 1 and "calc/optional.py" in new["files"]
     assert new["id"] == _uncached_id(on_disk)
+
+
+def test_a_changed_new_or_deleted_data_file_is_noticed(on_disk, tmp_path):
+    cache = tmp_path / "cache"
+    table = on_disk / "calc" / "table.json"
+    table.write_text("[1]")
+    _age(table, on_disk / "calc")
+    first = _fresh_build(on_disk, cache)
+    assert "calc/table.json" in first["files"] and _fresh_build(on_disk, cache)["built"] == 0
+    table.write_text("[2]")   # same size, new content
+    _age(table, seconds=2 * _AN_HOUR_AGO)
+    changed = _fresh_build(on_disk, cache)
+    assert changed["built"] == 1 and changed["id"] != first["id"] and changed["id"] == _uncached_id(on_disk)
+    (on_disk / "calc" / "more").mkdir()
+    (on_disk / "calc" / "more" / "notes.txt").write_text("n")
+    _age(on_disk / "calc" / "more" / "notes.txt", on_disk / "calc" / "more", on_disk / "calc")
+    added = _fresh_build(on_disk, cache)
+    assert added["built"] == 1 and "calc/more/notes.txt" in added["files"]
+    (on_disk / "calc" / "more" / "notes.txt").unlink()
+    _age(on_disk / "calc" / "more")
+    removed = _fresh_build(on_disk, cache)
+    assert removed["built"] == 1 and "calc/more/notes.txt" not in removed["files"]
+    assert removed["id"] == _uncached_id(on_disk)
 
 
 def test_a_new_version_of_a_pinned_distribution_is_noticed(tmp_path):

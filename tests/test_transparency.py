@@ -266,6 +266,27 @@ def test_warnings_log_records_and_tracebacks_name_the_programs_files(tmp_path, c
     assert warned == [f"{tmp_path / 'pkg' / 'lib.py'}:6: UserWarning: shown"], remote.stderr
 
 
+def test_a_function_reads_its_packages_data_files_as_locally(tmp_path, cache_dir):
+    local, remote = both(tmp_path, cache_dir, """
+        from shapes.lib import read
+        print(read())
+    """, files={"shapes/__init__.py": "", "shapes/sizes.json": '{"square": 4}',
+                "shapes/templates/box.txt": "[ ]", "shapes/lib.py": """
+        import importlib.resources, json, os
+        import turbolift
+
+        @turbolift.on()
+        def read():
+            with open(os.path.join(os.path.dirname(__file__), "sizes.json")) as handle:
+                sizes = json.load(handle)
+            box = importlib.resources.files(__package__).joinpath("templates/box.txt").read_text()
+            return sizes, box, os.getpid()
+    """})
+    local_result, remote_result = (run.stdout.strip().rsplit(",", 1)[0] for run in (local, remote))
+    assert local_result == remote_result == "({'square': 4}, '[ ]'", remote.stdout
+    assert local.stdout != remote.stdout   # (the pid: it ran on a worker)
+
+
 def test_output_of_a_hand_started_worker_reaches_the_caller(tmp_path, cache_dir, start_worker):
     worker = start_worker()
     write_files(tmp_path, {"app.py": OUTPUT_SCRIPT})

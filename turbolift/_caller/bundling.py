@@ -35,7 +35,7 @@ from .._wire import serialize
 from .._wire.bundle_format import BYTECODE, FORMAT, MANIFEST, MAX_FILES, pack_bytecode, python_tag
 from .._wire.by_value import travels_by_value
 from ..errors import BundleError
-from . import bundle_cache, bundle_entries
+from . import bundle_cache, bundle_entries, package_data
 from .bytecode import shipped_pyc
 from .import_scan import import_records, imported_names
 from .pins import pinned_requirements
@@ -153,6 +153,10 @@ class _Collector:
         arcname = _archive_name(name, is_package)
         self.modules[name] = arcname
         self.files[arcname] = path
+        if is_package:   # what its code reads beside itself travels with it
+            data, read = package_data.collect(name, path, _identity)
+            self.files.update(data)
+            self.read.update(read)
         parent = name.rpartition(".")[0]
         if parent:  # a package's __init__ runs before its submodules
             located = self.locate(parent)
@@ -202,7 +206,11 @@ def _pack(entries: dict[str, bytes], limit: int) -> bytes:
         listing = ", ".join(f"{name} ({len(data):,} bytes)" for name, data in largest)
         raise BundleError(
             f"bundle of {total:,} bytes exceeds the limit of {limit:,} bytes; largest files: "
-            f"{listing}. Move data out of the imported modules or raise TURBOLIFT_BUNDLE_LIMIT.")
+            f"{listing}. Move data out of the imported packages (their data files travel with them) or "
+            "raise TURBOLIFT_BUNDLE_LIMIT.")
+    if len(entries) > MAX_FILES:
+        raise BundleError(f"bundle of {len(entries):,} files exceeds the limit of {MAX_FILES:,}: move data "
+                          "files out of the imported packages (they travel with them)")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
         for name in sorted(entries):
@@ -224,7 +232,7 @@ def build(collector: _Collector, extra: dict[str, bytes], manifest_extra: dict,
             with open(path, "rb") as handle:
                 data = handle.read()
         entries[arcname] = data
-        pyc = shipped_pyc(path, data, identity)
+        pyc = shipped_pyc(path, data, identity) if arcname.endswith(".py") else None
         if pyc is not None:
             compiled[arcname] = pyc
     manifest = {"format": FORMAT, **python_tag(),
@@ -279,8 +287,7 @@ def module_bundle(module_name: str) -> Bundle:
 def module_bundle_ahead(module_name: str) -> Optional[Bundle]:
     """The bundle :func:`module_bundle` would make now, for the preload: made without its lock (a build may
     wait for an import that another thread runs, which may need ``module_bundle`` meanwhile) and not kept
-    (modules imported later can change what a call ships). None when a file would need parsing: see
-    :class:`WouldParse`."""
+    (later imports can change what a call ships). None when a file would need parsing (WouldParse)."""
     bundle = _module_bundles.get(module_name)
     try:
         return bundle if bundle is not None else _module_bundle(module_name, parse=False)

@@ -16,7 +16,7 @@ from typing import Optional
 
 _TURBOLIFT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Directories whose files are never project code, whatever imports them.
-_NEVER_SHIPPED = {".git", ".hg", ".svn", "__pycache__", ".tox", ".nox", "node_modules",
+NEVER_SHIPPED = {".git", ".hg", ".svn", "__pycache__", ".tox", ".nox", "node_modules",
                   "site-packages", "dist-packages"}
 
 
@@ -47,7 +47,7 @@ def is_project_file(path: Optional[str]) -> bool:
         return False
     real = _real_path(path)
     parts = real.split(os.sep)
-    if _NEVER_SHIPPED.intersection(parts[:-1]):
+    if NEVER_SHIPPED.intersection(parts[:-1]):
         return False
     if any(real.startswith(root) for root in _environment_roots()):
         return False
