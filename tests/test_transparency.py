@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
-from conftest import run_python, write_files
+from conftest import child_env, run_python, write_files
 
 TIMEOUT = 120
 
@@ -285,6 +287,37 @@ def test_a_function_reads_its_packages_data_files_as_locally(tmp_path, cache_dir
     local_result, remote_result = (run.stdout.strip().rsplit(",", 1)[0] for run in (local, remote))
     assert local_result == remote_result == "({'square': 4}, '[ ]'", remote.stdout
     assert local.stdout != remote.stdout   # (the pid: it ran on a worker)
+
+
+def test_a_function_reads_the_programs_standard_input_as_locally(tmp_path, cache_dir):
+    """input(), readline, read and iteration read the program's own standard input (before: a call that
+    read it waited for ever on the worker's own, the pipe its program keeps open)."""
+    write_files(tmp_path, {"app.py": """
+        import sys
+        import turbolift
+
+        @turbolift.on()
+        def converse():
+            name = input("name? ")
+            age = sys.stdin.readline()
+            two = sys.stdin.read(2)
+            raw = sys.stdin.buffer.readline()   # (b"": the text layer read ahead, locally as well)
+            rest = [line.strip() for line in sys.stdin]
+            try:
+                input("more? ")
+            except EOFError as exc:
+                ended = repr(exc)
+            return name, age, two, raw, rest, ended
+
+        print(converse())
+    """})
+    runs = [subprocess.run([sys.executable, *launcher, "app.py"], cwd=tmp_path, input="ann\n42\nxyz\nlast\n",
+                           env=child_env(cache_dir, TURBOLIFT_OUTPUT_PREFIX="0"), capture_output=True,
+                           text=True, timeout=TIMEOUT)
+            for launcher in ([], ["-m", "turbolift", "--workers", "1"])]
+    assert [run.returncode for run in runs] == [0, 0], runs[1].stderr
+    assert runs[1].stdout == runs[0].stdout == \
+        "name? more? ('ann', '42\\n', 'xy', b'', ['z', 'last'], \"EOFError('EOF when reading a line')\")\n"
 
 
 def test_output_of_a_hand_started_worker_reaches_the_caller(tmp_path, cache_dir, start_worker):

@@ -9,11 +9,13 @@ it started and that are still running are cancelled.
 A NestedCall with ``pull`` set asks for the next item of an iterator the
 call was passed (:mod:`turbolift._wire.streamed`): it is taken here, at
 once, in the thread that waits for the call, as the function would take it
-locally.
+locally. One with ``stdin`` set reads the caller's standard input
+(:mod:`turbolift._worker.stdin`) in the same way.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
+import sys
 import threading
 from typing import Any, Optional
 
@@ -41,6 +43,9 @@ class NestedHost:
     def received(self, frame: pb.NestedCall, stream: Stream) -> None:
         if frame.pull:
             self._pull(frame.id, frame.pull, stream)
+            return
+        if frame.stdin:
+            self._read_stdin(frame.id, frame.stdin, frame.stdin_size, stream)
             return
         function, buffer = self._parts.get(frame.id, (frame.function, bytearray()))
         buffer += frame.data
@@ -79,6 +84,21 @@ class NestedHost:
             self._answer(call_id, stream, False, exc)
         else:
             self._answer(call_id, stream, True, item)
+
+    def _read_stdin(self, call_id: int, method: str, size: int, stream: Stream) -> None:
+        """What the call reads from standard input is read here, from the caller's, as locally."""
+        try:
+            if method not in ("readline", "read", "buffer.readline", "buffer.read"):
+                raise ValueError(f"a worker asked for sys.stdin.{method}: only (buffer.)readline and read "
+                                 "are served")
+            if sys.stdin is None:
+                raise RuntimeError("input(): lost sys.stdin")   # (as input() says locally)
+            source = sys.stdin.buffer if method.startswith("buffer.") else sys.stdin
+            text = getattr(source, method.rpartition(".")[2])(size)
+        except BaseException as exc:
+            self._answer(call_id, stream, False, exc)
+        else:
+            self._answer(call_id, stream, True, text)
 
     def _done(self, call_id: int, stream: Stream, future: cf.Future) -> None:
         with self._lock:

@@ -114,6 +114,12 @@ class NestedCalls:
         self._session.send(server_frame("nested_call", id=call_id, pull=number, last=True))
         return future
 
+    def read_stdin(self, method: str, size: int, ticket: Optional[Ticket]) -> NestedFuture:
+        """Ask the caller for ``sys.stdin.<method>(size)`` (``readline`` or ``read``); return its future."""
+        future, call_id = self._register(ticket, "its standard input cannot be read")
+        self._session.send(server_frame("nested_call", id=call_id, stdin=method, stdin_size=size, last=True))
+        return future
+
     def _register(self, ticket: Optional[Ticket], lost: str) -> tuple[NestedFuture, int]:
         """A future for a request to the caller, under a fresh id; the pump reads its answer."""
         future = NestedFuture(self._session.watchdog, ticket)
@@ -149,7 +155,8 @@ class NestedCalls:
         return True
 
 
-def _running_calls() -> tuple[Optional[NestedCalls], Optional[Ticket]]:
+def running_calls() -> tuple[Optional[NestedCalls], Optional[Ticket]]:
+    """The nested calls of the call the current thread runs, and its ticket (None, None: none runs)."""
     return getattr(_current, "calls", None), getattr(_current, "ticket", None)
 
 
@@ -158,7 +165,7 @@ class PulledIterator:
     (:mod:`turbolift._wire.streamed`), on the stream of the call it was passed to."""
 
     def __init__(self, number: int) -> None:
-        calls, ticket = _running_calls()
+        calls, ticket = running_calls()
         if calls is None:
             raise TypeError("an iterator streamed from the caller can only be read by the call it was "
                             "passed to")
@@ -193,13 +200,13 @@ class NestedStub:
         return NestedStub(function)
 
     def call(self, args: tuple, kwargs: dict) -> Any:
-        calls, ticket = _running_calls()
+        calls, ticket = running_calls()
         if calls is None:
             return self._function.__wrapped__(*args, **kwargs)
         return calls.start(self._function, args, kwargs, ticket).result()
 
     def submit(self, args: tuple, kwargs: dict) -> cf.Future:
-        calls, ticket = _running_calls()
+        calls, ticket = running_calls()
         if calls is not None:
             return calls.start(self._function, args, kwargs, ticket)
         future: cf.Future = cf.Future()
@@ -211,7 +218,7 @@ class NestedStub:
 
     def map(self, iterables: tuple, timeout: Optional[float] = None,
             chunksize: Optional[int] = None) -> Iterator:
-        calls, _ = _running_calls()
+        calls, _ = running_calls()
         if calls is None:
             return (self._function.__wrapped__(*args) for args in zip(*iterables))
         return _nested_map(self, zip(*iterables))

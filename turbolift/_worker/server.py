@@ -27,7 +27,7 @@ from .._wire.protocol import MESSAGE_LIMIT, SERVICE_NAME, WORKER_RECEIVE_LIMIT
 from .._wire.tls import TLS
 from ..errors import ConfigurationError
 from ..v1 import worker_pb2 as pb
-from . import capture, tokens
+from . import capture, stdin, tokens
 from .bundle_store import BundleStore
 from .cancel import Watchdog
 from .exposure import check_exposure
@@ -150,6 +150,7 @@ def serve(options: WorkerOptions) -> tuple[grpc.Server, str]:
     _runtime.enter_worker_mode(bind=NestedStub)
     streamed.install(PulledIterator)   # iterators passed as arguments are pulled from their caller
     capture.install()
+    stdin.install()   # a call reads its caller's standard input
     # `python -m` put the current directory first on sys.path: a worker must
     # find the program's modules only in the bundles it was sent.
     if sys.path and sys.path[0] in ("", os.getcwd()):

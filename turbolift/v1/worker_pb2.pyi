@@ -333,20 +333,24 @@ class WarningRecord(_message.Message):
     def __init__(self, category: _Optional[bytes] = ..., category_name: _Optional[str] = ..., message: _Optional[str] = ..., filename: _Optional[str] = ..., lineno: _Optional[int] = ...) -> None: ...
 
 class NestedCall(_message.Message):
-    __slots__ = ("id", "function", "data", "size", "last", "pull")
+    __slots__ = ("id", "function", "data", "size", "last", "pull", "stdin", "stdin_size")
     ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
     PULL_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    STDIN_SIZE_FIELD_NUMBER: _ClassVar[int]
     id: int
     function: bytes
     data: bytes
     size: int
     last: bool
     pull: int
-    def __init__(self, id: _Optional[int] = ..., function: _Optional[bytes] = ..., data: _Optional[bytes] = ..., size: _Optional[int] = ..., last: _Optional[bool] = ..., pull: _Optional[int] = ...) -> None: ...
+    stdin: str
+    stdin_size: int
+    def __init__(self, id: _Optional[int] = ..., function: _Optional[bytes] = ..., data: _Optional[bytes] = ..., size: _Optional[int] = ..., last: _Optional[bool] = ..., pull: _Optional[int] = ..., stdin: _Optional[str] = ..., stdin_size: _Optional[int] = ...) -> None: ...
 
 class NestedReply(_message.Message):
     __slots__ = ("id", "ok", "data", "size", "last")
