@@ -1,10 +1,8 @@
-"""What a worker's repeated imports make is held back (``turbolift._worker.capture.RepeatedImports``).
+"""What a worker's imports of the program's modules make is held, then sorted (``_worker.repeated_imports``).
 
-A worker imports the modules the program imported (to load a function, to
-unpickle arguments); the program showed what they printed, logged and
-warned. These tests drive the worker's real routers in a process of their
-own (they replace ``sys.stdout``) and read the frames a call would send.
-The end-to-end behaviour is in ``test_transparency.py`` and ``test_preload.py``.
+These tests drive the worker's real routers in a process of their own (they
+replace ``sys.stdout``) and read the frames a call would send. The end-to-end
+behaviour is in ``test_transparency.py`` and ``test_preload.py``.
 """
 from __future__ import annotations
 
@@ -17,23 +15,34 @@ MODULES = {
         import logging, warnings
         print("chatty: imported")
         logging.getLogger("chatty").warning("chatty: logged")
-        warnings.warn("chatty: warned", DeprecationWarning)
+        warnings.warn("chatty: warned", UserWarning)
 
         class Thing:
             def __setstate__(self, state):
                 warnings.warn("Thing: unpickled here", UserWarning)
+                if state.get("fail"):
+                    raise FileNotFoundError("Thing: no file")
                 self.__dict__.update(state)
     """,
+    "reason.py": """
+        print("reason: the licence is missing")
+    """,
     "broken.py": """
-        print("broken: the reason")
+        import logging
+        import reason   # succeeds, and says why broken fails
+        BIG = bytearray(50_000_000)
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            logging.getLogger("broken").exception("broken: failed")
         raise RuntimeError("broken cannot be imported")
     """,
     "later.py": """
         print("later: imported")
     """,
     "probe.py": """
-        import importlib, json, pickle
-        from turbolift._worker import capture
+        import gc, importlib, json, pickle, sys
+        from turbolift._worker import capture, repeated_imports
 
         capture.install()
         frames = []
@@ -45,27 +54,43 @@ MODULES = {
             for frame in frames:
                 kind = frame.WhichOneof("frame")
                 event = getattr(frame, kind)
-                found.append([kind, event.text if kind == "output" else event.message])
+                if kind == "output":
+                    found.append([kind, event.text])
+                elif kind == "warning":
+                    found.append([kind, event.message, event.at_import])
+                else:
+                    found.append([kind, event.message, event.exc_text.splitlines()[-1]])
             frames.clear()
             return found
 
+        def loads(data):
+            return capture.repeating_imports(pickle.loads, data)
+
         report = {}
-        with capture.RepeatedImports():
+        scope = repeated_imports.RepeatedImports()
+        with scope:
             importlib.import_module("chatty")
             print("body: not an import")
+        capture.give_held(scope)
         events.flush()
         report["import"] = sent()
-        # Protocol 0 by hand: chatty.Thing(), then __setstate__({'v': 1}) (the module is imported by now).
-        value = capture.repeating_imports(pickle.loads, b"cchatty\\nThing\\n(tR(dVv\\nI1\\nsb.")
-        report["setstate"] = [sent(), value.v]
+        # Protocol 0 by hand: chatty.Thing(), then __setstate__({'v': 1}), in a module imported by now.
+        report["setstate"] = [loads(b"cchatty\\nThing\\n(tR(dVv\\nI1\\nsb.").v, sent()]
+        # A module imported by the unpickling that then fails in __setstate__: the import went well.
+        sys.modules.pop("chatty")
         try:
-            with capture.RepeatedImports():
-                importlib.import_module("broken")
+            loads(b"cchatty\\nThing\\n(tR(dVfail\\nI1\\nsb.")
+        except FileNotFoundError as exc:
+            report["setstate failed"] = [str(exc), sent()]
+        try:
+            capture.repeating_imports(importlib.import_module, "broken")
         except RuntimeError as exc:
-            report["failed"] = [sent(), str(exc)]
-        capture.RepeatedImports().__enter__()   # never left, as when an interrupt lands in __exit__
-        capture.detach(events)                  # where the call ends
-        capture.attach(events)                  # the next call
+            report["failed"] = [str(exc), sent()]
+        gc.collect()
+        report["kept"] = any(isinstance(o, bytearray) and len(o) == 50_000_000 for o in gc.get_objects())
+        repeated_imports.RepeatedImports().__enter__()   # never left, as when an interrupt lands in __exit__
+        capture.detach(events)                           # where the call ends
+        capture.attach(events)                           # the next call
         importlib.import_module("later")
         events.flush()
         report["after"] = sent()
@@ -75,17 +100,26 @@ MODULES = {
 }
 
 
-def test_held_imports_forwarded_failures_and_a_scope_left_open(tmp_path, cache_dir):
+def test_held_imports_are_sorted_by_how_they_ended(tmp_path, cache_dir):
     write_files(tmp_path, MODULES)
     out = run_python(["probe.py"], tmp_path, cache_dir)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    # What the import made is held and dropped; what the scope's own code printed is sent.
-    assert report["import"] == [["output", "body: not an import\n"]]
+    # A successful import's output and records are dropped, its warning marked as made at import (the
+    # caller shows it unless the program showed it); what the scope's code printed itself is sent.
+    assert report["import"] == [["output", "body: not an import\n"], ["warning", "chatty: warned", True]]
     # A warning unpickling raises outside any import is the call's.
-    assert report["setstate"] == [[["warning", "Thing: unpickled here"]], 1]
-    # A failed import's reasons are sent, before its exception goes on.
-    assert report["failed"] == [[["output", "broken: the reason\n"]], "broken cannot be imported"]
+    assert report["setstate"] == [1, [["warning", "Thing: unpickled here", False]]]
+    # Unpickling that fails after an import that succeeded: that import's output is still not shown (and
+    # its warning comes when the unpickling has ended).
+    assert report["setstate failed"] == ["Thing: no file", [["warning", "Thing: unpickled here", False],
+                                                           ["warning", "chatty: warned", True]]]
+    # A failed import gives all it made, its sub-import's included; the record formatted, its traceback
+    # (and the module's globals, through its frames) not kept.
+    assert report["failed"] == ["broken cannot be imported", [
+        ["output", "reason: the licence is missing\n"],
+        ["log", "broken: failed", "ZeroDivisionError: division by zero"]]]
+    assert report["kept"] is False
     # A scope that was never left is closed where the call ends: later imports are not held.
     assert report["after"] == [["output", "later: imported\n"]]
     assert out.stderr == "", out.stderr

@@ -164,10 +164,32 @@ def test_what_a_module_prints_logs_and_warns_at_import_is_shown_once_as_locally(
     assert remote.stderr.count("UserWarning: Versioned: unpickled by another version") == 1, remote.stderr
 
 
+def test_a_warning_only_a_workers_import_raises_is_shown_once(tmp_path, cache_dir):
+    """A worker's environment may differ: a warning its import of the program's module raises, and the
+    program's did not, is shown, once for all workers (the caller's filters decide, as for any)."""
+    local, remote = both(tmp_path, cache_dir, """
+        import fast
+        print([fast.double(x) for x in range(4)])
+    """, files={"fast.py": """
+        import sys, warnings
+        import turbolift
+        if not sys.argv[0].endswith("app.py"):
+            warnings.warn("fast: the compiled extension is missing, using the slow fallback", RuntimeWarning)
+
+        @turbolift.on()
+        def double(x):
+            return 2 * x
+    """})
+    assert local.stdout == remote.stdout == "[0, 2, 4, 6]\n"
+    assert "fallback" not in local.stderr
+    assert remote.stderr.count("RuntimeWarning: fast: the compiled extension is missing") == 1, remote.stderr
+
+
 def test_an_import_that_fails_on_a_worker_shows_what_it_printed_logged_and_warned(tmp_path, cache_dir):
     """Where an import fails on the worker and not in the program, what it made is the call's: printed,
     logged and warned, by the module and by what it imported before failing (it often says why). For
-    the function's module and for an argument's, at each call that fails."""
+    the function's module and for an argument's, at each call that fails (a retry does not import again
+    what succeeded the first time)."""
     write_files(tmp_path, {"reason.py": """
         import sys
         if not sys.argv[0].endswith("app.py"):
@@ -214,10 +236,10 @@ def test_an_import_that_fails_on_a_worker_shows_what_it_printed_logged_and_warne
     assert out.stdout.count("importing picky on the worker failed: SystemExit: 3") == 2, out.stdout
     assert out.stdout.count("could not deserialise the arguments: RuntimeError: refuses cannot") == 2
     # Each failing call shows its reasons, forwarded as the call's (prefixed), the warning once per place
-    # (the caller's filters); the sub-import, which succeeded the first time, also at the second call.
+    # (the caller's filters); the sub-import, which succeeded, at the first try.
     assert out.stdout.count("(work local-0) picky: PICKY_TOKEN is not set on this machine") == 2, out.stdout
     assert out.stdout.count("(call local-0) refuses: cannot be loaded here") == 2, out.stdout
-    assert out.stderr.count("(work local-0) reason: no licence file on this machine") == 2, out.stderr
+    assert out.stderr.count("(work local-0) reason: no licence file on this machine") == 1, out.stderr
     assert out.stderr.count("picky: a logged reason") == 2, out.stderr
     assert out.stderr.count("RuntimeWarning: picky: a warned reason") == 1, out.stderr
     assert "reason: no licence" not in out.stdout and "Traceback" not in out.stderr

@@ -16,6 +16,7 @@ from .._settings import Settings
 from .._wire import allocator
 from .._wire.auth import read_token
 from ..platforms.registry import resolve
+from . import shown_warnings
 
 if TYPE_CHECKING:  # pragma: no cover
     from .dispatcher import Dispatcher
@@ -36,6 +37,7 @@ class Client:
         self._loading: Optional[threading.Thread] = None
         self._preloader: Optional["Preloader"] = None
         self._started_early: set = set()        # keys of clusters start_default started
+        shown_warnings.remember()   # (what the program's imports warn, a worker's need not again)
 
     @staticmethod
     def load() -> None:

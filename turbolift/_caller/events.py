@@ -20,6 +20,7 @@ from typing import Any
 
 from .._wire import local_paths, serialize
 from ..v1 import worker_pb2 as pb
+from . import shown_warnings
 
 _LEVELS_REFRESH = 1.0
 _levels_cache = ("", -1.0)
@@ -102,6 +103,8 @@ class Events:
 
     @staticmethod
     def warning(record: pb.WarningRecord) -> None:
+        if record.at_import and shown_warnings.shown(record.category_name, record.message):
+            return   # the program's own import showed it (see repeated_imports on the worker)
         category: Any = None
         if record.category:
             try:

@@ -14,16 +14,11 @@ filters. So the worker lets every warning through to the router
 (``simplefilter("always")``, deduplicated per call), and lowers its loggers'
 levels to what the caller's levels need.
 
-A worker imports modules the program has imported already: the function's
-module to load it, and the modules of the classes and functions an argument
-refers to, to unpickle it. The program showed what those imports printed,
-logged and warned; the worker's repetition of it is held back
-(:class:`RepeatedImports`) and shown only if the import fails there, where it
-often says why.
+What a worker's imports of the program's own modules make is held and sorted
+first (:mod:`.repeated_imports`).
 """
 from __future__ import annotations
 
-import importlib
 import io
 import logging
 import sys
@@ -35,6 +30,7 @@ from .._wire import serialize
 from .._wire.frames import server_frame
 from .._wire.protocol import FRAME_DATA
 from ..v1 import worker_pb2 as pb
+from . import repeated_imports
 
 STDOUT, STDERR = pb.OutputChunk.STDOUT, pb.OutputChunk.STDERR
 MAX_SAME_WARNING = 100        # forwarded per call and location; more are counted, not sent
@@ -44,9 +40,6 @@ _DEFAULT_LEVEL = logging.WARNING
 _sinks: dict[int, "Events"] = {}
 _output_lock = threading.Lock()   # the buffers of every call's output (rarely contended)
 _installed = False
-# Every import of a module not yet in sys.modules runs the module's code below a frame of this.
-_LOADING = importlib._bootstrap._load_unlocked.__code__   # type: ignore[attr-defined]
-_local = threading.local()   # .held: the RepeatedImports open on this thread (absent: none)
 
 
 class Events:
@@ -129,7 +122,10 @@ class Events:
             stack_info=record.stack_info or "", process=record.process or 0))
 
     # -- warnings ----------------------------------------------------------------
-    def warning(self, message: Any, category: type, filename: str, lineno: int) -> None:
+    def warning(self, message: Any, category: type, filename: str, lineno: int,
+                at_import: bool = False) -> None:
+        """``at_import``: raised by a worker's import of a module the program imported (the caller
+        shows it unless the program showed the same warning)."""
         text = str(message)
         key = (category, text, filename, lineno)
         if self._warned is None:
@@ -145,109 +141,51 @@ class Events:
         self.flush()
         self._emit(server_frame("warning",
             category=pickled, category_name=f"{category.__module__}.{category.__qualname__}",
-            message=text, filename=filename or "", lineno=lineno or 0))
+            message=text, filename=filename or "", lineno=lineno or 0, at_import=at_import))
 
 
-class RepeatedImports:
-    """While open on a thread, what the imports it starts print, log and warn is held, not shown.
+class _Here:
+    """A :class:`~.repeated_imports.Target`: ``events``, else where this thread's output goes now."""
 
-    For the worker's imports of modules the program imported too (see the
-    module's docstring). Only what runs inside an import is held: a warning
-    that ``__setstate__`` raises while unpickling is the call's own, and so is
-    what the function's body prints. :meth:`replay` shows what was held, as if
-    made now; a scope that is left by an exception replays by itself, so a
-    failed import's reasons reach the call. Scopes nest; :func:`attach` and
-    :func:`detach` close any left open (by an interrupt landing in ``__exit__``).
-    """
+    def __init__(self, events: Optional[Events]) -> None:
+        self.events = events
 
-    __slots__ = ("events", "left_out", "_size", "_outer", "_replay_on_failure")
-    MAX_EVENTS = 10_000
-    MAX_CHARS = 1 << 20
+    def write(self, stream: int, text: str) -> None:
+        if self.events is None:
+            _output(stream, text)
+        else:
+            self.events.write(stream, text)
 
-    def __init__(self, replay_on_failure: bool = True) -> None:
-        self.events: list[tuple] = []
-        self.left_out = 0
-        self._size = 0
-        self._outer: Optional[RepeatedImports] = None
-        self._replay_on_failure = replay_on_failure
+    def log(self, record: logging.LogRecord) -> None:
+        if self.events is None:
+            _record(record)
+        elif self.events.wants(record.name, record.levelno):
+            self.events.log(record)
 
-    def __enter__(self) -> "RepeatedImports":
-        self._outer = getattr(_local, "held", None)
-        _local.held = self
-        return self
+    def warning(self, message: Any, category: type, filename: str, lineno: int, at_import: bool) -> None:
+        if self.events is not None:
+            self.events.warning(message, category, filename, lineno, at_import)
+        elif not at_import:   # (one the program may have shown: only a caller can tell)
+            _warning(message, category, filename, lineno)
 
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        _local.held = self._outer
-        if kind is not None and self._replay_on_failure:
-            self.replay()
-
-    def hold(self, event: tuple) -> None:
-        size = len(event[2]) if event[0] == "output" else 1
-        if len(self.events) >= self.MAX_EVENTS or self._size + size > self.MAX_CHARS:
-            self.left_out += 1
-            return
-        self._size += size
-        self.events.append(event)
-
-    def joined(self, earlier: Optional["RepeatedImports"]) -> "RepeatedImports":
-        """What ``earlier`` held (an earlier failed try of the same import), then what this holds and
-        it did not: a retried import does not repeat what succeeded the first time, and says it once."""
-        if earlier is None:
-            return self
-        seen = set(map(_event_key, earlier.events))
-        for event in self.events:
-            if _event_key(event) not in seen:
-                earlier.hold(event)
-        earlier.left_out += self.left_out
-        return earlier
-
-    def replay(self, events: Optional[Events] = None) -> None:
-        """Show what was held: to ``events``, else where this thread's output goes now."""
-        for event in self.events:
-            kind, *rest = event
-            if events is None:
-                {"output": _output, "log": _record, "warning": _warning}[kind](*rest)
-            elif kind == "output":
-                events.write(*rest)
-            elif kind == "log":
-                if events.wants(rest[0].name, rest[0].levelno):
-                    events.log(rest[0])
-            else:
-                events.warning(*rest)
-        if self.left_out:
-            note = (f"(turbolift: {self.left_out} more writes, records and warnings of this import "
-                    "were not kept)\n")
-            events.write(STDERR, note) if events is not None else _output(STDERR, note)
-        if events is not None:
-            events.flush()
+    def flush(self) -> None:
+        if self.events is not None:
+            self.events.flush()
 
 
-def _event_key(event: tuple) -> tuple:
-    if event[0] == "log":
-        record = event[1]
-        return ("log", record.name, record.levelno, str(record.msg), record.pathname, record.lineno)
-    if event[0] == "warning":
-        return ("warning", event[2], str(event[1]), event[3], event[4])
-    return event
-
-
-def _held() -> Optional[RepeatedImports]:
-    """The scope holding what this thread makes now: one is open, and the code runs inside an import."""
-    held = getattr(_local, "held", None)
-    if held is None:
-        return None
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code is _LOADING:
-            return held
-        frame = frame.f_back
-    return None
+def give_held(scope: repeated_imports.RepeatedImports, events: Optional[Events] = None) -> None:
+    """What ``scope`` gives, to ``events`` (None: this thread's call, or where its output goes now)."""
+    scope.give(_Here(events if events is not None else _sinks.get(threading.get_ident())))
 
 
 def repeating_imports(fn: Callable, *args: Any) -> Any:
-    """``fn(*args)`` (unpickling what the caller sent) in a :class:`RepeatedImports` scope."""
-    with RepeatedImports():
-        return fn(*args)
+    """``fn(*args)`` (unpickling what the caller sent) in a RepeatedImports scope, given where it ends."""
+    scope = repeated_imports.RepeatedImports()
+    try:
+        with scope:
+            return fn(*args)
+    finally:
+        give_held(scope)
 
 
 def _sink() -> Optional[Events]:
@@ -263,23 +201,23 @@ def _sink() -> Optional[Events]:
 
 def attach(events: Optional[Events]) -> None:
     """Route the current thread's output, records and warnings to ``events`` (None: nowhere new)."""
-    _local.held = None
+    repeated_imports.reset()
     if events is not None:
         _sinks[threading.get_ident()] = events
 
 
 def detach(events: Optional[Events]) -> None:
     """End :func:`attach`; send what ``events`` still buffers."""
-    _local.held = None
+    repeated_imports.reset()
     if events is not None:
         _sinks.pop(threading.get_ident(), None)
         events.flush()
 
 
 def _output(stream: int, text: str) -> None:
-    held = _held()
+    held = repeated_imports.holding()
     if held is not None:
-        held.hold(("output", stream, text))
+        held[0].hold(held[1], "write", stream, text)
         return
     sink = _sink()
     if sink is None:
@@ -289,9 +227,9 @@ def _output(stream: int, text: str) -> None:
 
 
 def _record(record: logging.LogRecord) -> None:
-    held = _held()
+    held = repeated_imports.holding()
     if held is not None:
-        held.hold(("log", record))
+        held[0].hold(held[1], "log", repeated_imports.plain_record(record))
         return
     sink = _sinks.get(record.thread or 0) or _sink()
     if sink is not None:
@@ -302,9 +240,9 @@ def _record(record: logging.LogRecord) -> None:
 
 
 def _warning(message: Any, category: type, filename: str, lineno: int) -> None:
-    held = _held()
+    held = repeated_imports.holding()
     if held is not None:
-        held.hold(("warning", message, category, filename, lineno))
+        held[0].hold(held[1], "warning", str(message), category, filename, lineno)
         return
     sink = _sink()
     if sink is not None:

@@ -21,11 +21,11 @@ from .._version import __version__
 from .._wire.frames import server_frame
 from ..errors import BundleError, EnvironmentMismatch
 from ..v1 import worker_pb2 as pb
-from . import capture
+from . import capture, repeated_imports
 from .bundle_store import BundleStore, LoadedBundle
 from .cancel import Watchdog
 
-MAX_FAILED_IMPORTS = 64   # modules whose failed import's output is kept for the next try
+MAX_PRELOADED = 64   # preloaded modules whose import's output waits for their first call
 
 
 class Failure(Exception):
@@ -62,32 +62,39 @@ class WorkerState:
         except BundleError as exc:
             raise Failure(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
 
-    # module -> what its failed import held (RepeatedImports), for the next try
-    _failed_imports: dict = field(default_factory=dict, init=False, repr=False)
+    # (bundle id, module) -> what the preload's import of it held, for the first call of it here
+    _preloaded: dict = field(default_factory=dict, init=False, repr=False)
 
     def function(self, bundle: LoadedBundle, ref: pb.FunctionRef, events: Optional[capture.Events] = None,
                  report: bool = True) -> Callable:
         """The real function ``ref`` names in ``bundle`` (importing its module the first time).
 
-        The program imported that module: what the import prints, logs and
-        warns here is shown (to ``events`` when ``report``) only if loading
-        the function fails, with what earlier failed tries held (the
-        preload's, say: a retry does not repeat sub-imports that succeeded).
+        What that import prints, logs and warns is held and given to ``events``
+        when it ends (:mod:`.repeated_imports`). Not when ``report`` is false
+        (the preload's import): then it is kept, for the first call of the
+        module, which gives it instead of what its own try made (a retry of a
+        failed import does not repeat the sub-imports that succeeded).
         """
+        key = (bundle.id, ref.module)
         found = bundle.loaded(ref.module, ref.qualname)
         if found is not None:
+            if self._preloaded and report and key in self._preloaded:
+                capture.give_held(self._preloaded.pop(key), events)
             return found
-        held = capture.RepeatedImports(replay_on_failure=False)
+        scope = repeated_imports.RepeatedImports()
+        loaded = False
         try:
-            with held:
-                return self._resolve(bundle, ref)
-        except Failure:
-            held = held.joined(self._failed_imports.pop(ref.module, None))
-            if len(self._failed_imports) < MAX_FAILED_IMPORTS:
-                self._failed_imports[ref.module] = held
-            if report:
-                held.replay(events)
-            raise
+            with scope:
+                found = self._resolve(bundle, ref)
+            loaded = True
+            return found
+        finally:
+            if not report:
+                if scope.events and key not in self._preloaded and len(self._preloaded) < MAX_PRELOADED:
+                    self._preloaded[key] = scope
+            else:
+                earlier = self._preloaded.pop(key, None)
+                capture.give_held(earlier if earlier is not None and not loaded else scope, events)
 
     @staticmethod
     def _resolve(bundle: LoadedBundle, ref: pb.FunctionRef) -> Callable:

@@ -319,18 +319,20 @@ class LogRecord(_message.Message):
     def __init__(self, logger: _Optional[str] = ..., level: _Optional[int] = ..., message: _Optional[str] = ..., created: _Optional[float] = ..., exc_text: _Optional[str] = ..., pathname: _Optional[str] = ..., lineno: _Optional[int] = ..., func_name: _Optional[str] = ..., thread_name: _Optional[str] = ..., stack_info: _Optional[str] = ..., process: _Optional[int] = ...) -> None: ...
 
 class WarningRecord(_message.Message):
-    __slots__ = ("category", "category_name", "message", "filename", "lineno")
+    __slots__ = ("category", "category_name", "message", "filename", "lineno", "at_import")
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_NAME_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     LINENO_FIELD_NUMBER: _ClassVar[int]
+    AT_IMPORT_FIELD_NUMBER: _ClassVar[int]
     category: bytes
     category_name: str
     message: str
     filename: str
     lineno: int
-    def __init__(self, category: _Optional[bytes] = ..., category_name: _Optional[str] = ..., message: _Optional[str] = ..., filename: _Optional[str] = ..., lineno: _Optional[int] = ...) -> None: ...
+    at_import: bool
+    def __init__(self, category: _Optional[bytes] = ..., category_name: _Optional[str] = ..., message: _Optional[str] = ..., filename: _Optional[str] = ..., lineno: _Optional[int] = ..., at_import: _Optional[bool] = ...) -> None: ...
 
 class NestedCall(_message.Message):
     __slots__ = ("id", "function", "data", "size", "last", "pull", "stdin", "stdin_size")
