@@ -342,6 +342,30 @@ def test_a_function_reads_the_programs_standard_input_as_locally(tmp_path, cache
         "name? more? ('ann', '42\\n', 'xy', b'', ['z', 'last'], \"EOFError('EOF when reading a line')\")\n"
 
 
+def test_values_sent_during_a_call_take_the_project_modules_they_need_along(tmp_path, cache_dir):
+    """A generator argument's items, pickled while the call runs, may refer to a project module that neither
+    the function's module nor the call's arguments do (before: ModuleNotFoundError on the worker)."""
+    local, remote = both(tmp_path, cache_dir, """
+        from shapes import Square
+        from work import total
+        def squares():
+            for n in range(3):
+                yield Square(n)
+        print(total(squares()), total(iter([Square(5)])))
+    """, files={"shapes.py": """
+        class Square:
+            def __init__(self, side):
+                self.side = side
+    """, "work.py": """
+        import turbolift
+
+        @turbolift.on()
+        def total(items):
+            return sum(item.side for item in items)
+    """})
+    assert local.stdout == remote.stdout == "3 5\n", remote.stderr
+
+
 def test_output_of_a_hand_started_worker_reaches_the_caller(tmp_path, cache_dir, start_worker):
     worker = start_worker()
     write_files(tmp_path, {"app.py": OUTPUT_SCRIPT})

@@ -33,6 +33,7 @@ from .connection import Connection, WorkerEnded
 from .exchange import Exchange, Failed, invoke, upload
 from .failures import from_failure, is_lost, translate
 from .iterators import RemoteIterator
+from .late_bundles import shipper
 from .monitor import DEADLINE, SILENT, SILENT_SECONDS, Monitor
 from .session import Stream, StreamEnded
 
@@ -299,7 +300,7 @@ class Dispatcher:
             if not call.handle.attach(stream):
                 raise cf.CancelledError(f"{call.what} was cancelled")
             exchange = Exchange(stream, call.label, connection.worker_id, self.prefix, call.deadline,
-                                call.streams)
+                                call.streams, shipper(call, connection))
             try:
                 answer = self._exchange(call, connection, exchange)
             except Failed as failed:

@@ -9,7 +9,7 @@ propagate, for the dispatcher to read (lost worker, deadline, cancel).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .._wire import bulk, serialize
 from .._wire.chunked import Payload, Pieces, gather
@@ -37,15 +37,18 @@ class Exchange:
 
     ``label`` and ``worker`` name the call in forwarded output (``prefix``
     off: no names); ``deadline`` bounds its nested calls; ``streams`` are
-    the iterators among the call's arguments, which the worker pulls from.
+    the iterators among the call's arguments, which the worker pulls from;
+    ``ship`` uploads the bundles a value sent to the worker meanwhile needs.
     """
 
     def __init__(self, stream: Stream, label: str = "", worker: str = "", prefix: bool = True,
-                 deadline: Optional[float] = None, streams: Optional[dict] = None) -> None:
+                 deadline: Optional[float] = None, streams: Optional[dict] = None,
+                 ship: Optional[Callable[[set], list]] = None) -> None:
         self.stream = stream
         self._label, self._worker, self._prefix = label, worker, prefix
         self._deadline = deadline
         self._streams = streams
+        self._ship = ship   # uploads what a value sent during the call needs (.late_bundles)
         self.events: Optional[Events] = None
         self.nested: Optional[NestedHost] = None
 
@@ -73,7 +76,7 @@ class Exchange:
                 continue
             if kind == "nested_call":
                 if self.nested is None:
-                    self.nested = NestedHost(self._deadline, self._streams)
+                    self.nested = NestedHost(self._deadline, self._streams, self._ship)
                 self.nested.received(frame.nested_call, stream)
                 continue
             stream.cancel()
@@ -146,3 +149,19 @@ def upload(exchange: Exchange, bundle: Bundle, preload: tuple = ()) -> None:
     exchange.stream.send(client_frame("bundle", bundle_id=bundle.id, size=len(bundle.data), preload=preload))
     exchange.send_payload(bundle.data)
     exchange.receive("bundle_stored")
+
+
+def upload_aside(connection: Any, bundle: Bundle, preload: tuple = (), prefix: bool = True) -> None:
+    """Upload ``bundle`` on a stream of its own of ``connection`` (a :class:`.connection.Connection`),
+    not counted as a call in flight: ahead of a first call (the preload), or while a call runs."""
+    stream = connection.checkout(counted=False)
+    in_order = False
+    try:
+        upload(Exchange(stream, prefix=prefix), bundle, preload)
+        connection.bundles.add(bundle.id)
+        in_order = True
+    finally:
+        if in_order:
+            connection.checkin(stream, counted=False)
+        else:
+            connection.discard(stream, counted=False)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import sys
 import threading
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .. import _runtime
 from .._wire import bulk, serialize
@@ -32,9 +32,11 @@ from .session import Stream
 class NestedHost:
     """The nested calls of one exchange."""
 
-    def __init__(self, deadline: Optional[float], streams: Optional[dict] = None) -> None:
+    def __init__(self, deadline: Optional[float], streams: Optional[dict] = None,
+                 ship: Optional[Callable[[set], list]] = None) -> None:
         self._deadline = deadline
         self._streams = streams or {}
+        self._ship = ship
         self._parts: dict[int, tuple[bytes, bytearray]] = {}
         self._futures: set[cf.Future] = set()
         self._lock = threading.Lock()
@@ -110,15 +112,19 @@ class NestedHost:
         else:
             self._answer(call_id, stream, True, value)
 
-    @staticmethod
-    def _answer(call_id: int, stream: Stream, ok: bool, value: Any) -> None:
+    def _answer(self, call_id: int, stream: Stream, ok: bool, value: Any) -> None:
+        modules: set = set()
+        activate: list = []
         try:
             data = serialize.dumps_payload(value if ok else pack_exception(value), for_worker=True,
-                                           what="nested result")
+                                           what="nested result", modules=modules)
+            if self._ship is not None and modules:   # (project modules the call did not ship: send them)
+                activate = self._ship(modules)
         except BaseException as exc:
             ok, data = False, serialize.dumps(pack_exception(exc), for_worker=True)
         for part, first, last in framed(data):
-            frame = client_frame("nested_reply", id=call_id, ok=ok, size=len(data) if first else 0, last=last)
+            frame = client_frame("nested_reply", id=call_id, ok=ok, size=len(data) if first else 0, last=last,
+                                 activate=activate if first else ())
             stream.send(bulk.encoded(frame, "nested_reply", part))
 
     def close(self) -> None:

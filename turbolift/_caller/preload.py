@@ -45,8 +45,7 @@ from typing import Any, Optional
 from .._wire.by_value import travels_by_value
 from ..v1 import worker_pb2 as pb
 from .bundling import Bundle, module_bundle_ahead, needs_shipping
-from .connection import Connection
-from .exchange import Exchange, upload
+from .exchange import upload_aside
 
 log = logging.getLogger("turbolift")
 
@@ -185,7 +184,7 @@ def ready_workers(dispatcher: Any, bundle: Bundle, refs: list) -> None:
             done = connection.preloads[bundle.id] = threading.Event()
         started = time.monotonic()
         try:
-            _ready(connection, bundle, refs, dispatcher.prefix)
+            upload_aside(connection, bundle, tuple(refs), dispatcher.prefix)
             log.info("readied worker %s for %s (bundle %s) in %.0f ms", connection.address,
                      ", ".join(sorted({ref.module for ref in refs})), bundle.id[:19],
                      1000 * (time.monotonic() - started))
@@ -195,17 +194,3 @@ def ready_workers(dispatcher: Any, bundle: Bundle, refs: list) -> None:
             with _preloads_lock:
                 connection.preloads.pop(bundle.id, None)
             done.set()
-
-
-def _ready(connection: Connection, bundle: Bundle, refs: list, prefix: bool) -> None:
-    stream = connection.checkout(counted=False)
-    in_order = False
-    try:
-        upload(Exchange(stream, prefix=prefix), bundle, tuple(refs))
-        connection.bundles.add(bundle.id)
-        in_order = True
-    finally:
-        if in_order:
-            connection.checkin(stream, counted=False)
-        else:
-            connection.discard(stream, counted=False)

@@ -20,10 +20,11 @@ from typing import Any, Callable, Iterator, Optional
 from .. import _runtime
 from .._wire import outcomes, serialize, streamed
 from ..v1 import worker_pb2 as pb
-from .bundling import Target, module_bundle, needs_shipping, target_for
+from .bundling import Target, target_for
 from .calls import Call, deadline_after
 from .dispatcher import Dispatcher
 from .iterators import AsyncRemoteIterator, LazyIterator
+from .late_bundles import extra_bundles
 
 
 class RemoteStub:
@@ -105,11 +106,7 @@ class RemoteStub:
     def _extras(target: Target, modules: Optional[set]) -> tuple:
         """The bundles of the project modules the arguments refer to that the function's bundle lacks
         (a function of a test module passed as an argument, an instance of another module's class)."""
-        if not modules:
-            return ()
-        shipped = target.bundle.manifest.get("modules", {})
-        return tuple(module_bundle(name) for name in sorted(modules)
-                     if name not in shipped and needs_shipping(name))
+        return extra_bundles((target.bundle,), modules)
 
     def _argument_error(self, args: tuple, kwargs: dict, error: TypeError) -> TypeError:
         """Name the argument that cannot travel, its type, and what to pass instead."""

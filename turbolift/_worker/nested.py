@@ -18,7 +18,7 @@ import concurrent.futures as cf
 import itertools
 import threading
 from collections import deque
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .._wire import bulk, serialize
 from .._wire.chunked import framed
@@ -36,23 +36,29 @@ MAP_AHEAD = 8                  # nested map: calls in flight at once
 class NestedFuture(cf.Future):
     """The future of a nested call; waiting on it lends the waiting call's slot."""
 
-    def __init__(self, watchdog: Watchdog, ticket: Optional[Ticket]) -> None:
+    def __init__(self, watchdog: Watchdog, ticket: Optional[Ticket],
+                 activate: Optional[Callable[[Iterable[str]], None]] = None) -> None:
         super().__init__()
         self._watchdog = watchdog
         self._ticket = ticket
+        self._activate = activate   # makes bundles the caller uploaded for the value importable
+        self._bundles: tuple = ()
         self._owner = threading.get_ident()   # only this thread's slot may be lent
         self._raw: Optional[bytearray] = None
         self._decoded = False
         self._value: Any = None
         self._decode_lock = threading.Lock()
 
-    def deliver(self, ok: bool, data: bytearray) -> None:
-        """In the pump thread: the reply arrived (decoded when someone asks for it)."""
+    def deliver(self, ok: bool, data: bytearray, bundles: tuple = ()) -> None:
+        """In the pump thread: the reply arrived (decoded when someone asks for it); ``bundles`` are those
+        the caller uploaded for it (see turbolift._caller.late_bundles)."""
+        self._bundles = bundles
         if ok:
             self._raw = data
             self.set_result(None)
         else:
             try:
+                self._activate_bundles()
                 self.set_exception(unpack_exception(capture.repeating_imports(serialize.loads, data)))
             except Exception as exc:
                 self.set_exception(exc)
@@ -62,10 +68,15 @@ class NestedFuture(cf.Future):
             super().result(timeout)
         with self._decode_lock:
             if not self._decoded:
+                self._activate_bundles()
                 raw = self._raw
                 self._value = capture.repeating_imports(serialize.loads, raw) if raw is not None else None
                 self._raw, self._decoded = None, True
         return self._value
+
+    def _activate_bundles(self) -> None:
+        if self._bundles and self._activate is not None:
+            self._activate(self._bundles)
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
         with self._watchdog.lend(self._ticket if threading.get_ident() == self._owner else None):
@@ -81,6 +92,7 @@ class NestedCalls:
         self._lock = threading.Lock()
         self._waiting: dict[int, NestedFuture] = {}
         self._parts: dict[int, bytearray] = {}
+        self._bundles: dict[int, tuple] = {}   # reply id -> the bundles its value needs
         self._lost = False
         self.epoch = 0   # which call of the session runs (or streams its items) now
 
@@ -122,7 +134,7 @@ class NestedCalls:
 
     def _register(self, ticket: Optional[Ticket], lost: str) -> tuple[NestedFuture, int]:
         """A future for a request to the caller, under a fresh id; the pump reads its answer."""
-        future = NestedFuture(self._session.watchdog, ticket)
+        future = NestedFuture(self._session.watchdog, ticket, self._session.activate_bundles)
         with self._lock:
             if self._lost:
                 raise WorkerLost(f"the caller of this call went away; {lost}")
@@ -146,12 +158,15 @@ class NestedCalls:
         reply = frame.nested_reply
         buffer = self._parts.setdefault(reply.id, bytearray())
         buffer += reply.data
+        if reply.activate:   # (on the first part)
+            self._bundles[reply.id] = tuple(reply.activate)
         if reply.last:
             del self._parts[reply.id]
+            bundles = self._bundles.pop(reply.id, ())
             with self._lock:
                 future = self._waiting.pop(reply.id, None)
             if future is not None and not future.done():
-                future.deliver(reply.ok, buffer)
+                future.deliver(reply.ok, buffer, bundles)
         return True
 
 

@@ -19,7 +19,7 @@ import json
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -138,6 +138,14 @@ class Session:
         except grpc.RpcError:  # cancelled by the caller
             return None
         return self.parse(raw)
+
+    def activate_bundles(self, bundle_ids: Iterable[str]) -> None:
+        """Make the bundles the caller uploaded during a call importable (for a value it sent)."""
+        for bundle_id in bundle_ids:
+            bundle = self._state.bundle(bundle_id)
+            if bundle is None:
+                raise BundleError(f"bundle {bundle_id}, sent by the caller for a value, is not here")
+            bundle.activate()
 
     def start_pump(self, route: Callable[[pb.ClientFrame], bool]) -> None:
         """Read frames in a thread of their own from now on; ``route`` takes the frames it

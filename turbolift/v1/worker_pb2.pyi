@@ -355,15 +355,17 @@ class NestedCall(_message.Message):
     def __init__(self, id: _Optional[int] = ..., function: _Optional[bytes] = ..., data: _Optional[bytes] = ..., size: _Optional[int] = ..., last: _Optional[bool] = ..., pull: _Optional[int] = ..., stdin: _Optional[str] = ..., stdin_size: _Optional[int] = ...) -> None: ...
 
 class NestedReply(_message.Message):
-    __slots__ = ("id", "ok", "data", "size", "last")
+    __slots__ = ("id", "ok", "data", "size", "last", "activate")
     ID_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATE_FIELD_NUMBER: _ClassVar[int]
     id: int
     ok: bool
     data: bytes
     size: int
     last: bool
-    def __init__(self, id: _Optional[int] = ..., ok: _Optional[bool] = ..., data: _Optional[bytes] = ..., size: _Optional[int] = ..., last: _Optional[bool] = ...) -> None: ...
+    activate: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[int] = ..., ok: _Optional[bool] = ..., data: _Optional[bytes] = ..., size: _Optional[int] = ..., last: _Optional[bool] = ..., activate: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -1,0 +1,39 @@
+"""The bundles of project modules that values sent to a worker refer to, besides the function's own.
+
+A call ships the bundles its arguments need with it (``Call.extra``: a
+function of a test module passed as an argument, an instance of another
+module's class). A value the worker asks for while the call runs (the next
+item of an iterator argument, a nested call's result) is pickled only then,
+and may refer to a project module the call did not ship: a generator that
+yields instances of a class no argument had. Such bundles are uploaded on a
+stream of their own before the value is sent, and the value's reply names
+them, for the worker to make them importable before it unpickles the value.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+from .bundling import Bundle, module_bundle, needs_shipping
+from .exchange import upload_aside
+
+
+def extra_bundles(shipped: Iterable[Bundle], modules: Optional[set]) -> tuple[Bundle, ...]:
+    """The bundles of the project modules among ``modules`` that none of ``shipped`` holds."""
+    if not modules:
+        return ()
+    held: set = set()
+    for bundle in shipped:
+        held.update(bundle.manifest.get("modules", {}))
+    return tuple(module_bundle(name) for name in sorted(modules) if name not in held and needs_shipping(name))
+
+
+def shipper(call: Any, connection: Any) -> Callable[[set], list[str]]:
+    """For the values sent during ``call`` (a :class:`.calls.Call`) to ``connection``'s worker: a function
+    of the modules a value refers to that uploads the bundles it needs and returns their ids."""
+    def ship(modules: set) -> list[str]:
+        needed = extra_bundles((call.bundle, *call.extra), modules)
+        for bundle in needed:
+            if bundle.id not in connection.bundles:
+                upload_aside(connection, bundle)
+        return [bundle.id for bundle in needed]
+    return ship
