@@ -30,10 +30,15 @@ def extra_bundles(shipped: Iterable[Bundle], modules: Optional[set]) -> tuple[Bu
 def shipper(call: Any, connection: Any) -> Callable[[set], list[str]]:
     """For the values sent during ``call`` (a :class:`.calls.Call`) to ``connection``'s worker: a function
     of the modules a value refers to that uploads the bundles it needs and returns their ids."""
+    checked: set = set()   # modules already found shipped, or shipped now (each value sends its own list)
+    sent: dict[str, str] = {}   # module -> the id of the bundle sent for it
+
     def ship(modules: set) -> list[str]:
-        needed = extra_bundles((call.bundle, *call.extra), modules)
-        for bundle in needed:
+        for bundle in extra_bundles((call.bundle, *call.extra), modules - checked):
             if bundle.id not in connection.bundles:
                 upload_aside(connection, bundle)
-        return [bundle.id for bundle in needed]
+            for name in bundle.manifest.get("modules", {}):
+                sent.setdefault(name, bundle.id)
+        checked.update(modules)
+        return sorted({sent[name] for name in modules if name in sent})
     return ship
