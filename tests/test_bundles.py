@@ -73,6 +73,7 @@ def test_a_package_ships_its_data_files_and_nothing_else_beside_it(project):
         "calc/table.json": "{}", "calc/templates/page.html": "<p>", "calc/templates/deep/x.txt": "x",
         "calc/.secret": "s", "calc/.cache/blob": "b", "calc/__pycache__/stale.txt": "p",
         "calc/node_modules/m.js": "m", "calc/_speedups.so": "elf", "calc/script.py": "print(1)\n",
+        "calc/templates/run.py": "print('a script the code runs')\n",
         "calc/env/pyvenv.cfg": "home = /usr/bin", "calc/env/bin/python": "a virtual environment's",
         "calc/sub/__init__.py": "", "calc/sub/sub.txt": "not shipped: calc.sub is not imported",
         "root.csv": "the project's root is not a package",
@@ -82,18 +83,38 @@ def test_a_package_ships_its_data_files_and_nothing_else_beside_it(project):
     bundle = _bundle._module_bundle("calc.core")
     assert _names(bundle) == {"calc/__init__.py", "calc/core.py", "calc/helpers.py", "calc/consts.py",
                               "calc/table.json", "calc/templates/page.html", "calc/templates/deep/x.txt",
-                              _bundle.MANIFEST}
+                              "calc/templates/run.py", _bundle.MANIFEST}
     with zipfile.ZipFile(io.BytesIO(bundle.data)) as archive:
         assert archive.read("calc/templates/deep/x.txt") == b"x"
 
 
-def test_a_package_with_more_data_files_than_a_worker_takes_is_refused_saying_so(project, monkeypatch):
-    write_files(project, {f"calc/data/{n}.txt": "" for n in range(3)})
-    monkeypatch.setattr(_bundle, "MAX_FILES", 7)
+def test_a_package_with_too_much_data_ships_none_of_it_and_says_so(project, monkeypatch, caplog):
+    """Data files are shipped at best: over the limit, none (a call that does not read them goes on)."""
+    from turbolift._caller import package_data
+
+    write_files(project, {f"calc/data/{n}.txt": "x" * 10 for n in range(3)})
+    monkeypatch.setattr(package_data, "MAX_DATA_FILES", 2)
     import calc.core  # noqa: F401
 
-    with pytest.raises(BundleError, match="bundle of 8 files exceeds the limit of 7: move data files out"):
-        _bundle._module_bundle("calc.core")
+    bundle = _bundle._module_bundle("calc.core")
+    assert not any(name.startswith("calc/data/") for name in _names(bundle))
+    assert "the data files of package calc" in caplog.text and "not shipped" in caplog.text
+
+
+def test_data_files_that_cannot_be_read_or_linked_in_circles_are_left_out(project):
+    write_files(project, {"calc/data/ok.txt": "ok", "calc/data/secret.txt": "s"})
+    os.chmod(project / "calc" / "data" / "secret.txt", 0)
+    os.symlink(project / "calc" / "data", project / "calc" / "data" / "loop")   # linked into itself
+    try:
+        import calc.core  # noqa: F401
+
+        names = _names(_bundle._module_bundle("calc.core"))
+    finally:
+        os.chmod(project / "calc" / "data" / "secret.txt", 0o644)
+    assert "calc/data/ok.txt" in names
+    # Root reads what it likes: only an unprivileged user cannot read the file.
+    assert ("calc/data/secret.txt" in names) == (os.geteuid() == 0)
+    assert not any("/loop/" in name for name in names), names
 
 
 def test_bundle_id_is_the_content_hash_and_is_deterministic(project):

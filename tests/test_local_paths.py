@@ -52,3 +52,19 @@ def test_a_traceback_names_each_frame_as_here():
                 f'  |   File "/w/bundles/{DIGEST}/json/decoder.py", line 4\n')
     assert local_paths.local_traceback(reported) == reported.replace(
         f"/w/bundles/{DIGEST}/json/decoder.py", sys.modules["json.decoder"].__file__)
+
+
+def test_a_bundle_copy_of_a_module_not_imported_here_is_the_file_on_sys_path(tmp_path, monkeypatch):
+    (tmp_path / "only_on_workers.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert local_paths.local_path(f"/srv/bundles/{DIGEST}/only_on_workers.py") == \
+        str(tmp_path / "only_on_workers.py")
+    assert local_paths.module_of(f"/srv/bundles/{DIGEST}/only_on_workers.py") is None   # (no module here)
+    assert local_paths.local_path(f"/srv/bundles/{DIGEST}/__turbolift__/source/x.py") == \
+        f"/srv/bundles/{DIGEST}/__turbolift__/source/x.py"
+
+
+def test_the_programs_script_is_its_main_module(monkeypatch):
+    main = sys.modules["__main__"]
+    monkeypatch.setattr(main, "__file__", "/home/me/app.py", raising=False)
+    assert local_paths.module_of("/home/me/app.py") == ("/home/me/app.py", main)

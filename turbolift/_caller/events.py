@@ -96,7 +96,7 @@ class Events:
             "created": record.created, "msecs": (record.created % 1) * 1000, "pathname": pathname,
             "filename": filename, "module": os.path.splitext(filename)[0],
             "lineno": record.lineno, "funcName": record.func_name, "threadName": record.thread_name,
-            "process": record.process, "exc_text": record.exc_text or None,
+            "process": record.process, "exc_text": local_paths.local_traceback(record.exc_text) or None,
             "stack_info": record.stack_info or None,
         })
         logger.handle(made)

@@ -96,7 +96,7 @@ class NestedHost:
             if sys.stdin is None:
                 raise RuntimeError("input(): lost sys.stdin")   # (as input() says locally)
             source = sys.stdin.buffer if method.startswith("buffer.") else sys.stdin
-            text = getattr(source, method.rpartition(".")[2])(size)
+            text = _read_beside(getattr(source, method.rpartition(".")[2]), size)
         except BaseException as exc:
             self._answer(call_id, stream, False, exc)
         else:
@@ -134,3 +134,26 @@ class NestedHost:
             futures, self._futures = self._futures, set()
         for future in futures:
             future.cancel()
+
+
+def _read_beside(read: Callable[[int], Any], size: int) -> Any:
+    """``read(size)`` in a daemon thread of its own, waited for here: a program that ends while a call
+    waits for its input (Ctrl-C while a submitted call reads) is not kept alive by this thread."""
+    box: dict = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = read(size)
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="turbolift-stdin", daemon=True).start()
+    while not done.wait(0.25):
+        if not threading.main_thread().is_alive():
+            raise EOFError("the program ended while a call waited for its standard input")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

@@ -24,6 +24,7 @@ from typing import Optional
 
 _BELOW_ROOT = re.compile(r".*[/\\](?:bundles[/\\][0-9a-f]{64}|site-packages|dist-packages|python\d+\.\d+)"
                          r"[/\\](.+)$")
+_IN_BUNDLE = re.compile(r".*[/\\]bundles[/\\][0-9a-f]{64}[/\\](?!__turbolift__)(.+)$")
 _FRAME_FILE = re.compile(r'^([ |]*File ")([^"\n]+)(", line \d+)', re.MULTILINE)   # "  | " in groups
 _found: dict[str, tuple[str, types.ModuleType]] = {}   # a reported path -> (local path, module)
 _MAX_FOUND = 4096
@@ -34,6 +35,9 @@ def module_of(path: str) -> Optional[tuple[str, types.ModuleType]]:
     hit = _found.get(path)
     if hit is not None and sys.modules.get(hit[1].__name__) is hit[1]:
         return hit
+    main = sys.modules.get("__main__")
+    if path and path == getattr(main, "__file__", None):   # a function of the program's script, by value
+        return path, main   # type: ignore[return-value]
     matched = _BELOW_ROOT.match(path)
     if matched is None:
         return None
@@ -52,9 +56,18 @@ def module_of(path: str) -> Optional[tuple[str, types.ModuleType]]:
 
 
 def local_path(path: str) -> str:
-    """This process's path of the module file ``path`` names (``path`` itself when there is none)."""
+    """This process's path of the module file ``path`` names (``path`` itself when there is none): of a
+    module it imported, else, for a bundle's copy, the file of that name on its ``sys.path``."""
     hit = module_of(path)
-    return hit[0] if hit is not None else path
+    if hit is not None:
+        return hit[0]
+    matched = _IN_BUNDLE.match(path)
+    if matched is not None:
+        for entry in sys.path:
+            candidate = os.path.join(entry or os.curdir, *matched.group(1).replace("\\", "/").split("/"))
+            if os.path.isfile(candidate):
+                return os.path.abspath(candidate)
+    return path
 
 
 def local_traceback(text: str) -> str:

@@ -6,7 +6,9 @@ on a worker stands in for the caller's: a read by a thread that runs a call
 asks the caller for it (a NestedCall with ``stdin`` set, on the call's
 stream), and the caller reads its own ``sys.stdin`` then. What the call
 printed so far is sent first, so that a prompt shows before the read waits.
-A thread no call runs reads the worker's own standard input.
+A read no call makes (a module reading at import, repeating the program's
+import; a thread the call started) meets the end of the input at once: the
+worker's own must never be read.
 """
 from __future__ import annotations
 
@@ -25,11 +27,8 @@ class CallerStdin(io.TextIOBase):
 
     def _read(self, method: str, size: int) -> Any:
         calls, ticket = running_calls()
-        if calls is None:   # the worker's own (method: "read", or "buffer.read" ...)
-            if self._original is None:
-                return b"" if method.startswith("buffer.") else ""
-            source = self._original.buffer if method.startswith("buffer.") else self._original
-            return getattr(source, method.rpartition(".")[2])(size)
+        if calls is None:
+            return b"" if method.startswith("buffer.") else ""
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         return calls.read_stdin(method, -1 if size is None or size < 0 else int(size), ticket).result()
@@ -47,6 +46,11 @@ class CallerStdin(io.TextIOBase):
     def buffer(self) -> "_CallerStdinBytes":   # sys.stdin.buffer.read(): bytes, asked of the caller too
         return _CallerStdinBytes(self)
 
+    # (TextIOBase defines these as None: ask the real stream, as for anything else)
+    encoding = property(lambda self: getattr(self._original, "encoding", "utf-8"))
+    errors = property(lambda self: getattr(self._original, "errors", "strict"))
+    newlines = property(lambda self: getattr(self._original, "newlines", None))
+
     def __getattr__(self, name: str) -> Any:   # encoding, fileno, isatty ... as the real stream has them
         return getattr(self._original, name)
 
@@ -62,6 +66,12 @@ class _CallerStdinBytes(io.RawIOBase):
 
     def read(self, size: Any = -1) -> bytes:   # type: ignore[override]
         return self._text._read("buffer.read", size)
+
+    def readinto(self, buffer: Any) -> int:   # (pickle.load and others read into a buffer)
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
 
     def readable(self) -> bool:
         return True
