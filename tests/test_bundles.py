@@ -462,6 +462,17 @@ def test_a_changed_new_or_deleted_data_file_is_noticed(on_disk, tmp_path):
     assert removed["id"] == _uncached_id(on_disk)
 
 
+def test_a_package_directory_changed_a_moment_ago_still_comes_from_the_cache(on_disk, tmp_path):
+    """The import that writes a package's __pycache__ changes its directory: that must not keep its bundle out
+    of the cache (files changed that recently are never trusted; directories are)."""
+    cache = tmp_path / "cache"
+    racy = {"TEST_RACY_NS": str(_bundle.RACY_NS)}   # the real window
+    time.sleep(_bundle.RACY_NS / 1e9 + 0.2)   # until the files written (and aged) are trusted
+    assert [_fresh_build(on_disk, cache, **racy)["built"] for _ in range(2)] == [1, 0]
+    (on_disk / "calc" / ".touched").write_text("")   # a new entry (hidden: not a data file)
+    assert [_fresh_build(on_disk, cache, **racy)["built"] for _ in range(2)] == [1, 0]
+
+
 def test_a_new_version_of_a_pinned_distribution_is_noticed(tmp_path):
     from conftest import make_installed_library
 

@@ -96,7 +96,7 @@ class NestedHost:
             if sys.stdin is None:
                 raise RuntimeError("input(): lost sys.stdin")   # (as input() says locally)
             source = sys.stdin.buffer if method.startswith("buffer.") else sys.stdin
-            text = _read_beside(getattr(source, method.rpartition(".")[2]), size)
+            text = _read_beside(getattr(source, method.rpartition(".")[2]), size, self._deadline)
         except BaseException as exc:
             self._answer(call_id, stream, False, exc)
         else:
@@ -136,9 +136,10 @@ class NestedHost:
             future.cancel()
 
 
-def _read_beside(read: Callable[[int], Any], size: int) -> Any:
-    """``read(size)`` in a daemon thread of its own, waited for here: a program that ends while a call
-    waits for its input (Ctrl-C while a submitted call reads) is not kept alive by this thread."""
+def _read_beside(read: Callable[[int], Any], size: int, deadline: Optional[float]) -> Any:
+    """``read(size)`` in a daemon thread of its own, waited for here until the call's ``deadline``: a call
+    that times out while it waits for input ends at its deadline, and a program that ends meanwhile (Ctrl-C
+    while a submitted call reads) is not kept alive by this thread."""
     box: dict = {}
     done = threading.Event()
 
@@ -154,6 +155,8 @@ def _read_beside(read: Callable[[int], Any], size: int) -> Any:
     while not done.wait(0.25):
         if not threading.main_thread().is_alive():
             raise EOFError("the program ended while a call waited for its standard input")
+        if remaining(deadline) == 0:
+            raise TimeoutError("the call's deadline passed while it waited for standard input")
     if "error" in box:
         raise box["error"]
     return box["value"]

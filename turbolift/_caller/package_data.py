@@ -6,8 +6,11 @@ subpackage's travel with it, when it is shipped), ``.py`` files there
 included (a script the code runs, a template). Never hidden files and
 directories, compiled files, those that are never shipped (``__pycache__``,
 ``node_modules`` ...), virtual environments, files that cannot be read or
-named in a zip, nor files beside top-level modules (the project's root, with
-its data sets, notebooks and outputs). Symbolic links are followed, once.
+named in a zip, links to files outside the package, nor files beside
+top-level modules (the project's root, with its data sets, notebooks and
+outputs). Linked directories are followed, once. Every other file of a
+package directory travels to the workers and their caches: keep secrets out
+of package directories (``TURBOLIFT_DATA_LIMIT=0`` ships no data files).
 
 Data files are shipped at best: a package whose data is over
 ``TURBOLIFT_DATA_LIMIT`` bytes (default 16 MiB) or 1,000 files ships none of
@@ -25,6 +28,7 @@ import logging
 import os
 from typing import Callable, Optional
 
+from .bundle_entries import identity_of
 from .projects import NEVER_SHIPPED
 
 log = logging.getLogger("turbolift")
@@ -55,7 +59,10 @@ def collect(package: str, init_path: str,
             return
         seen.add(real)
         try:
-            read[directory] = [identity(directory), []]
+            # A directory is trusted even when it changed a moment ago (unlike a file, whose same-size
+            # rewrite within a clock tick could hide): the import that just made its __pycache__ would
+            # otherwise keep every package's bundle out of the cache for two seconds.
+            read[directory] = [identity_of(os.stat(directory)), []]
             entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
         except OSError:   # (gone meanwhile: its directory's identity changed, so no cached build trusts it)
             return
@@ -68,8 +75,8 @@ def collect(package: str, init_path: str,
                     if not any(os.path.exists(os.path.join(entry.path, each)) for each in _NOT_DATA):
                         walk(entry.path, f"{prefix}{name}/", False)
                 elif entry.is_file() and not name.endswith(_COMPILED) and not (top and name.endswith(".py")):
-                    if not os.access(entry.path, os.R_OK):
-                        continue
+                    if not os.access(entry.path, os.R_OK) or not _inside(entry.path, root):
+                        continue   # (unreadable, or a link to a file outside the package: ~/.ssh/id_rsa)
                     total[0] += entry.stat().st_size
                     if total[0] > DATA_LIMIT or len(files) >= MAX_DATA_FILES:
                         raise _TooMuch
@@ -79,6 +86,9 @@ def collect(package: str, init_path: str,
                 continue
 
     directory = os.path.dirname(init_path)
+    root = os.path.realpath(directory)
+    if DATA_LIMIT <= 0:   # (switched off)
+        return files, read
     try:
         walk(directory, package.replace(".", "/") + "/", True)
     except _TooMuch:
@@ -90,6 +100,10 @@ def collect(package: str, init_path: str,
         # (what was listed still decides whether a cached build holds: a file removed may bring it under)
         return {}, {path: entry for path, entry in read.items() if os.path.isdir(path)}
     return files, read
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.realpath(path).startswith(root + os.sep)
 
 
 def _zip_safe(name: str) -> bool:
