@@ -28,6 +28,8 @@ import sys
 import threading
 from typing import Any, Optional, Protocol
 
+from ..v1 import worker_pb2 as pb
+
 _local = threading.local()   # .scope: the RepeatedImports open on this thread (absent: none)
 # Every import of a module not yet in sys.modules runs the module's code below a frame of this.
 _LOADING = importlib._bootstrap._load_unlocked.__code__   # type: ignore[attr-defined]
@@ -88,8 +90,8 @@ class RepeatedImports:
             elif kind == "warning":
                 target.warning(*arguments, at_import=True)
         if self.left_out and self.failed:
-            target.write(2, f"(turbolift: {self.left_out} more writes, records and warnings of this "
-                            "import were not kept)\n")
+            target.write(pb.OutputChunk.STDERR, f"(turbolift: {self.left_out} more writes, records and "
+                                                "warnings of this import were not kept)\n")
         target.flush()
 
 
