@@ -21,10 +21,11 @@ def extra_bundles(shipped: Iterable[Bundle], modules: Optional[set]) -> tuple[Bu
     """The bundles of the project modules among ``modules`` that none of ``shipped`` holds."""
     if not modules:
         return ()
-    held: set = set()
-    for bundle in shipped:
-        held.update(bundle.manifest.get("modules", {}))
-    return tuple(module_bundle(name) for name in sorted(modules) if name not in held and needs_shipping(name))
+    # (looked up in each manifest, not merged into one set: this runs for every call whose arguments
+    # refer to a module, and a big project's manifest holds hundreds)
+    manifests = [bundle.manifest.get("modules", {}) for bundle in shipped]
+    return tuple(module_bundle(name) for name in sorted(modules)
+                 if not any(name in held for held in manifests) and needs_shipping(name))
 
 
 def shipper(call: Any, connection: Any) -> Callable[[set], list[str]]:

@@ -107,13 +107,7 @@ class Events:
         return self._levels.get("", _DEFAULT_LEVEL)
 
     def log(self, record: logging.LogRecord) -> None:
-        try:
-            message = record.getMessage()
-        except Exception as exc:  # msg % args failed: say so rather than lose the record
-            message = f"{record.msg!r} % {record.args!r} could not be formatted: {exc}"
-        exc_text = record.exc_text or ""
-        if record.exc_info and not exc_text:
-            exc_text = logging.Formatter().formatException(record.exc_info)
+        message, exc_text = repeated_imports.formatted(record)
         self.flush()  # keep the order of output and records
         self._emit(server_frame("log",
             logger=record.name, level=record.levelno, message=message, created=record.created,
@@ -175,6 +169,8 @@ class _Here:
 
 def give_held(scope: repeated_imports.RepeatedImports, events: Optional[Events] = None) -> None:
     """What ``scope`` gives, to ``events`` (None: this thread's call, or where its output goes now)."""
+    if not scope.events:   # (nearly always: nothing was imported, or it made nothing)
+        return
     scope.give(_Here(events if events is not None else _sinks.get(threading.get_ident())))
 
 

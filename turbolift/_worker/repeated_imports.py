@@ -118,15 +118,21 @@ def reset() -> None:
     _local.scope = None
 
 
-def plain_record(record: logging.LogRecord) -> logging.LogRecord:
-    """A copy of ``record`` formatted now, holding no arguments and no traceback (nor its frames)."""
+def formatted(record: logging.LogRecord) -> tuple[str, str]:
+    """``(message, exc_text)`` of ``record``, formatted as the worker sends them ("" for no traceback)."""
     try:
         message = record.getMessage()
-    except Exception as exc:
+    except Exception as exc:  # msg % args failed: say so rather than lose the record
         message = f"{record.msg!r} % {record.args!r} could not be formatted: {exc}"
     exc_text = record.exc_text or ""
     if record.exc_info and not exc_text:
         exc_text = logging.Formatter().formatException(record.exc_info)
+    return message, exc_text
+
+
+def plain_record(record: logging.LogRecord) -> logging.LogRecord:
+    """A copy of ``record`` formatted now, holding no arguments and no traceback (nor its frames)."""
+    message, exc_text = formatted(record)
     copy = logging.makeLogRecord(record.__dict__)
     copy.msg, copy.args, copy.exc_info, copy.exc_text, copy.stack_info = \
         message, None, None, exc_text or None, record.stack_info
