@@ -388,6 +388,21 @@ def _uncached_id(source: Path, module="calc.core") -> str:
     return _fresh_build(source, "0", module)["id"]
 
 
+def test_data_files_can_be_switched_off_and_links_out_of_the_package_never_travel(on_disk, tmp_path):
+    """TURBOLIFT_DATA_LIMIT=0 ships no data file; a link inside the package to a file outside it (a
+    key, say) is never shipped, while a link to a file inside it is."""
+    (tmp_path / "id_rsa").write_text("a private key")
+    write_files(on_disk, {"calc/table.json": "{}"})
+    os.symlink(tmp_path / "id_rsa", on_disk / "calc" / "key.txt")
+    os.symlink(on_disk / "calc" / "table.json", on_disk / "calc" / "same_table.json")
+    shipped = _fresh_build(on_disk, "0")["files"]
+    assert "calc/table.json" in shipped and "calc/same_table.json" in shipped, shipped
+    assert "calc/key.txt" not in shipped, shipped
+    switched_off = _fresh_build(on_disk, "0", TURBOLIFT_DATA_LIMIT="0")["files"]
+    assert [name for name in switched_off if name.startswith("calc/")] == \
+        ["calc/__init__.py", "calc/consts.py", "calc/core.py", "calc/extra.py", "calc/helpers.py"]
+
+
 def test_a_second_build_in_a_fresh_process_comes_from_the_cache_with_the_same_id(on_disk, tmp_path):
     cache = tmp_path / "cache"
     first = _fresh_build(on_disk, cache)

@@ -342,6 +342,62 @@ def test_a_function_reads_the_programs_standard_input_as_locally(tmp_path, cache
         "name? more? ('ann', '42\\n', 'xy', b'', ['z', 'last'], \"EOFError('EOF when reading a line')\")\n"
 
 
+def test_reads_of_standard_input_no_call_makes_meet_its_end_instead_of_waiting(tmp_path, cache_dir):
+    """The README's inherent difference: on a worker, a read at a module's import or in a thread the call
+    started meets the end of the input at once (it cannot belong to a call: it must not wait for ever, nor
+    take the call's input), while the call's own read still gets the program's."""
+    write_files(tmp_path, {"reader.py": """
+        import sys, threading
+        import turbolift
+
+        ON_WORKER = type(sys.stdin).__name__ == "CallerStdin"   # (the caller's import must not read it)
+        AT_IMPORT = sys.stdin.readline() if ON_WORKER else "(the caller's import)"
+
+        @turbolift.on()
+        def read_three_ways():
+            box = []
+            thread = threading.Thread(target=lambda: box.append(sys.stdin.readline()))
+            thread.start()
+            thread.join(60)
+            return AT_IMPORT, box, input()
+    """, "app.py": "from reader import read_three_ways\nprint(read_three_ways())\n"})
+    run = subprocess.run([sys.executable, "-m", "turbolift", "--workers", "1", "app.py"], cwd=tmp_path,
+                         input="the call's line\n", env=child_env(cache_dir), capture_output=True, text=True,
+                         timeout=TIMEOUT)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "('', [''], \"the call's line\")\n", run.stdout
+
+
+def test_a_call_waiting_for_standard_input_ends_at_its_deadline(tmp_path, cache_dir):
+    """A call with a timeout that reads input which never comes (the program's stdin is open and silent)
+    raises TimeoutError at its deadline, and the program goes on and exits."""
+    write_files(tmp_path, {"app.py": """
+        import time
+        import turbolift
+
+        @turbolift.on(timeout=3)
+        def ask():
+            return input()
+
+        started = time.monotonic()
+        try:
+            ask()
+        except TimeoutError:
+            print("timed out", time.monotonic() - started < 60)
+    """})
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        program = subprocess.Popen([sys.executable, "-m", "turbolift", "--workers", "1", "app.py"],
+                                   cwd=tmp_path, stdin=subprocess.PIPE, stdout=out, stderr=err,
+                                   env=child_env(cache_dir))
+        try:
+            returncode = program.wait(timeout=TIMEOUT)   # stdin stays open (and silent) meanwhile
+        finally:
+            program.kill()
+            program.stdin.close()
+    assert returncode == 0, (tmp_path / "err.txt").read_text()
+    assert (tmp_path / "out.txt").read_text() == "timed out True\n"
+
+
 def test_values_sent_during_a_call_take_the_project_modules_they_need_along(tmp_path, cache_dir):
     """A generator argument's items, pickled while the call runs, may refer to a project module that neither
     the function's module nor the call's arguments do (before: ModuleNotFoundError on the worker)."""
