@@ -398,6 +398,22 @@ def test_a_call_waiting_for_standard_input_ends_at_its_deadline(tmp_path, cache_
     assert (tmp_path / "out.txt").read_text() == "timed out True\n"
 
 
+def test_a_program_ends_as_quietly_as_locally_with_a_process_pool_left_open(tmp_path, cache_dir):
+    """A ProcessPoolExecutor never shut down is collected at exit without a word, run as a script or as
+    ``-m`` (before: turbolift's dill kept the program's ``__main__`` alive past ``concurrent.futures``,
+    and the pool's collection printed "Exception ignored in ... weakref_cb ... AttributeError")."""
+    local, remote = both(tmp_path, cache_dir, """
+        import concurrent.futures
+        from work import double
+        pool = concurrent.futures.ProcessPoolExecutor(1)
+        print(pool.submit(abs, -2).result(), double(2))
+    """, files={"work.py": "import turbolift\n\n@turbolift.on()\ndef double(x):\n    return 2 * x\n"})
+    as_module = run_python(["-m", "turbolift", "--workers", "1", "-m", "app"], tmp_path, cache_dir,
+                           timeout=TIMEOUT)
+    assert local.stdout == remote.stdout == as_module.stdout == "2 4\n", as_module.stderr
+    assert local.stderr == remote.stderr == as_module.stderr == ""
+
+
 def test_values_sent_during_a_call_take_the_project_modules_they_need_along(tmp_path, cache_dir):
     """A generator argument's items, pickled while the call runs, may refer to a project module that neither
     the function's module nor the call's arguments do (before: ModuleNotFoundError on the worker)."""

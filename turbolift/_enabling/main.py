@@ -1,6 +1,7 @@
 """Running the main program (a script or ``-m`` module) as plain ``python`` would."""
 from __future__ import annotations
 
+import atexit
 import builtins
 import importlib.machinery
 import importlib.util
@@ -71,10 +72,26 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.
 
 def run_main(script: Optional[str], module: Optional[str]) -> None:
     """Run the prepared script or module as ``__main__``."""
+    # (Registered before the program runs, so that it runs after the program's own exit handlers.)
+    atexit.register(_release_main, sys.modules["__main__"])
     if script is not None:
         _run_script(script)
     else:
         runpy.run_module(str(module), run_name="__main__", alter_sys=True)
+
+
+def _release_main(runner: types.ModuleType) -> None:
+    """Let the program's ``__main__`` go when the interpreter ends, as plain ``python`` does.
+
+    dill, imported by turbolift while the program's ``__main__`` was in place, keeps a reference to it
+    (``_main_module``). Held past the program's end, that module's globals outlive the modules they
+    use: a ``ProcessPoolExecutor`` left open was collected once ``concurrent.futures`` was torn down,
+    and printed "Exception ignored in ... weakref_cb" at exit, which plain ``python`` does not.
+    """
+    for name in ("dill._dill", "dill.session"):
+        held = sys.modules.get(name)
+        if held is not None and getattr(held, "_main_module", runner) is not runner:   # (the program's)
+            held._main_module = types.ModuleType("__main__")
 
 
 def _run_script(script: str) -> None:
