@@ -414,6 +414,53 @@ def test_a_program_ends_as_quietly_as_locally_with_a_process_pool_left_open(tmp_
     assert local.stderr == remote.stderr == as_module.stderr == ""
 
 
+FORKING_FILES = {"work.py": """
+    import multiprocessing, os
+    import turbolift
+
+    @turbolift.on()
+    def double(x):
+        print("doubling", x, flush=True)
+        return 2 * x
+
+    @turbolift.on()
+    def double_in_a_forked_pool(values):
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            return pool.map(double, values)
+"""}
+
+
+def test_a_child_the_program_forks_runs_marked_functions_as_locally(tmp_path, cache_dir):
+    """gRPC does not survive fork: in a child the program forks (a fork Pool, os.fork), marked functions
+    run in the child and its exit stops nothing of the parent's (before: the child's call, and a child's
+    normal exit, waited for ever; and every fork printed gRPC's "skipping fork() handlers" line)."""
+    local, remote = both(tmp_path, cache_dir, """
+        import multiprocessing, os, sys
+        from work import double
+        print(double(1))
+        with multiprocessing.get_context("fork").Pool(1) as pool:   # (one: its prints in order)
+            print(pool.map(double, [2, 3]))
+        child = os.fork()
+        if child == 0:
+            print("child", double(4), flush=True)
+            sys.exit(0)   # (its exit handlers run: they must not stop the parent's cluster)
+        os.waitpid(child, 0)
+        print("parent", double(5))
+    """, files=FORKING_FILES, env={"TURBOLIFT_OUTPUT_PREFIX": "0"})
+    assert remote.stdout == local.stdout, remote.stderr
+    assert remote.stderr == local.stderr == ""
+
+
+def test_a_child_a_call_forks_on_a_worker_runs_marked_functions_in_place(tmp_path, cache_dir):
+    """The same on a worker: a call that maps a marked function over a fork Pool gets its results, and
+    what the children print reaches the program's output (before: the child's print waited for ever)."""
+    local, remote = both(tmp_path, cache_dir, """
+        from work import double_in_a_forked_pool
+        print(double_in_a_forked_pool([1, 2]))
+    """, files=FORKING_FILES)
+    assert remote.stdout == local.stdout == "doubling 1\ndoubling 2\n[2, 4]\n", remote.stderr
+
+
 def test_values_sent_during_a_call_take_the_project_modules_they_need_along(tmp_path, cache_dir):
     """A generator argument's items, pickled while the call runs, may refer to a project module that neither
     the function's module nor the call's arguments do (before: ModuleNotFoundError on the worker)."""

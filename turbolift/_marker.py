@@ -48,7 +48,7 @@ class TurboliftFunction:
     # -- calling -----------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         remote = self._remote
-        if remote is None or _runtime.in_turbolift() or _called_by_turbolift():
+        if remote is None or _runtime.runs_in_place() or _called_by_turbolift():
             return self._fn(*args, **kwargs)  # turbolift's own use of it (json.dumps ...) runs in place
         try:
             return remote.call(args, kwargs)
@@ -71,7 +71,7 @@ class TurboliftFunction:
         returned already done (its exception, if any, is stored in it).
         """
         remote = self._remote
-        if remote is not None and not _runtime.in_turbolift():
+        if remote is not None and not _runtime.runs_in_place():
             return remote.submit(args, kwargs)
         future: concurrent.futures.Future = concurrent.futures.Future()
         try:
@@ -93,7 +93,7 @@ class TurboliftFunction:
         None: as ``$TURBOLIFT_PROGRESS`` says), see :mod:`turbolift.progress`.
         """
         remote = self._remote
-        if remote is not None and not _runtime.in_turbolift():
+        if remote is not None and not _runtime.runs_in_place():
             results = remote.map(iterables, timeout=timeout, chunksize=chunksize)
         else:
             results = _local_map(self._fn, iterables)
@@ -104,7 +104,7 @@ class TurboliftFunction:
     async def aio(self, *args: Any, **kwargs: Any) -> Any:
         """Await the call from asynchronous code (an ``async def`` function is awaited too)."""
         remote = self._remote
-        if remote is None or _runtime.in_turbolift():
+        if remote is None or _runtime.runs_in_place():
             value = self._fn(*args, **kwargs)
             return (await value) if inspect.isawaitable(value) else value
         import asyncio  # here, not at import: local mode stays light

@@ -43,6 +43,7 @@ _client: Optional[Client] = None
 _worker_bind: Optional[Callable[[Any], Any]] = None
 _lock = threading.RLock()
 _atexit_registered = False
+_forked = False   # this process is a child forked from one that distributes
 
 
 def enable(client: Client) -> None:
@@ -109,6 +110,23 @@ _guard = threading.local()
 def in_turbolift() -> bool:
     """True while the current thread runs turbolift's own code."""
     return getattr(_guard, "level", 0) > 0
+
+
+def runs_in_place() -> bool:
+    """True where a marked function runs in this process whatever it is bound to: in turbolift's own
+    code, and in a child forked from a caller or a worker (:func:`forked_child`)."""
+    return _forked or getattr(_guard, "level", 0) > 0
+
+
+def forked_child() -> None:
+    """Called in a child forked (``os.fork``, multiprocessing's fork start method) from a caller or
+    from a worker serving calls. gRPC does not survive fork: the parent's channels and streams are
+    unusable here (a call, or a nested call, waited for ever), and the parent's clusters are not this
+    child's to stop. So marked functions run in the child, as they would without turbolift, and its
+    exit tears nothing down."""
+    global _mode, _client, _worker_bind, _forked
+    _forked = True
+    _mode, _client, _worker_bind = LOCAL, None, None
 
 
 class _TurboliftCode:

@@ -9,9 +9,13 @@ nothing never loads it.
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Optional
 
+from .. import _runtime
 from .._settings import Settings
 from .._wire import allocator
 from .._wire.auth import read_token
@@ -22,6 +26,46 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dispatcher import Dispatcher
     from .preload import Preloader
     from .stub import RemoteStub
+
+
+_CLIENTS: "weakref.WeakSet[Client]" = weakref.WeakSet()
+_loading_lock = threading.Lock()
+_loaded = False
+
+
+def _forked() -> None:
+    if len(_CLIENTS):
+        _runtime.forked_child()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def _load_caller_side() -> None:
+    """Import the caller side, gRPC included, once.
+
+    gRPC's fork handlers are off in a caller (GRPC_ENABLE_FORK_SUPPORT=0 while gRPC initialises, set
+    in the C environment only, so the program's ``os.environ`` never shows it): a caller's streams
+    are always open, so at each fork the program made they only printed "Other threads are currently
+    calling into gRPC, skipping fork() handlers" to its stderr; a forked child does not use gRPC (see
+    :func:`turbolift._runtime.forked_child`). A program that set the variable, or imported
+    gRPC before, keeps its own.
+    """
+    global _loaded
+    if _loaded:
+        return
+    with _loading_lock:
+        if _loaded:
+            return
+        ours = "grpc" not in sys.modules and "GRPC_ENABLE_FORK_SUPPORT" not in os.environ
+        if ours:
+            os.putenv("GRPC_ENABLE_FORK_SUPPORT", "0")
+        try:
+            from . import coalesce, dispatcher, mapping, preload, stub  # noqa: F401
+        finally:
+            if ours:
+                os.unsetenv("GRPC_ENABLE_FORK_SUPPORT")
+        _loaded = True
 
 
 class Client:
@@ -37,15 +81,18 @@ class Client:
         self._loading: Optional[threading.Thread] = None
         self._preloader: Optional["Preloader"] = None
         self._started_early: set = set()        # keys of clusters start_default started
+        self._pid = os.getpid()                 # (a child this process forks owns none of them)
+        _CLIENTS.add(self)
         shown_warnings.remember()   # (what the program's imports warn, a worker's need not again)
 
     @staticmethod
     def load() -> None:
         """Import the whole caller side now (it is otherwise imported with the first stub)."""
-        from . import coalesce, dispatcher, mapping, stub  # noqa: F401
+        _load_caller_side()
 
     def bind(self, function: Any) -> "RemoteStub":
         """The stub that runs ``function`` (a ``TurboliftFunction``) remotely."""
+        _load_caller_side()
         from .stub import RemoteStub
 
         stub = RemoteStub(function, self)
@@ -56,6 +103,7 @@ class Client:
     def _preloads(self) -> "Preloader":
         with self._lock:
             if self._preloader is None:
+                _load_caller_side()
                 from .preload import Preloader
 
                 self._preloader = Preloader(self)
@@ -82,6 +130,7 @@ class Client:
         with self._lock:
             found = self._dispatchers.get(key)
             if found is None:
+                _load_caller_side()
                 from .dispatcher import Dispatcher
 
                 allocator.bound()   # this program now receives payloads: let them go back when freed
@@ -131,7 +180,9 @@ class Client:
         return [pid for cluster in clusters for pid in cluster.local_pids()]
 
     def shutdown(self) -> None:
-        """Stop every cluster this client started. Idempotent."""
+        """Stop every cluster this client started. Idempotent; nothing in a child this process forked."""
+        if os.getpid() != self._pid:
+            return
         loading = self._loading
         if loading is not None:
             loading.join(30)   # never tear down (or exit) in the middle of an import

@@ -298,6 +298,14 @@ def apply_levels(levels: dict) -> None:
             logger.setLevel(level)
 
 
+def forget_calls() -> None:
+    """In a child a call forked: no call runs here (its stream is the parent's), so what the child
+    prints, logs and warns goes where it would without turbolift."""
+    global _output_lock
+    _sinks.clear()
+    _output_lock = threading.Lock()   # (another thread may have held it at the fork)
+
+
 def install() -> None:
     """Put the routers in place (once per worker process)."""
     global _installed

@@ -170,6 +170,12 @@ class NestedCalls:
         return True
 
 
+def forget_calls() -> None:
+    """In a child a call forked: the call's stream is the parent's, so no nested call, stdin read or
+    pulled item can go through it here (the forking thread is the child's only one)."""
+    _current.calls = _current.ticket = None
+
+
 def running_calls() -> tuple[Optional[NestedCalls], Optional[Ticket]]:
     """The nested calls of the call the current thread runs, and its ticket (None, None: none runs)."""
     return getattr(_current, "calls", None), getattr(_current, "ticket", None)

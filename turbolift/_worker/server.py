@@ -27,7 +27,7 @@ from .._wire.protocol import MESSAGE_LIMIT, SERVICE_NAME, WORKER_RECEIVE_LIMIT
 from .._wire.tls import TLS
 from ..errors import ConfigurationError
 from ..v1 import worker_pb2 as pb
-from . import capture, stdin, tokens
+from . import capture, nested, repeated_imports, stdin, tokens
 from .bundle_store import BundleStore
 from .cancel import Watchdog
 from .exposure import check_exposure
@@ -138,6 +138,17 @@ def _handlers(state: WorkerState, sessions: SessionHandler) -> grpc.GenericRpcHa
     })
 
 
+def _forked_by_a_call() -> None:
+    """In a child a call forked (multiprocessing's fork start method, ``os.fork``): gRPC does not
+    survive fork, so the child runs as it would without turbolift: marked functions in place, output
+    to this worker's own streams, stdin at its end (before: the child's first print, read or marked
+    call waited for ever on the parent's stream)."""
+    _runtime.forked_child()
+    capture.forget_calls()
+    nested.forget_calls()
+    repeated_imports.reset()
+
+
 def serve(options: WorkerOptions) -> tuple[grpc.Server, str]:
     """Start a worker server; return it and the address it listens on.
 
@@ -148,6 +159,7 @@ def serve(options: WorkerOptions) -> tuple[grpc.Server, str]:
     check_exposure(listen, options.token, options.tls)
     # Marked functions called by the functions we run go back to the caller.
     _runtime.enter_worker_mode(bind=NestedStub)
+    os.register_at_fork(after_in_child=_forked_by_a_call)
     streamed.install(PulledIterator)   # iterators passed as arguments are pulled from their caller
     capture.install()
     stdin.install()   # a call reads its caller's standard input
