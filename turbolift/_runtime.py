@@ -107,14 +107,10 @@ def shutdown() -> None:
 _guard = threading.local()
 
 
-def in_turbolift() -> bool:
-    """True while the current thread runs turbolift's own code."""
-    return getattr(_guard, "level", 0) > 0
-
-
 def runs_in_place() -> bool:
-    """True where a marked function runs in this process whatever it is bound to: in turbolift's own
-    code, and in a child forked from a caller or a worker (:func:`forked_child`)."""
+    """True where a marked function runs in this process whatever it is bound to: while the current
+    thread runs turbolift's own code, and in a child forked from a caller or a worker
+    (:func:`forked_child`)."""
     return _forked or getattr(_guard, "level", 0) > 0
 
 

@@ -103,7 +103,7 @@ class Client:
     def _preloads(self) -> "Preloader":
         with self._lock:
             if self._preloader is None:
-                _load_caller_side()
+                # (the caller side is loaded: only bind, which loads it first, gets here)
                 from .preload import Preloader
 
                 self._preloader = Preloader(self)
