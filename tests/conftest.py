@@ -49,6 +49,20 @@ def run_python(args: list[str], cwd: Path, cache_dir: Path, timeout: float = 90,
                           capture_output=True, text=True, timeout=timeout)
 
 
+TIMEOUT = 120   # (what a run of a test program may take, on a busy machine)
+
+
+def both(tmp_path, cache_dir, script: str, *extra: str, files: dict | None = None, env: dict | None = None):
+    """(local run, distributed run) of ``app.py`` = ``script``, each checked to have succeeded."""
+    write_files(tmp_path, {"app.py": script, **(files or {})})
+    local = run_python(["app.py"], tmp_path, cache_dir, timeout=TIMEOUT, **(env or {}))
+    remote = run_python(["-m", "turbolift", "--workers", "2", *extra, "app.py"], tmp_path, cache_dir,
+                        timeout=TIMEOUT, **(env or {}))
+    assert local.returncode == 0, local.stderr
+    assert remote.returncode == 0, remote.stderr
+    return local, remote
+
+
 def make_installed_library(site_dir: Path, name: str, version: str, source: str) -> Path:
     """Install a one-module distribution into ``site_dir`` as pip would lay it out."""
     package = site_dir / name

@@ -13,20 +13,7 @@ import re
 import subprocess
 import sys
 
-from conftest import child_env, run_python, write_files
-
-TIMEOUT = 120
-
-
-def both(tmp_path, cache_dir, script: str, *extra: str, files: dict | None = None, env: dict | None = None):
-    """(local run, distributed run) of ``app.py`` = ``script``, each checked to have succeeded."""
-    write_files(tmp_path, {"app.py": script, **(files or {})})
-    local = run_python(["app.py"], tmp_path, cache_dir, timeout=TIMEOUT, **(env or {}))
-    remote = run_python(["-m", "turbolift", "--workers", "2", *extra, "app.py"], tmp_path, cache_dir,
-                        timeout=TIMEOUT, **(env or {}))
-    assert local.returncode == 0, local.stderr
-    assert remote.returncode == 0, remote.stderr
-    return local, remote
+from conftest import TIMEOUT, both, child_env, run_python, write_files
 
 
 def report(run) -> dict:
@@ -412,53 +399,6 @@ def test_a_program_ends_as_quietly_as_locally_with_a_process_pool_left_open(tmp_
                            timeout=TIMEOUT)
     assert local.stdout == remote.stdout == as_module.stdout == "2 4\n", as_module.stderr
     assert local.stderr == remote.stderr == as_module.stderr == ""
-
-
-FORKING_FILES = {"work.py": """
-    import multiprocessing, os
-    import turbolift
-
-    @turbolift.on()
-    def double(x):
-        print("doubling", x, flush=True)
-        return 2 * x
-
-    @turbolift.on()
-    def double_in_a_forked_pool(values):
-        with multiprocessing.get_context("fork").Pool(1) as pool:
-            return pool.map(double, values)
-"""}
-
-
-def test_a_child_the_program_forks_runs_marked_functions_as_locally(tmp_path, cache_dir):
-    """gRPC does not survive fork: in a child the program forks (a fork Pool, os.fork), marked functions
-    run in the child and its exit stops nothing of the parent's (before: the child's call, and a child's
-    normal exit, waited for ever; and every fork printed gRPC's "skipping fork() handlers" line)."""
-    local, remote = both(tmp_path, cache_dir, """
-        import multiprocessing, os, sys
-        from work import double
-        print(double(1))
-        with multiprocessing.get_context("fork").Pool(1) as pool:   # (one: its prints in order)
-            print(pool.map(double, [2, 3]))
-        child = os.fork()
-        if child == 0:
-            print("child", double(4), flush=True)
-            sys.exit(0)   # (its exit handlers run: they must not stop the parent's cluster)
-        os.waitpid(child, 0)
-        print("parent", double(5))
-    """, files=FORKING_FILES, env={"TURBOLIFT_OUTPUT_PREFIX": "0"})
-    assert remote.stdout == local.stdout, remote.stderr
-    assert remote.stderr == local.stderr == ""
-
-
-def test_a_child_a_call_forks_on_a_worker_runs_marked_functions_in_place(tmp_path, cache_dir):
-    """The same on a worker: a call that maps a marked function over a fork Pool gets its results, and
-    what the children print reaches the program's output (before: the child's print waited for ever)."""
-    local, remote = both(tmp_path, cache_dir, """
-        from work import double_in_a_forked_pool
-        print(double_in_a_forked_pool([1, 2]))
-    """, files=FORKING_FILES)
-    assert remote.stdout == local.stdout == "doubling 1\ndoubling 2\n[2, 4]\n", remote.stderr
 
 
 def test_values_sent_during_a_call_take_the_project_modules_they_need_along(tmp_path, cache_dir):

@@ -133,7 +133,8 @@ class TurboliftFunction:
         how :class:`turbolift.Executor` distributes in a plain ``python`` process."""
         copy = TurboliftFunction.__new__(TurboliftFunction)
         copy.__dict__.update(self.__dict__)
-        copy._remote = client.bind(copy)
+        # (Not in a forked child: it runs marked functions in place, and binding would import gRPC.)
+        copy._remote = None if _runtime.in_forked_child() else client.bind(copy)
         return copy
 
     # -- methods, pickling, display -----------------------------------------

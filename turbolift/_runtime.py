@@ -114,6 +114,11 @@ def runs_in_place() -> bool:
     return _forked or getattr(_guard, "level", 0) > 0
 
 
+def in_forked_child() -> bool:
+    """True in a child forked from a caller or a worker (:func:`forked_child`)."""
+    return _forked
+
+
 def forked_child() -> None:
     """Called in a child forked (``os.fork``, multiprocessing's fork start method) from a caller or
     from a worker serving calls. gRPC does not survive fork: the parent's channels and streams are

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import _runtime
 from .calls import Call
-from .futures import settle
+from .futures import new_future, settle
 
 MAX_THREADS = 256   # calls carried at once; more wait here, unsent
 
@@ -31,7 +31,7 @@ class AsyncCalls:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def submit(self, call: Call) -> cf.Future:
-        out: cf.Future = cf.Future()
+        out = new_future()
         # The callback holds the call's handle, not the call: a future kept after its call ended
         # must not keep the arguments (an array's exported memory) alive with it.
         handle = call.handle

@@ -10,14 +10,13 @@ nothing never loads it.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Optional
 
 from .. import _runtime
 from .._settings import Settings
-from .._wire import allocator
+from .._wire import allocator, grpc_import
 from .._wire.auth import read_token
 from ..platforms.registry import resolve
 from . import shown_warnings
@@ -34,6 +33,9 @@ _loaded = False
 
 
 def _forked() -> None:
+    global _loading_lock
+    # A thread that was loading the caller side holds the lock for good in the child: a fresh one.
+    _loading_lock = threading.Lock()
     if len(_CLIENTS):
         _runtime.forked_child()
 
@@ -42,29 +44,16 @@ os.register_at_fork(after_in_child=_forked)
 
 
 def _load_caller_side() -> None:
-    """Import the caller side, gRPC included, once.
-
-    gRPC's fork handlers are off in a caller (GRPC_ENABLE_FORK_SUPPORT=0 while gRPC initialises, set
-    in the C environment only, so the program's ``os.environ`` never shows it): a caller's streams
-    are always open, so at each fork the program made they only printed "Other threads are currently
-    calling into gRPC, skipping fork() handlers" to its stderr; a forked child does not use gRPC (see
-    :func:`turbolift._runtime.forked_child`). A program that set the variable, or imported
-    gRPC before, keeps its own.
-    """
+    """Import the caller side, gRPC included (with its fork handlers off: see
+    :mod:`turbolift._wire.grpc_import`), once."""
     global _loaded
     if _loaded:
         return
     with _loading_lock:
         if _loaded:
             return
-        ours = "grpc" not in sys.modules and "GRPC_ENABLE_FORK_SUPPORT" not in os.environ
-        if ours:
-            os.putenv("GRPC_ENABLE_FORK_SUPPORT", "0")
-        try:
-            from . import coalesce, dispatcher, mapping, preload, stub  # noqa: F401
-        finally:
-            if ours:
-                os.unsetenv("GRPC_ENABLE_FORK_SUPPORT")
+        grpc_import.import_grpc()
+        from . import coalesce, dispatcher, mapping, preload, stub  # noqa: F401
         _loaded = True
 
 
@@ -164,6 +153,7 @@ class Client:
             cluster = self._cluster(spec, key)
             self._started_early.add(key)
         cluster.start()
+        grpc_import.prepare()   # (here, while the program has not started a thread of its own)
 
         def load() -> None:
             try:

@@ -23,7 +23,7 @@ from .._wire.protocol import FRAME_DATA
 from ..v1 import worker_pb2 as pb
 from .bundling import Target
 from .calls import WorkEstimate, deadline_after
-from .futures import copy_outcome, settle
+from .futures import copy_outcome, new_future, settle
 
 CHEAP_SECONDS = 0.001
 MAX_ITEMS = 256
@@ -39,7 +39,7 @@ class _Waiting:
     __slots__ = ("future", "args", "kwargs", "deadline")
 
     def __init__(self, args: tuple, kwargs: dict, deadline: Optional[float]) -> None:
-        self.future: cf.Future = cf.Future()
+        self.future = new_future()
         self.args = args
         self.kwargs = kwargs
         self.deadline = deadline

@@ -2,7 +2,39 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
+import threading
+import weakref
 from typing import Any, Optional
+
+from ..errors import TurboliftError
+
+_PENDING: "weakref.WeakSet[cf.Future]" = weakref.WeakSet()   # futures of calls, maybe not done
+
+
+def new_future() -> cf.Future:
+    """A future for a call (see :func:`_forked`)."""
+    future: cf.Future = cf.Future()
+    _PENDING.add(future)
+    return future
+
+
+def _forked() -> None:
+    """In a child forked from the caller, the futures of calls the parent had in flight would never
+    settle (the threads and streams that settle them are the parent's): each fails at once with a
+    TurboliftError that says so, and a child that waits on one, or on a ``map`` whose batches were in
+    flight, is told why instead of waiting for ever. Their done-callbacks are the parent's, not run."""
+    error = TurboliftError(f"this call was started by process {os.getppid()} before it forked: only that "
+                           "process gets its result; call the function again in this process")
+    for future in list(_PENDING):
+        if future._state in (cf._base.PENDING, cf._base.RUNNING):
+            # A fresh condition: a thread of the parent may have held this one at the fork, for good here.
+            future._condition = threading.Condition()
+            future._exception, future._state = error, cf._base.FINISHED
+    _PENDING.clear()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def settle(out: cf.Future, value: Any = None, exc: Optional[BaseException] = None) -> None:

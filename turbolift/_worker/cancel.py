@@ -27,6 +27,8 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from . import forked_call
+
 PERIOD = 0.05
 PULSE_SECONDS = 2.0
 IDLE_SECONDS = 1.0
@@ -158,7 +160,15 @@ class Watchdog:
                     self._running[thread] = ticket
                     if self._watchdog_asleep:
                         self._user_code.notify()
-                return True, fn(*args)
+                try:
+                    value = fn(*args)
+                except BaseException as exc:
+                    if forked_call.forked:   # (before _leave: a lock held at the fork stays held here)
+                        forked_call.end_child(exc)
+                    raise
+                if forked_call.forked:
+                    forked_call.end_child(None)
+                return True, value
             finally:
                 self._leave(thread)
         except BaseException as exc:  # the user's exception, or our CallCancelled

@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from .._wire import grpc_import
 from .._wire.auth import read_token
 from .._wire.tls import TLS
 from ..errors import TurboliftError
@@ -71,6 +72,7 @@ def main(argv: Sequence[str], prog: str = "turbolift worker") -> int:
 def _template(control_fd: int, prog: str) -> int:
     """Be a template (see :mod:`.template`): import what a worker imports, then fork workers; a
     forked child returns here with its own arguments and runs as the worker they describe."""
+    grpc_import.import_grpc()   # (its fork handlers off: in the template, whose workers inherit them)
     from . import server  # noqa: F401  (imported once here, for every worker forked below)
 
     args = template.serve(control_fd)
@@ -93,6 +95,7 @@ def needs_own_token(opts: argparse.Namespace) -> bool:
 
 
 def _serve(opts: argparse.Namespace) -> int:
+    grpc_import.import_grpc()   # (its fork handlers off, while the worker has one thread)
     from .server import WorkerOptions, run
 
     tls: Optional[TLS] = None

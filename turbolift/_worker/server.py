@@ -27,7 +27,7 @@ from .._wire.protocol import MESSAGE_LIMIT, SERVICE_NAME, WORKER_RECEIVE_LIMIT
 from .._wire.tls import TLS
 from ..errors import ConfigurationError
 from ..v1 import worker_pb2 as pb
-from . import capture, nested, repeated_imports, stdin, tokens
+from . import capture, forked_call, nested, repeated_imports, stdin, tokens
 from .bundle_store import BundleStore
 from .cancel import Watchdog
 from .exposure import check_exposure
@@ -144,6 +144,7 @@ def _forked_by_a_call() -> None:
     to this worker's own streams, stdin at its end (before: the child's first print, read or marked
     call waited for ever on the parent's stream)."""
     _runtime.forked_child()
+    forked_call.note_fork()   # the call's function ends the child when it returns or raises
     capture.forget_calls()
     nested.forget_calls()
     repeated_imports.reset()
