@@ -152,6 +152,13 @@ def _untrap_sigterm() -> None:
 
 
 def run(argv: Sequence[str]) -> int:
+    """``turbolift [run] [options] (SCRIPT | -m MODULE) [ARGS...]``: the program, distributed.
+
+    Run on the main thread (``python -m turbolift``, the ``turbolift`` command), the clusters stop
+    where they would at a plain program's end: after its non-daemon threads ended and after its exit
+    handlers ran (the handler registered when distribution was switched on runs after the
+    program's), so both may still call marked functions. Run on another thread, they stop on return.
+    """
     options, script, module, program_args = _split_run_args(argv)
     # Only the options are parsed: everything from SCRIPT on is the program's, untouched.
     opts = _run_parser().parse_args(options)
@@ -169,7 +176,8 @@ def run(argv: Sequence[str]) -> int:
     from .errors import ClusterError, ConfigurationError, TurboliftError
 
     start = Path(script).resolve().parent if script is not None else Path.cwd()
-    if threading.current_thread() is threading.main_thread():
+    process_ends_here = threading.current_thread() is threading.main_thread()
+    if process_ends_here:
         signal.signal(signal.SIGTERM, _terminate)
         os.register_at_fork(after_in_child=_untrap_sigterm)
     try:
@@ -196,7 +204,8 @@ def run(argv: Sequence[str]) -> int:
             _show_uncaught(exc)
             return 1
     finally:
-        _runtime.shutdown()
+        if not process_ends_here:
+            _runtime.shutdown()
     return 0
 
 
