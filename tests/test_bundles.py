@@ -937,3 +937,44 @@ def test_pins_are_what_importlib_metadata_says(tmp_path, monkeypatch):
     assert pins.pinned_requirements(tops) == expected
     pins._memo.clear()   # as a fresh process: from the disk this time
     assert pins.pinned_requirements(tops) == expected
+
+
+_PROVIDERS_PROGRAM = '''
+import json, sys
+import importlib_metadata
+from turbolift._caller import pins
+everything = importlib_metadata.packages_distributions()
+names = set(everything) | {"decl_a", "decl_b", "infpkg", "infmod", "gone", "bin", "nowhere", "egglib"}
+asked = pins._providers(names)
+print(json.dumps({"same": asked == {name: everything.get(name, []) for name in names},
+                  "names": len(names), "some": {name: asked[name] for name in sorted(names) if name in
+                  ("decl_a", "decl_b", "infpkg", "infmod", "gone", "bin", "nowhere", "egglib")}}))
+'''
+
+
+def test_distributions_are_looked_up_for_the_names_asked_exactly_as_the_library_maps_them(tmp_path):
+    """``pins._providers`` reads only what the names asked for need; its answer is the library's own
+    ``packages_distributions()``'s, for every name of this environment and for distributions with a
+    ``top_level.txt`` (a name twice), with none (names inferred from RECORD, missing files dropped),
+    and with only an egg-info's SOURCES.txt."""
+    site = tmp_path / "lib" / "site-packages"
+    write_files(site, {
+        "decl_a/__init__.py": "", "decl_b.py": "",
+        "declared-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: Declared\nVersion: 1.0\n",
+        "declared-1.0.dist-info/top_level.txt": "decl_a\ndecl_b\ndecl_a\n",
+        "infpkg/__init__.py": "", "infmod.py": "",
+        "inferred-2.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: inferred\nVersion: 2.0\n",
+        "inferred-2.0.dist-info/RECORD": "infpkg/__init__.py,,\ninfmod.py,sha256=x,0\ngone/__init__.py,,\n"
+                                         "../../bin/tool,,\n\"infpkg/a,b.py\",,\ninferred-2.0.dist-info/RECORD,,\n",
+        "egglib/__init__.py": "",
+        "egglib.egg-info/PKG-INFO": "Metadata-Version: 1.1\nName: egglib\nVersion: 0.1\n",
+        "egglib.egg-info/SOURCES.txt": "egglib/__init__.py\nsetup.py\n",
+    })
+    out = subprocess.run([sys.executable, "-c", _PROVIDERS_PROGRAM], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{REPO_ROOT}"})
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["same"] is True and report["names"] > 20, report
+    assert report["some"] == {"decl_a": ["Declared", "Declared"], "decl_b": ["Declared"],
+                              "infpkg": ["inferred"], "infmod": ["inferred"], "gone": [], "bin": [],
+                              "nowhere": [], "egglib": ["egglib"]}, report
