@@ -77,7 +77,7 @@ def run_main(script: Optional[str], module: Optional[str]) -> None:
     if script is not None:
         _run_script(script)
     else:
-        runpy.run_module(str(module), run_name="__main__", alter_sys=True)
+        _run_module(str(module))
 
 
 def _release_main(runner: types.ModuleType) -> None:
@@ -92,6 +92,26 @@ def _release_main(runner: types.ModuleType) -> None:
         held = sys.modules.get(name)
         if held is not None and getattr(held, "_main_module", runner) is not runner:   # (the program's)
             held._main_module = types.ModuleType("__main__")
+
+
+class _CannotRun(Exception):
+    """What ``python -m`` says, on one line, of a module it cannot run."""
+
+
+def _run_module(name: str) -> None:
+    """Run module ``name`` as ``python -m name`` does (runpy's own steps for its ``-m`` switch): the
+    module stays ``__main__``, and ``sys.argv[0]`` its file, after it ran (for the program's exit
+    handlers); one it cannot find or run ends the program with the one line plain python prints
+    (``runpy.run_module`` puts the previous ones back when the module returns, and raises)."""
+    try:
+        name, spec, code = runpy._get_module_details(name, _CannotRun)   # type: ignore[attr-defined]
+    except _CannotRun as exc:
+        raise SystemExit(f"{sys.executable}: {exc}") from None
+    main = types.ModuleType("__main__")
+    main.__builtins__ = builtins
+    sys.modules["__main__"] = main
+    sys.argv[0] = spec.origin
+    runpy._run_code(code, main.__dict__, None, "__main__", spec)   # type: ignore[attr-defined]
 
 
 def _run_script(script: str) -> None:
