@@ -402,6 +402,33 @@ def test_a_program_ends_as_quietly_as_locally_with_a_process_pool_left_open(tmp_
 
 
 
+def test_relative_paths_in_a_call_mean_what_they_mean_in_the_program(tmp_path, cache_dir):
+    """Local workers run calls in the directory the program started in: a file read or written by a
+    relative path is the program's (before: the workers' scratch directory, so a read failed and a
+    written file went where no one looked, and was deleted at exit)."""
+    work = """
+        import os, turbolift
+
+        @turbolift.on()
+        def summarise(name):
+            with open(name) as source, open("summary.txt", "a") as out:
+                out.write(f"{len(source.read().split())} words\\n")
+            return os.getpid(), os.path.dirname(__file__) == os.getcwd()
+    """
+    local, remote = both(tmp_path, cache_dir, """
+        import os
+        from work import summarise
+        ran = {summarise("data/words.txt") for _ in range(3)}
+        print(open("summary.txt").read(), end="")
+        os.remove("summary.txt")
+        with open("ran.txt", "a") as out:   # elsewhere? the module imported from here?
+            out.write(f"{[(pid != os.getpid(), from_here) for pid, from_here in sorted(ran)][0]}\\n")
+    """, files={"work.py": work, "data/words.txt": "one two three\n"})
+    assert local.stdout == remote.stdout == "3 words\n" * 3, remote.stderr
+    # Locally, then on workers, which still import the program's modules from bundles only.
+    assert (tmp_path / "ran.txt").read_text() == "(False, True)\n(True, False)\n"
+
+
 def test_threads_and_exit_handlers_call_marked_functions_after_the_main_module_ends(tmp_path, cache_dir):
     """As under plain python, the program ends once its non-daemon threads have, then runs its exit
     handlers, and the cluster is still there for both; calls it submitted and never waited for run too

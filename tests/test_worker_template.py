@@ -65,10 +65,10 @@ def test_every_local_worker_is_forked_by_one_template_and_looks_freshly_started(
         assert template != os.getpid() and parent_of(template) == os.getpid()
         assert "--template-fd" in command_line(template)
         for worker in seen.values():
-            # As a worker started on its own: its options, the run's private directory, `python -m`.
+            # As a worker started on its own: its options, the program's working directory, `python -m`.
             assert worker["argv"][0] == "worker" and "--listen" in worker["argv"]
             assert "--template-fd" not in worker["argv"]
-            assert os.path.basename(worker["cwd"]).startswith("turbolift-run-")
+            assert worker["cwd"] == os.getcwd()
             assert worker["main"] == "turbolift.__main__"
             assert worker["call_id"].startswith(f"{worker['pid']}-")   # not the template's pid
             assert worker["session"] == worker["group"] == worker["pid"]   # a session of its own

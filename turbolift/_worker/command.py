@@ -7,6 +7,7 @@ command with ``--no-restart`` for each server process.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -31,6 +32,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                         "worker's user")
     parser.add_argument("--cache-dir", default=None, help="bundle cache (default: ~/.cache/turbolift)")
     parser.add_argument("--threads", type=int, default=16, help="calls of user code run at once")
+    parser.add_argument("--workdir", help="the working directory calls run in (default: the one the worker "
+                        "starts in); the worker never imports from it")
     parser.add_argument("--worker-id", help="name reported by Describe")
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--token-stdin", action="store_true", help=argparse.SUPPRESS)
@@ -107,7 +110,9 @@ def _serve(opts: argparse.Namespace) -> int:
     made = needs_own_token(opts)
     if made:
         token = tokens.new_token()
-    options = WorkerOptions(listen=opts.listen, cache_dir=opts.cache_dir or default_cache_dir(), token=token,
+    # (absolute: the worker may change its working directory, see --workdir)
+    cache_dir = os.path.abspath(opts.cache_dir or default_cache_dir())
+    options = WorkerOptions(listen=opts.listen, cache_dir=cache_dir, token=token, workdir=opts.workdir,
                             threads=opts.threads, worker_id=opts.worker_id,
                             install_requirements=opts.install_requirements, previous_exit=opts.previous_exit,
                             tls=tls, metrics_port=opts.metrics_port)

@@ -67,6 +67,19 @@ class WorkerOptions:
     previous_exit: Optional[str] = None    # how the previous server at this address ended
     tls: Optional[TLS] = None
     metrics_port: Optional[int] = None     # Prometheus metrics over HTTP (None: off)
+    workdir: Optional[str] = None          # the working directory calls run in (None: where it started)
+
+
+def _enter(workdir: str) -> None:
+    """Run calls in ``workdir``: a local cluster passes its program's working directory, so that a
+    relative path means in a call what it means in the program. Only once the directory the worker
+    started in is off ``sys.path``: the program's modules still come only from bundles. One that
+    cannot be entered leaves the worker where it is, and the worker says so."""
+    try:
+        os.chdir(workdir)
+    except OSError as exc:
+        print(f"turbolift worker: calls run in {os.getcwd()}, not in {workdir}: {exc.strerror}",
+              file=sys.stderr, flush=True)
 
 
 def _parsing(method: Callable, message_type: Any) -> Callable:
@@ -168,6 +181,8 @@ def serve(options: WorkerOptions) -> tuple[grpc.Server, str]:
     # find the program's modules only in the bundles it was sent.
     if sys.path and sys.path[0] in ("", os.getcwd()):
         del sys.path[0]
+    if options.workdir:
+        _enter(options.workdir)
     store = BundleStore(options.cache_dir, install_requirements=options.install_requirements)
     state = WorkerState(store=store, watchdog=Watchdog(slots=options.threads),
                         worker_id=options.worker_id or f"{socket.gethostname()}-{os.getpid()}",

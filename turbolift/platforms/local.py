@@ -95,6 +95,7 @@ class LocalQueue(Cluster):
         self._retired: list[WorkerProcess] = []   # replaced after dying; kept for exit_reason
         self._former: dict[str, int] = {}         # address of a replaced worker -> its slot
         self._run_dir: Optional[str] = None
+        self._workdir: Optional[str] = None       # the program's working directory: calls run there
         self._template: Optional[Template] = None
         self._stopped = False
 
@@ -103,6 +104,10 @@ class LocalQueue(Cluster):
             if self._procs or self._stopped:
                 return
             self._run_dir = tempfile.mkdtemp(prefix=RUN_DIR_PREFIX)
+            try:   # where calls run: the program's working directory as the cluster starts
+                self._workdir = os.getcwd()
+            except OSError:   # (deleted under it)
+                self._workdir = None
             if can_fork_workers():
                 # A neutral cwd: the project must reach the worker only as bundles.
                 self._template = Template(worker_env(), cwd=self._run_dir)
@@ -115,6 +120,8 @@ class LocalQueue(Cluster):
         else:
             listen = "127.0.0.1:0"
         args = ["--listen", listen, "--cache-dir", self.cache_dir, "--worker-id", f"local-{index}"]
+        if self._workdir is not None:
+            args += ["--workdir", self._workdir]
         # Forked by the template while it serves; a fresh interpreter otherwise (it was killed).
         # A neutral cwd: the project must reach the worker only as bundles.
         # A new session: Ctrl-C in the terminal is the caller's to handle.
