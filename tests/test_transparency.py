@@ -429,6 +429,28 @@ def test_relative_paths_in_a_call_mean_what_they_mean_in_the_program(tmp_path, c
     assert (tmp_path / "ran.txt").read_text() == "(False, True)\n(True, False)\n"
 
 
+def test_daemon_threads_still_calling_at_exit_end_as_silently_as_locally(tmp_path, cache_dir):
+    """Plain python stops daemon threads wherever they are when it ends; a daemon thread calling
+    a marked function then must not print a traceback either (before: "ClusterError: this cluster
+    has been shut down", from the calls made once the exit handler had stopped the cluster)."""
+    local, remote = both(tmp_path, cache_dir, """
+        import threading, time
+        from work import inc
+
+        def loop():
+            n = 0
+            while True:
+                n = inc(n)
+
+        for _ in range(4):
+            threading.Thread(target=loop, daemon=True).start()
+        time.sleep(1)
+        print("main done")
+    """, files={"work.py": "import turbolift\n\n@turbolift.on()\ndef inc(x):\n    return x + 1\n"})
+    assert local.stdout == remote.stdout == "main done\n"
+    assert local.stderr == remote.stderr == "", remote.stderr
+
+
 def test_threads_and_exit_handlers_call_marked_functions_after_the_main_module_ends(tmp_path, cache_dir):
     """As under plain python, the program ends once its non-daemon threads have, then runs its exit
     handlers, and the cluster is still there for both; calls it submitted and never waited for run too

@@ -52,7 +52,7 @@ def enable(client: Client) -> None:
     with _lock:
         previous, _client, _mode = _client, client, DISTRIBUTED
         if not _atexit_registered:
-            atexit.register(shutdown)
+            atexit.register(_shutdown_at_exit)
             _atexit_registered = True
     if previous is not None and previous is not client:
         previous.shutdown()
@@ -98,6 +98,23 @@ def shutdown() -> None:
     found = _client
     if found is not None:
         found.shutdown()
+
+
+_exited = threading.Event()   # the interpreter is ending: the clusters were stopped by its exit handler
+
+
+def _shutdown_at_exit() -> None:
+    _exited.set()
+    shutdown()
+
+
+def stop_daemon_thread_at_exit() -> None:
+    """In a daemon thread that calls a marked function once the interpreter ended the program (its
+    clusters stopped): wait here for good. Plain python stops such a thread, silently, wherever it
+    is then; raising would print a traceback about a cluster the program never stopped. Returns
+    at once anywhere else."""
+    if _exited.is_set() and threading.current_thread().daemon:
+        threading.Event().wait()
 
 
 # -- turbolift's own code never goes through a stub ------------------------------

@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 import grpc
 
+from .. import _runtime
 from .._wire.auth import discovered_token
 from .._wire.protocol import FRAME_DATA
 from ..errors import BundleError, ClusterError, WorkerLost
@@ -79,6 +80,9 @@ class Dispatcher:
         """The connections, once every worker is healthy (blocks the first time)."""
         if self._connections:
             return self._connections
+        if self.closed:
+            _runtime.stop_daemon_thread_at_exit()
+            raise ClusterError("this cluster has been shut down")
         with self._lock:
             if self.closed:
                 raise ClusterError("this cluster has been shut down")
