@@ -776,6 +776,54 @@ def test_exceptions_keep_type_attributes_causes_context_notes_and_groups(tmp_pat
     assert report(remote)["coded"] == ["CodeError", 404, "not here"]
 
 
+BUILTIN_SLOTS_SCRIPT = """
+    import sys
+    from turbolift import on
+
+    @on()
+    def fail(kind):
+        if kind == "exit":
+            sys.exit("bye")
+        if kind == "exit 4":
+            sys.exit(4)
+        if kind == "stop":
+            raise StopIteration(7)
+        if kind == "name":
+            return undefined_name  # noqa: F821
+        if kind == "syntax":
+            compile("x = (", "made.py", "exec")
+        if kind == "decode":
+            b"ok \\xff".decode("utf-8")
+        if kind == "attribute":
+            return sys.no_such_thing
+
+    seen = []
+    for kind in ("exit", "stop", "name", "syntax", "decode", "attribute"):
+        try:
+            fail(kind)
+        except BaseException as exc:
+            seen.append([type(exc).__name__, *[repr(getattr(exc, slot)) for slot in
+                         ("code", "value", "name", "filename", "lineno", "msg", "start", "end", "reason")
+                         if hasattr(exc, slot)]])
+    print(seen)
+    if len(sys.argv) > 1:
+        fail(sys.argv[1])
+"""
+
+
+def test_built_in_exceptions_keep_what_their_init_sets_and_sys_exit_keeps_its_status(tmp_path, cache_dir):
+    """``SystemExit.code``, ``StopIteration.value``, ``NameError.name``, ``SyntaxError``'s place and
+    ``UnicodeError``'s range come back as raised (before: None, rebuilt without ``__init__``), so a
+    marked function's ``sys.exit(4)`` ends the program with status 4 (it ended with 0)."""
+    local, remote = both(tmp_path, cache_dir, BUILTIN_SLOTS_SCRIPT)
+    assert local.stdout == remote.stdout, remote.stdout
+    assert "['SystemExit', \"'bye'\"]" in remote.stdout and "'made.py'" in remote.stdout
+    for how, status, stderr in (("exit", 1, "bye\n"), ("exit 4", 4, "")):
+        ran = [run_python([*launcher, "app.py", how], tmp_path, cache_dir, timeout=TIMEOUT)
+               for launcher in ((), ("-m", "turbolift", "--workers", "1"))]
+        assert [(each.returncode, each.stderr) for each in ran] == [(status, stderr)] * 2, ran[1].stderr
+
+
 def test_an_uncaught_remote_exception_shows_the_programs_frames_not_turbolifts(tmp_path, cache_dir):
     script = """
         from turbolift import on

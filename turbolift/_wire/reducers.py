@@ -66,17 +66,42 @@ def plain_exception(obj: Any) -> bool:
             and cls.__reduce__ is BaseException.__reduce__)
 
 
+_MEMBER = type(SystemExit.code)   # a slot of a built-in class (member_descriptor)
+# Slots sent otherwise (__suppress_context__), set by ``__new__`` from ``args`` (an exception group's
+# message and exceptions, read-only), or not at all: AttributeError.obj is whatever object lacked the
+# attribute (a module, a socket...), which need not be copyable; locally it is rarely read.
+_MEMBERS_NOT_SENT = {"__suppress_context__", "message", "exceptions", "obj"}
+
+
+def _builtin_members(exc: BaseException) -> Optional[dict]:
+    """The slots that built-in exception classes fill in their ``__init__`` (``SystemExit.code``,
+    ``StopIteration.value``, ``SyntaxError.lineno``, ``UnicodeError.start``, ``NameError.name``...):
+    not in ``args`` or ``__dict__``, so a rebuild without ``__init__`` would leave them None."""
+    found = {}
+    for klass in type(exc).__mro__:
+        if klass.__module__ == "builtins":
+            for name, attribute in vars(klass).items():
+                if type(attribute) is _MEMBER and name not in _MEMBERS_NOT_SENT:
+                    found[name] = getattr(exc, name)
+    return found or None
+
+
 def exception_reduction(exc: BaseException) -> tuple:
     """The reduce tuple that rebuilds ``exc`` without calling its ``__init__``."""
     state = dict(exc.__dict__) if getattr(exc, "__dict__", None) else None
     return (rebuild_exception, (type(exc), exc.args, state, exc.__cause__, exc.__context__,
-                                exc.__suppress_context__))
+                                exc.__suppress_context__, _builtin_members(exc)))
 
 
 def rebuild_exception(cls: type, args: tuple, state: Optional[dict], cause: Any, context: Any,
-                      suppress: bool) -> BaseException:
+                      suppress: bool, members: Optional[dict] = None) -> BaseException:
     exc = cls.__new__(cls, *args)
     exc.args = args
+    for name, value in (members or {}).items():
+        try:
+            setattr(exc, name, value)
+        except (AttributeError, TypeError):   # (read-only, or a value the slot refuses: as __new__ left it)
+            pass
     if state:
         exc.__dict__.update(state)
     exc.__cause__ = cause
