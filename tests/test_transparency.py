@@ -451,38 +451,6 @@ def test_daemon_threads_still_calling_at_exit_end_as_silently_as_locally(tmp_pat
     assert local.stderr == remote.stderr == "", remote.stderr
 
 
-def test_threads_and_exit_handlers_call_marked_functions_after_the_main_module_ends(tmp_path, cache_dir):
-    """As under plain python, the program ends once its non-daemon threads have, then runs its exit
-    handlers, and the cluster is still there for both; calls it submitted and never waited for run too
-    (before: the cluster stopped as the main module returned, and each of these failed with
-    "ClusterError: this cluster has been shut down")."""
-    work = "import os, turbolift\n\n@turbolift.on()\ndef square(x):\n    return x * x\n\n" \
-           "@turbolift.on()\ndef pid():\n    return os.getpid()\n"
-    local, remote = both(tmp_path, cache_dir, """
-        import atexit, os, threading
-        from work import pid, square
-        main_done = threading.Event()
-
-        def after_main():
-            main_done.wait(60)
-            print("thread", square(4), flush=True)
-
-        threading.Thread(target=after_main).start()
-        pending = [square.submit(i) for i in range(20)]
-
-        @atexit.register
-        def at_exit():
-            print("exit handler", square(3), sum(future.result() for future in pending), flush=True)
-            with open("where.txt", "w") as out:
-                out.write(str(pid() != os.getpid()))
-
-        print("main", square(2), flush=True)
-        main_done.set()
-    """, files={"work.py": work})
-    assert (tmp_path / "where.txt").read_text() == "True"   # (the distributed run's, the last one)
-    assert local.stdout == remote.stdout == "main 4\nthread 16\nexit handler 9 2470\n", remote.stderr
-    assert remote.stderr == ""
-
 def test_values_sent_during_a_call_take_the_project_modules_they_need_along(tmp_path, cache_dir):
     """A generator argument's items, pickled while the call runs, may refer to a project module that neither
     the function's module nor the call's arguments do (before: ModuleNotFoundError on the worker)."""

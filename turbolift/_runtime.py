@@ -100,19 +100,24 @@ def shutdown() -> None:
         found.shutdown()
 
 
-_exited = threading.Event()   # the interpreter is ending: the clusters were stopped by its exit handler
+_exited = threading.Event()   # the program has ended: its clusters were stopped for it
 
 
-def _shutdown_at_exit() -> None:
+def program_ended() -> None:
+    """The program ended (its main module returned under ``python -m turbolift``, or the interpreter
+    is exiting): stop every cluster, and let daemon threads still calling wait for the end."""
     _exited.set()
     shutdown()
 
 
+_shutdown_at_exit = program_ended
+
+
 def stop_daemon_thread_at_exit() -> None:
-    """In a daemon thread that calls a marked function once the interpreter ended the program (its
-    clusters stopped): wait here for good. Plain python stops such a thread, silently, wherever it
-    is then; raising would print a traceback about a cluster the program never stopped. Returns
-    at once anywhere else."""
+    """In a daemon thread that calls a marked function once the program ended (its clusters
+    stopped): wait here for good. Plain python stops such a thread, silently, when the interpreter
+    ends; raising would print a traceback about a cluster the program never stopped. Returns at
+    once anywhere else."""
     if _exited.is_set() and threading.current_thread().daemon:
         threading.Event().wait()
 

@@ -152,13 +152,6 @@ def _untrap_sigterm() -> None:
 
 
 def run(argv: Sequence[str]) -> int:
-    """``turbolift [run] [options] (SCRIPT | -m MODULE) [ARGS...]``: the program, distributed.
-
-    Run on the main thread (``python -m turbolift``, the ``turbolift`` command), the clusters stop
-    where they would at a plain program's end: after its non-daemon threads ended and after its exit
-    handlers ran (the handler registered when distribution was switched on runs after the
-    program's), so both may still call marked functions. Run on another thread, they stop on return.
-    """
     options, script, module, program_args = _split_run_args(argv)
     # Only the options are parsed: everything from SCRIPT on is the program's, untouched.
     opts = _run_parser().parse_args(options)
@@ -204,7 +197,11 @@ def run(argv: Sequence[str]) -> int:
             _show_uncaught(exc)
             return 1
     finally:
-        if not process_ends_here:
+        # The clusters stop as the program's main module ends, not at the interpreter's exit: what
+        # its calls still had running (a map's batches, submitted calls) would hold the exit up.
+        if process_ends_here:
+            _runtime.program_ended()
+        else:
             _runtime.shutdown()
     return 0
 
