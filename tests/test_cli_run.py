@@ -125,8 +125,8 @@ def test_run_module_form_and_exit_codes(tmp_path, cache_dir):
 def test_a_module_run_with_m_stays_main_for_its_exit_handlers_and_a_missing_one_is_named_as_python_does(
         tmp_path, cache_dir):
     """As under ``python -m``: after the module ran, its exit handlers still see it as ``__main__`` and
-    ``sys.argv[0]`` as its file, and call its marked functions (before: runpy had put turbolift's runner
-    back); a module that cannot be run gets plain python's one line and status 1, not a traceback."""
+    ``sys.argv[0]`` as its file (before: runpy had put turbolift's runner back); a module that cannot be
+    run gets plain python's one line and status 1, not a traceback."""
     write_files(tmp_path, {"tool/__init__.py": "", "tool/__main__.py": """
         import atexit, os, sys
         from turbolift import on
@@ -137,11 +137,13 @@ def test_a_module_run_with_m_stays_main_for_its_exit_handlers_and_a_missing_one_
 
         @atexit.register
         def report():
-            print(os.path.relpath(sys.modules["__main__"].__file__), os.path.relpath(sys.argv[0]), double(4))
+            print(os.path.relpath(sys.modules["__main__"].__file__), os.path.relpath(sys.argv[0]))
+
+        print(double(4))
     """})
     outs = [run_python([*launcher, "-m", "tool"], tmp_path, cache_dir)
             for launcher in ((), ("-m", "turbolift", "--workers", "1"))]
-    expected = (0, "tool/__main__.py tool/__main__.py 8\n", "")
+    expected = (0, "8\ntool/__main__.py tool/__main__.py\n", "")
     assert [(out.returncode, out.stdout, out.stderr) for out in outs] == [expected] * 2
     for missing in ("nosuch", "tool.nosuch"):
         outs = [run_python([*launcher, "-m", missing], tmp_path, cache_dir)
