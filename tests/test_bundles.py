@@ -944,7 +944,8 @@ import json, sys
 import importlib_metadata
 from turbolift._caller import pins
 everything = importlib_metadata.packages_distributions()
-names = set(everything) | {"decl_a", "decl_b", "infpkg", "infmod", "gone", "bin", "nowhere", "egglib"}
+names = set(everything) | {"decl_a", "decl_b", "infpkg", "infmod", "gone", "bin", "nowhere", "egglib",
+                           "egglib.pth"}
 asked = pins._providers(names)
 print(json.dumps({"same": asked == {name: everything.get(name, []) for name in names},
                   "names": len(names), "some": {name: asked[name] for name in sorted(names) if name in
@@ -968,7 +969,7 @@ def test_distributions_are_looked_up_for_the_names_asked_exactly_as_the_library_
                                          "../../bin/tool,,\n\"infpkg/a,b.py\",,\ninferred-2.0.dist-info/RECORD,,\n",
         "egglib/__init__.py": "",
         "egglib.egg-info/PKG-INFO": "Metadata-Version: 1.1\nName: egglib\nVersion: 0.1\n",
-        "egglib.egg-info/SOURCES.txt": "egglib/__init__.py\nsetup.py\n",
+        "egglib.egg-info/SOURCES.txt": "egglib/__init__.py\nsetup.py\negglib.pth\n", "egglib.pth": "",
     })
     out = subprocess.run([sys.executable, "-c", _PROVIDERS_PROGRAM], capture_output=True, text=True,
                          timeout=120, env={**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{REPO_ROOT}"})

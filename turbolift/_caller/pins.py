@@ -22,8 +22,8 @@ lookup costs a few tens of milliseconds instead of the third of a second
 
 Contract: :func:`pinned_requirements` returns what it would return computed
 from ``importlib_metadata`` now (``packages_distributions()`` and
-``version()``), for a fraction of the cost when the environment is unchanged. Not noticed: a
-change to another metadata file (``top_level.txt``, ``RECORD``) that leaves
+``version()``), for a fraction of the cost when the environment is
+unchanged. Not noticed: a change to another metadata file (``top_level.txt``, ``RECORD``) that leaves
 the folder and its metadata file untouched, with their times set back.
 Metadata changed in the last two seconds is not trusted: nothing is kept
 then. Nor is anything kept when the identity cannot be computed (a deleted
@@ -159,7 +159,8 @@ def _providers(names: set) -> dict:
             elif type(dist) is importlib_metadata.PathDistribution and dist.read_text("RECORD"):
                 provided = _inferred(dist, names, importlib_metadata)
             else:
-                provided = [name for name in set(map(toplevel_name, dist.files or ())) if name in found]
+                provided = [name for name in set(map(toplevel_name, dist.files or ()))
+                            if name in found and "." not in name]   # (the library's importable_name)
             for name in provided:
                 found[name].append(dist.metadata["Name"])
         return found
