@@ -52,7 +52,7 @@ def enable(client: Client) -> None:
     with _lock:
         previous, _client, _mode = _client, client, DISTRIBUTED
         if not _atexit_registered:
-            atexit.register(_shutdown_at_exit)
+            atexit.register(program_ended)
             _atexit_registered = True
     if previous is not None and previous is not client:
         previous.shutdown()
@@ -109,8 +109,6 @@ def program_ended() -> None:
     _exited.set()
     shutdown()
 
-
-_shutdown_at_exit = program_ended
 
 
 def stop_daemon_thread_at_exit() -> None:

@@ -80,11 +80,11 @@ class Dispatcher:
         """The connections, once every worker is healthy (blocks the first time)."""
         if self._connections:
             return self._connections
-        if self.closed:
+        if self.closed:   # (a daemon thread at the program's end waits here, holding no lock)
             _runtime.stop_daemon_thread_at_exit()
             raise ClusterError("this cluster has been shut down")
         with self._lock:
-            if self.closed:
+            if self.closed:   # (closed while this waited for the lock)
                 raise ClusterError("this cluster has been shut down")
             if not self._connections:
                 timeout = self.cluster.ready_timeout
