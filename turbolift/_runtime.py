@@ -16,6 +16,7 @@ Three modes:
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
 from typing import Any, Callable, Optional, Protocol
 
@@ -34,6 +35,8 @@ class Client(Protocol):
     def bind(self, function: Any) -> Any: ...
 
     def worker_pids(self) -> list[int]: ...
+
+    def finish(self) -> None: ...   # the program ended: wait for the calls it submitted
 
     def shutdown(self) -> None: ...
 
@@ -104,11 +107,17 @@ _exited = threading.Event()   # the program has ended: its clusters were stopped
 
 
 def program_ended() -> None:
-    """The program ended (its main module returned under ``python -m turbolift``, or the interpreter
-    is exiting): stop every cluster, and let daemon threads still calling wait for the end."""
+    """The program ended (the interpreter exits, after the program's other threads and exit handlers):
+    wait for the calls it submitted, unless it was interrupted (Ctrl-C again stops the wait), then
+    stop every cluster, and let daemon threads still calling wait for the end."""
+    found = _client
+    if found is not None and not isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
+        try:
+            found.finish()
+        except KeyboardInterrupt:
+            pass
     _exited.set()
     shutdown()
-
 
 
 def stop_daemon_thread_at_exit() -> None:

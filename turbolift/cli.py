@@ -187,7 +187,11 @@ def run(argv: Sequence[str]) -> int:
             return 2
         try:
             main.run_main(script, module)
-        except (SystemExit, KeyboardInterrupt):
+        except SystemExit:
+            raise
+        except KeyboardInterrupt:
+            if process_ends_here:   # left to the interpreter, which prints it and dies of SIGINT
+                _show_program_frames_when_uncaught()
             raise
         except (ClusterError, ConfigurationError) as exc:
             # Not the program's error but the cluster's: one line that says what to do.
@@ -197,11 +201,10 @@ def run(argv: Sequence[str]) -> int:
             _show_uncaught(exc)
             return 1
     finally:
-        # The clusters stop as the program's main module ends, not at the interpreter's exit: what
-        # its calls still had running (a map's batches, submitted calls) would hold the exit up.
-        if process_ends_here:
-            _runtime.program_ended()
-        else:
+        # Where the process ends with the program, its clusters stop as plain python's exit goes on
+        # (the exit handler registered when distribution was switched on): after the program's other
+        # threads have ended and after its own exit handlers, which may still call marked functions.
+        if not process_ends_here:
             _runtime.shutdown()
     return 0
 
@@ -213,6 +216,21 @@ def _show_uncaught(exc: BaseException) -> None:
 
     trimmed = main.user_frames(exc.__traceback__)
     sys.excepthook(type(exc), exc.with_traceback(trimmed), trimmed)
+
+
+def _show_program_frames_when_uncaught() -> None:
+    """The exception being raised reaches the interpreter's top level: its traceback is shown, by
+    whatever ``sys.excepthook`` is now, without the frames of turbolift and runpy above the program."""
+    from ._enabling import main
+
+    shown = sys.excepthook
+
+    def hook(kind: type, value: BaseException, tb: object) -> None:
+        sys.excepthook = shown
+        trimmed = main.user_frames(tb)
+        shown(kind, value.with_traceback(trimmed), trimmed)   # (printed: the exception's own traceback)
+
+    sys.excepthook = hook
 
 
 def trace(argv: Sequence[str]) -> int:

@@ -1,7 +1,8 @@
 """Calls that return futures: ``submit``, the batches of ``map`` and coalesced submits.
 
 Each runs exactly as a synchronous call does (:meth:`Dispatcher.call`), in
-a thread of this pool, and settles its future. ``Future.cancel()`` works
+a daemon thread of this pool (:mod:`.daemon_pool`: it serves the program's other
+threads and exit handlers after the main module ended), and settles its future. ``Future.cancel()`` works
 until the call ends: it cancels the stream the call runs on, which stops it
 on the worker. Futures are completed outside turbolift's own code, so the
 user's done-callbacks may call marked functions remotely.
@@ -9,11 +10,11 @@ user's done-callbacks may call marked functions remotely.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import threading
 from typing import Any
 
 from .. import _runtime
 from .calls import Call
+from .daemon_pool import DaemonPool
 from .futures import new_future, settle
 
 MAX_THREADS = 256   # calls carried at once; more wait here, unsent
@@ -24,11 +25,11 @@ class AsyncCalls:
 
     def __init__(self, dispatcher: Any) -> None:  # a Dispatcher, which imports this module
         self._dispatcher = dispatcher
-        self._pool = cf.ThreadPoolExecutor(max_workers=MAX_THREADS, thread_name_prefix="turbolift-call")
-        self._lock = threading.Lock()
+        self._pool = DaemonPool(MAX_THREADS, "turbolift-call")
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for _, out in self._pool.close():   # calls that never started: their futures say so, not hang
+            settle(out, exc=cf.CancelledError("the cluster was shut down"))
 
     def submit(self, call: Call) -> cf.Future:
         out = new_future()

@@ -169,6 +169,13 @@ class Client:
             clusters = list(self._clusters.values())
         return [pid for cluster in clusters for pid in cluster.local_pids()]
 
+    def finish(self) -> None:
+        """The program ended: wait for the calls it submitted and never waited for."""
+        with self._lock:
+            dispatchers = list(self._dispatchers.values())
+        for each in dispatchers:
+            each.wait_for_submitted()
+
     def shutdown(self) -> None:
         """Stop every cluster this client started. Idempotent; nothing in a child this process forked."""
         if os.getpid() != self._pid:

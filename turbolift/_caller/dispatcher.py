@@ -31,6 +31,7 @@ from ..platforms.base import Cluster
 from ..v1 import worker_pb2 as pb
 from .calls import Call, remaining
 from .connection import Connection, WorkerEnded
+from .daemon_pool import DaemonPool
 from .exchange import Exchange, Failed, invoke, upload
 from .failures import from_failure, is_lost, translate
 from .iterators import RemoteIterator
@@ -60,6 +61,7 @@ class Dispatcher:
         self.retries = 0                # attempts sent again because their worker was lost (figures, tests)
         self.closed = False
         self._futures: Any = None       # the asynchronous path, made on first use
+        self._submitted: set = set()    # futures the program got from submit, until they are done
         self._first_calls: set = set()  # (function, worker) pairs already called, for the log
         self._started = False
 
@@ -105,10 +107,13 @@ class Dispatcher:
         A worker that exited meanwhile is replaced, when the platform can, once."""
         if len(connections) == 1:
             return [self._healthy(connections[0], timeout)]
-        with cf.ThreadPoolExecutor(max_workers=min(16, len(connections)),
-                                   thread_name_prefix="turbolift-health-check") as pool:
+        # (Daemon threads: a first call from an exit handler connects too, see .daemon_pool.)
+        pool = DaemonPool(min(16, len(connections)), "turbolift-health-check")
+        try:
             checks = [pool.submit(self._healthy, connection, timeout) for connection in connections]
             return [check.result() for check in checks]   # the first failure is raised
+        finally:
+            pool.close()
 
     def _healthy(self, connection: Connection, timeout: float) -> Connection:
         try:
@@ -291,6 +296,18 @@ class Dispatcher:
     def submit(self, call: Call) -> cf.Future:
         """Start ``call``; return a future of its value."""
         return self.futures.submit(call)
+
+    def keep_until_done(self, future: cf.Future) -> cf.Future:
+        """``future``, which the program got from ``submit``, is waited for at the program's end
+        (:meth:`wait_for_submitted`), held here even if the program dropped it."""
+        self._submitted.add(future)
+        future.add_done_callback(self._submitted.discard)
+        return future
+
+    def wait_for_submitted(self) -> None:
+        """Wait until every call the program submitted has ended: without turbolift, ``submit`` ran
+        the call before it returned, so a call never waited for still has its effects."""
+        cf.wait(list(self._submitted))
 
     def _attempt(self, call: Call, connection: Connection) -> Any:
         """One attempt on ``connection``: the exchange, uploads of missing bundles, the result."""

@@ -153,7 +153,7 @@ class RemoteStub:
                     if self._coalescer is None or self._coalescer.ref is not ref:
                         self._coalescer = Coalescer(dispatcher, target, ref, self)
                 coalescer = self._coalescer
-            return coalescer.submit(args, kwargs)
+            return dispatcher.keep_until_done(coalescer.submit(args, kwargs))
 
     def submit_one(self, target: Target, ref: pb.FunctionRef, args: tuple, kwargs: dict,
                    observe: Callable[[float], None]) -> cf.Future:

@@ -62,6 +62,9 @@ class TraceClient:
     def worker_pids(self) -> list[int]:
         return []
 
+    def finish(self) -> None:
+        pass
+
     def shutdown(self) -> None:
         pass
 

@@ -1,0 +1,122 @@
+"""The end of a program: what runs after its main module returned behaves as without turbolift.
+
+Plain python, once the main module has returned, waits for the program's other (non-daemon)
+threads, then runs its exit handlers, and only then ends. Each test runs one program with
+``python`` and with ``python -m turbolift`` on real workers and compares what it printed.
+"""
+from __future__ import annotations
+
+from conftest import TIMEOUT, both, run_python, write_files
+
+WORK = """
+    import time, turbolift
+
+    @turbolift.on()
+    def add(a, b):
+        return a + b
+
+    @turbolift.on()
+    def slow(x):
+        time.sleep(0.05)
+        return x
+
+    @turbolift.on()
+    def write_later(path, text):
+        time.sleep(1)
+        with open(path, "w") as out:
+            out.write(text)
+"""
+
+
+def test_threads_and_exit_handlers_still_call_after_the_main_module_returned(tmp_path, cache_dir):
+    """A thread that outlives the main module and an exit handler call, submit, map and await marked
+    functions (before: the clusters stopped as the main module returned, and each of them failed with
+    "ClusterError: this cluster has been shut down")."""
+    local, remote = both(tmp_path, cache_dir, """
+        import asyncio, atexit, concurrent.futures, threading, time
+        from work import add
+
+        def use(who):
+            print(who, add(2, 3), add.submit(3, 4).result(), list(add.map([1, 2], [3, 4])),
+                  asyncio.run(add.aio(4, 5)), flush=True)
+
+        def later():
+            time.sleep(0.5)
+            use("thread")
+
+        atexit.register(use, "exit handler")
+        print("main", add(0, 1), flush=True)
+        threading.Thread(target=later).start()
+        # The program's own pool, shut down by concurrent.futures at the exit, before the thread ends.
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        pool.submit(time.sleep, 0.2)
+    """, files={"work.py": WORK})
+    expected = "main 1\nthread 5 7 [4, 6] 9\nexit handler 5 7 [4, 6] 9\n"
+    assert local.stdout == remote.stdout == expected, remote.stderr
+    assert local.stderr == remote.stderr == "", remote.stderr
+
+
+def test_the_first_call_may_come_after_the_main_module_returned(tmp_path, cache_dir):
+    """A thread's first call connects to the workers after the main module returned (before: the
+    health checks of that first connection ran on a pool that concurrent.futures had shut down)."""
+    local, remote = both(tmp_path, cache_dir, """
+        import threading, time
+        from work import add
+
+        def later():
+            time.sleep(0.5)
+            print("thread", add.submit(1, 1).result(), add(2, 2), flush=True)
+
+        threading.Thread(target=later).start()
+    """, files={"work.py": WORK})
+    assert local.stdout == remote.stdout == "thread 2 4\n", remote.stderr
+    assert local.stderr == remote.stderr == "", remote.stderr
+
+
+def test_submitted_calls_end_before_the_program_and_unread_maps_do_not_hold_it(tmp_path, cache_dir):
+    """A call submitted and never waited for still has its effect, as when ``submit`` ran it in place
+    (before: it was cancelled at the end); a map never read to its end, even over an endless
+    iterator, does not hold the exit up (without turbolift its items are only computed as read)."""
+    script = """
+        import itertools, os
+        from work import slow, write_later
+
+        if os.path.exists("written.txt"):
+            os.remove("written.txt")
+        endless, long = slow.map(itertools.count()), slow.map(range(10_000))
+        print(next(endless), next(long), flush=True)
+        write_later.submit("written.txt", "done")
+    """
+    # (An exit held by the maps would end in the runs' timeout: their 10,000 items of 50 ms on 2
+    # workers take over 4 minutes, and the endless one never ends.)
+    local, remote = both(tmp_path, cache_dir, script, files={"work.py": WORK})
+    assert local.stdout == remote.stdout == "0 0\n", remote.stderr
+    assert local.stderr == remote.stderr == "", remote.stderr
+    assert (tmp_path / "written.txt").read_text() == "done"   # (written anew: the program removes it first)
+
+
+def test_an_interrupted_program_shows_its_own_frames_and_does_not_wait_for_its_calls(tmp_path, cache_dir):
+    """KeyboardInterrupt out of the main module: the traceback shows the program's frames only and the
+    status is plain python's; a submitted call still running is not waited for (before: the frames of
+    runpy and turbolift came first)."""
+    write_files(tmp_path, {"work.py": """
+        import time, turbolift
+
+        @turbolift.on()
+        def sleep(seconds):
+            time.sleep(seconds)
+    """, "app.py": """
+        import time
+        from work import sleep
+
+        sleep.submit(300)
+        time.sleep(0.5)
+        raise KeyboardInterrupt
+    """})
+    remote = run_python(["-m", "turbolift", "--workers", "1", "app.py"], tmp_path, cache_dir, timeout=TIMEOUT)
+    assert remote.returncode == -2, remote.stderr   # (killed by SIGINT, as plain python ends then)
+    assert remote.stderr.splitlines() == [
+        "Traceback (most recent call last):",
+        f'  File "{tmp_path / "app.py"}", line 6, in <module>',
+        "    raise KeyboardInterrupt",
+        "KeyboardInterrupt"], remote.stderr
