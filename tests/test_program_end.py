@@ -92,7 +92,30 @@ def test_submitted_calls_end_before_the_program_and_unread_maps_do_not_hold_it(t
     local, remote = both(tmp_path, cache_dir, script, files={"work.py": WORK})
     assert local.stdout == remote.stdout == "0 0\n", remote.stderr
     assert local.stderr == remote.stderr == "", remote.stderr
-    assert (tmp_path / "written.txt").read_text() == "done"   # (written anew: the program removes it first)
+    assert (tmp_path / "written.txt").read_text() == "done"   # (the second run's: it removes the file)
+
+
+def test_calls_submitted_by_a_done_callback_at_the_end_end_too(tmp_path, cache_dir):
+    """Each call's done-callback submits the next: the whole chain runs before the program ends, as it
+    does when ``submit`` runs each call in place (before this was waited for: only the first, the
+    clusters stopped while its callback was still submitting the second)."""
+    local, remote = both(tmp_path, cache_dir, """
+        import os
+        from work import add
+
+        if os.path.exists("chain.txt"):
+            os.remove("chain.txt")
+
+        def more(done):
+            with open("chain.txt", "a") as out:
+                out.write(f"{done.result()} ")
+            if done.result() < 4:
+                add.submit(done.result(), 1).add_done_callback(more)
+
+        add.submit(0, 1).add_done_callback(more)
+    """, files={"work.py": WORK})
+    assert local.stderr == remote.stderr == "", remote.stderr
+    assert (tmp_path / "chain.txt").read_text() == "1 2 3 4 "   # (the second run's: it removes the file)
 
 
 def test_an_interrupted_program_shows_its_own_frames_and_does_not_wait_for_its_calls(tmp_path, cache_dir):

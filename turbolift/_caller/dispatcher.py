@@ -34,6 +34,7 @@ from .connection import Connection, WorkerEnded
 from .daemon_pool import DaemonPool
 from .exchange import Exchange, Failed, invoke, upload
 from .failures import from_failure, is_lost, translate
+from .futures import wait_for_callbacks
 from .iterators import RemoteIterator
 from .late_bundles import shipper
 from .monitor import DEADLINE, SILENT, SILENT_SECONDS, Monitor
@@ -306,8 +307,11 @@ class Dispatcher:
 
     def wait_for_submitted(self) -> None:
         """Wait until every call the program submitted has ended: without turbolift, ``submit`` ran
-        the call before it returned, so a call never waited for still has its effects."""
-        cf.wait(list(self._submitted))
+        the call before it returned, so a call never waited for still has its effects. Calls submitted
+        meanwhile (by a done-callback) are waited for too."""
+        while self._submitted:
+            cf.wait(list(self._submitted))
+            wait_for_callbacks()   # (which may submit more; the done ones are discarded then)
 
     def _attempt(self, call: Call, connection: Connection) -> Any:
         """One attempt on ``connection``: the exchange, uploads of missing bundles, the result."""

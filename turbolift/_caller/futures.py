@@ -37,8 +37,16 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
+_settling = 0   # threads in settle(): a future they completed may still be running its done-callbacks
+_settled = threading.Condition()
+
+
 def settle(out: cf.Future, value: Any = None, exc: Optional[BaseException] = None) -> None:
-    """Complete ``out`` with ``value`` or ``exc`` unless it is done already (e.g. cancelled meanwhile)."""
+    """Complete ``out`` with ``value`` or ``exc`` unless it is done already (e.g. cancelled meanwhile).
+    Its done-callbacks run here, before this returns (see :func:`wait_for_callbacks`)."""
+    global _settling
+    with _settled:
+        _settling += 1
     try:
         if exc is not None:
             out.set_exception(exc)
@@ -46,6 +54,18 @@ def settle(out: cf.Future, value: Any = None, exc: Optional[BaseException] = Non
             out.set_result(value)
     except cf.InvalidStateError:
         pass
+    finally:
+        with _settled:
+            _settling -= 1
+            if not _settling:
+                _settled.notify_all()
+
+
+def wait_for_callbacks() -> None:
+    """Return once no future is being completed: a future seen done by a waiter may still be running
+    its done-callbacks in the thread that completed it, which may submit further calls."""
+    with _settled:
+        _settled.wait_for(lambda: _settling == 0)
 
 
 def copy_outcome(source: cf.Future, target: cf.Future) -> None:
