@@ -147,6 +147,7 @@ class BundleStore:
         self._loaded: dict[str, LoadedBundle] = {}
         self._parked_base: dict[str, Any] = {}   # the worker's own modules a bundle shadows
         self._in_place: dict[str, str] = {}      # module name -> digest of the version import finds
+        self._stored: dict[str, dict] = {}       # digest -> manifest, of archives this process stored
 
     def _zip_path(self, digest: str) -> str:
         return os.path.join(self.root, digest + ".zip")
@@ -199,8 +200,9 @@ class BundleStore:
             if hasher.hexdigest() != digest:
                 raise BundleError(f"bundle content does not match its id {bundle_id}; refusing it")
             # Everything a load would check, checked now: what is refused is never stored.
-            archives.check(temp)
+            manifest = archives.check(temp)
             os.replace(temp, self._zip_path(digest))
+            self._stored[digest] = manifest   # (its load need not hash and check it again)
         except OSError as exc:
             raise _storage_error(exc, self.root, f"storing bundle {bundle_id}") from None
         finally:
@@ -221,14 +223,15 @@ class BundleStore:
             archive = self._zip_path(digest)
             if not os.path.exists(archive):
                 return None
-            if _file_digest(archive) != digest:  # corrupted (or tampered with) since it was stored
+            manifest = self._stored.pop(digest, None)
+            if manifest is None and _file_digest(archive) != digest:  # corrupted (or tampered with) on disk
                 os.unlink(archive)
                 shutil.rmtree(os.path.join(self.root, digest), ignore_errors=True)
                 return None  # the caller uploads it again
             directory = os.path.join(self.root, digest)
-            # Checked again here: the cache may hold archives from older workers.
             cache_dir.verify(self.root)
-            manifest = archives.check(archive)
+            if manifest is None:   # checked again: the cache may hold archives from older workers
+                manifest = archives.check(archive)
             if os.path.isdir(directory) and not archives.matches(directory, archive):
                 shutil.rmtree(directory, ignore_errors=True)
             if not os.path.isdir(directory):
