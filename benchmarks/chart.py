@@ -85,6 +85,7 @@ def draw(results: dict, path: Path) -> None:
         ("turbolift worker only", g("sequential", "worker_direct_add"), PARTIAL),
         ("socket ping-pong", g("sequential", "socket_pingpong_add"), BASELINE),
         ("sync stream", g("sequential", "stream_echo_add"), BASELINE),
+        ("calling-thread stream", g("sequential", "thread_stream_echo_add"), BASELINE),
         ("aio stream", g("sequential", "aio_stream_echo_add"), BASELINE),
         ("aio unary", g("sequential", "aio_unary_echo_add"), BASELINE),
         ("turbolift add", g("sequential", "turbolift_add"), TURBOLIFT),

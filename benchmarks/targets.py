@@ -114,6 +114,8 @@ def evaluate(results: dict) -> list:
           "raw gRPC sync unary echo of the same bytes", "≤ 0.75×", lambda q, *_: q <= 0.75)
     r.add("1", "Sequential remote `add(1, 2)` ÷ sync stream", (seq, "turbolift_add"),
           (seq, "stream_echo_add"), "bare grpcio sync stream round trip (one long-lived stream)")
+    r.add("1", "Sequential remote `add(1, 2)` ÷ calling-thread stream", (seq, "turbolift_add"),
+          (seq, "thread_stream_echo_add"), "bare grpcio stream driven by the calling thread (no hand-offs)")
     r.add("1", "Sequential remote `add(1, 2)` ÷ aio stream", (seq, "turbolift_add"),
           (seq, "aio_stream_echo_add"), "bare grpcio aio stream round trip")
     r.add("1", "Sequential remote `add(1, 2)` ÷ aio unary", (seq, "turbolift_add"),
@@ -122,6 +124,8 @@ def evaluate(results: dict) -> list:
           (seq, "socket_pingpong_add"), "bare socket ping-pong of the same bytes (the physical limit)")
     r.add("1", "Transport only: sync stream round trip ÷ sync unary", (seq, "stream_echo_add"),
           (seq, "raw_echo_add"), "raw gRPC sync unary echo (what ≤ 0.75× asks of turbolift)")
+    r.add("1", "Transport only: calling-thread stream round trip ÷ sync unary",
+          (seq, "thread_stream_echo_add"), (seq, "raw_echo_add"), "raw gRPC sync unary echo")
     r.add("1", "Transport only: sync unary echo ÷ socket ping-pong", (seq, "raw_echo_add"),
           (seq, "socket_pingpong_add"), "bare socket ping-pong (gRPC's own cost)")
     r.add("1", "Sequential `add(1, 2)` vs Ray task round trip", (seq, "turbolift_add"), (peers, "ray_seq"),

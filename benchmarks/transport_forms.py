@@ -9,6 +9,12 @@ rotating over the servers:
   (``bench.Baseline/EchoStream``): one long-lived stream per server; a call
   puts one message on the stream's request queue and reads one reply (the
   form of turbolift's Session);
+* :class:`ThreadStreams`: the same stream driven by the calling thread
+  through grpcio's Cython layer (a *segregated* call, as grpcio's own sync
+  unary uses): the thread posts the send and the receive and waits on the
+  call's completion queue itself, with no hand-off to gRPC's sending and
+  channel threads. Private API of grpcio (``grpc._cython``): a measure of
+  what a stream costs without those hand-offs, not a form turbolift uses;
 * :class:`AioForms`: the same stream, and the unary echo, from a
   ``grpc.aio`` channel on an event loop private to this thread. Their
   calls are timed inside the loop, each ``await`` on its own
@@ -42,6 +48,53 @@ class _SyncStream:
 
     def close(self) -> None:
         self._outbox.put(None)
+
+
+class _ThreadStream:
+    """One ``EchoStream`` whose every operation the calling thread starts and waits for."""
+
+    def __init__(self, channel) -> None:
+        from grpc._cython import cygrpc
+
+        self._ops = cygrpc
+        self._call = channel._channel.segregated_call(
+            cygrpc.PropagationConstants.GRPC_PROPAGATE_DEFAULTS, STREAM_METHOD.encode(), None, None, None,
+            None, (((cygrpc.SendInitialMetadataOperation(None, 0),), "start"),
+                   ((cygrpc.ReceiveInitialMetadataOperation(0),), "metadata"),
+                   ((cygrpc.ReceiveStatusOnClientOperation(0),), "status")), None, None)
+        self._due = {"start", "metadata", "status"}
+
+    def call(self, request: bytes) -> bytes:
+        self._call.operate((self._ops.SendMessageOperation(request, 0),), "send")
+        self._call.operate((self._ops.ReceiveMessageOperation(0),), "receive")
+        self._due |= {"send", "receive"}
+        reply = None
+        while "send" in self._due or "receive" in self._due:
+            event = self._call.next_event()
+            self._due.discard(event.tag)
+            if event.tag == "receive":
+                reply = event.batch_operations[0].message()
+            elif event.tag == "status":
+                raise RuntimeError(f"the stream ended: {event.batch_operations[0].details()}")
+        return reply
+
+    def close(self) -> None:
+        self._call.cancel(self._ops.StatusCode.cancelled, "benchmark over")
+
+
+class ThreadStreams:
+    """One calling-thread ``EchoStream`` per baseline channel; :meth:`caller` rotates over them."""
+
+    def __init__(self, channels: list) -> None:
+        self._streams = [_ThreadStream(channel) for channel in channels]
+
+    def caller(self, request: bytes) -> Callable[[], bytes]:
+        turn = itertools.cycle(self._streams)
+        return lambda: next(turn).call(request)
+
+    def close(self) -> None:  # before the channels close
+        for stream in self._streams:
+            stream.close()
 
 
 class SyncStreams:

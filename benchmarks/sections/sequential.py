@@ -24,7 +24,10 @@ One call at a time, each timed on its own with ``perf_counter``:
   ``socket_pingpong_add``: bare socket ping-pong, the physical limit;
   ``raw_echo_add`` above: grpcio sync unary;
   ``stream_echo_add``: grpcio sync bidirectional stream, one message out
-  and one back on a long-lived stream; ``aio_stream_echo_add`` and
+  and one back on a long-lived stream; ``thread_stream_echo_add``: that
+  stream driven by the calling thread alone (no hand-off to gRPC's
+  threads, :class:`~benchmarks.transport_forms.ThreadStreams`);
+  ``aio_stream_echo_add`` and
   ``aio_unary_echo_add``: the same two from a ``grpc.aio`` channel;
 * ``local_add``: ``add(1, 2)`` called directly, and ``local_marked_add``:
   through the marker with distribution off (``timeit`` blocks, since one
@@ -46,7 +49,7 @@ from .. import workloads
 from ..baseline_server import MESSAGE_OPTIONS
 from ..measure import Budget, interleave, summarise
 from ..socket_echo import SocketEchoServers
-from ..transport_forms import AioForms, SyncStreams, runner
+from ..transport_forms import AioForms, SyncStreams, ThreadStreams, runner
 
 TITLE = "Sequential call overhead"
 
@@ -87,7 +90,8 @@ def run(ctx) -> dict:
     }
 
 
-FORMS = ("socket_pingpong_add", "stream_echo_add", "aio_stream_echo_add", "aio_unary_echo_add")
+FORMS = ("socket_pingpong_add", "stream_echo_add", "thread_stream_echo_add", "aio_stream_echo_add",
+         "aio_unary_echo_add")
 
 
 def _time_remote(ctx, noop_bytes: bytes, add_bytes: bytes) -> dict:
@@ -103,6 +107,8 @@ def _time_remote(ctx, noop_bytes: bytes, add_bytes: bytes) -> dict:
         closing.append(aio)
         streams = SyncStreams(baseline.channels)
         closing.append(streams)
+        thread_streams = ThreadStreams(baseline.channels)
+        closing.append(thread_streams)
         variants = {
             "turbolift_noop": remote.noop,
             "turbolift_add": lambda: remote.add(1, 2),
@@ -114,6 +120,7 @@ def _time_remote(ctx, noop_bytes: bytes, add_bytes: bytes) -> dict:
             "dill_echo_add": baseline.caller("Call_add", add_bytes),
             "socket_pingpong_add": pingpong.caller(add_bytes),
             "stream_echo_add": streams.caller(add_bytes),
+            "thread_stream_echo_add": thread_streams.caller(add_bytes),
             "aio_stream_echo_add": aio.stream(add_bytes),
             "aio_unary_echo_add": aio.unary(add_bytes),
         }
