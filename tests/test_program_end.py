@@ -21,6 +21,10 @@ WORK = """
         return x
 
     @turbolift.on()
+    def sleep(seconds):
+        time.sleep(seconds)
+
+    @turbolift.on()
     def write_later(path, text):
         time.sleep(1)
         with open(path, "w") as out:
@@ -118,6 +122,57 @@ def test_calls_submitted_by_a_done_callback_at_the_end_end_too(tmp_path, cache_d
     assert (tmp_path / "chain.txt").read_text() == "1 2 3 4 "   # (the second run's: it removes the file)
 
 
+def test_a_map_read_by_an_exit_handler_still_has_its_items(tmp_path, cache_dir):
+    """An exit handler reads a map the main module made (before: ``weakref.finalize``'s own exit hook,
+    which runs before the program's handlers, had cancelled its batches, and the list was empty)."""
+    local, remote = both(tmp_path, cache_dir, """
+        import atexit
+        from work import add
+
+        squares = None
+        atexit.register(lambda: print(list(squares), flush=True))
+        squares = add.map(range(5), range(5))
+    """, files={"work.py": WORK})
+    assert local.stdout == remote.stdout == "[0, 2, 4, 6, 8]\n", remote.stderr
+    assert local.stderr == remote.stderr == "", remote.stderr
+
+
+def test_daemon_threads_calling_do_not_hold_the_end(tmp_path, cache_dir):
+    """Plain python stops daemon threads where they are: one waiting on an hour-long call and one
+    submitting without end do not hold the exit (before: the end waited for every call they had
+    submitted, the first one for an hour)."""
+    local, remote = both(tmp_path, cache_dir, """
+        import threading, time
+        from work import add, sleep
+
+        def submit_for_ever():
+            while True:
+                add.submit(1, 1)
+
+        threading.Thread(target=lambda: sleep.submit(3600).result(), daemon=True).start()
+        threading.Thread(target=submit_for_ever, daemon=True).start()
+        time.sleep(1)
+        print("main done", flush=True)
+    """, files={"work.py": WORK})   # (an exit held for the hour ends in the run's timeout)
+    assert local.stdout == remote.stdout == "main done\n", remote.stderr
+    assert local.stderr == remote.stderr == "", remote.stderr
+
+
+def test_an_executor_of_a_plain_python_program_ends_its_calls_at_the_exit(tmp_path, cache_dir):
+    """As a ``concurrent.futures`` executor never shut down: what was submitted to a
+    ``turbolift.Executor`` in plain python ends before the program does (before: its cluster stopped
+    at the exit, the call with it, and the file was never written)."""
+    write_files(tmp_path, {"work.py": WORK, "app.py": """
+        import turbolift
+        from work import write_later
+
+        turbolift.Executor("local:2").submit(write_later, "written.txt", "done")
+    """})
+    out = run_python(["app.py"], tmp_path, cache_dir, timeout=TIMEOUT)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert (tmp_path / "written.txt").read_text() == "done"
+
+
 def test_an_interrupted_program_shows_its_own_frames_and_does_not_wait_for_its_calls(tmp_path, cache_dir):
     """KeyboardInterrupt out of the main module: the traceback shows the program's frames only and the
     status is plain python's; a submitted call still running is not waited for (before: the frames of
@@ -143,3 +198,9 @@ def test_an_interrupted_program_shows_its_own_frames_and_does_not_wait_for_its_c
         f'  File "{tmp_path / "app.py"}", line 6, in <module>',
         "    raise KeyboardInterrupt",
         "KeyboardInterrupt"], remote.stderr
+    # At once, while turbolift's caller side still imports in the background (before: status 1, as
+    # CPython ends so when an import runs in a thread while it finalises after a KeyboardInterrupt).
+    write_files(tmp_path, {"at_once.py": "raise KeyboardInterrupt\n"})
+    at_once = run_python(["-m", "turbolift", "--workers", "2", "at_once.py"], tmp_path, cache_dir,
+                         timeout=TIMEOUT)
+    assert at_once.returncode == -2, at_once.stderr

@@ -16,6 +16,7 @@ Three modes:
 from __future__ import annotations
 
 import atexit
+import signal
 import sys
 import threading
 from typing import Any, Callable, Optional, Protocol
@@ -37,6 +38,8 @@ class Client(Protocol):
     def worker_pids(self) -> list[int]: ...
 
     def finish(self) -> None: ...   # the program ended: wait for the calls it submitted
+
+    def wait_loaded(self) -> None: ...   # its own imports in the background have ended
 
     def shutdown(self) -> None: ...
 
@@ -108,16 +111,44 @@ _exited = threading.Event()   # the program has ended: its clusters were stopped
 
 def program_ended() -> None:
     """The program ended (the interpreter exits, after the program's other threads and exit handlers):
-    wait for the calls it submitted, unless it was interrupted (Ctrl-C again stops the wait), then
-    stop every cluster, and let daemon threads still calling wait for the end."""
+    wait for the calls it submitted, then stop every cluster, and let daemon threads still calling
+    wait for the end."""
     found = _client
-    if found is not None and not isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
-        try:
-            found.finish()
-        except KeyboardInterrupt:
-            pass
+    if found is not None:
+        _finish(found)
     _exited.set()
-    shutdown()
+    _uninterrupted(shutdown)
+
+
+def client_ended(client: Client) -> None:
+    """The end of a program for a client of its own (:class:`turbolift.Executor`'s in plain python),
+    as for the process's in :func:`program_ended`."""
+    _finish(client)
+    _uninterrupted(client.shutdown)
+
+
+def _finish(client: Client) -> None:
+    """Wait for the calls the program submitted, unless a Ctrl-C ended it (another stops the wait)."""
+    if isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
+        return
+    try:
+        client.finish()
+    except KeyboardInterrupt:
+        pass
+
+
+def _uninterrupted(stop: Callable[[], None]) -> None:
+    """``stop()`` with Ctrl-C ignored: stopping a cluster is bounded (a busy worker's grace period),
+    and one stopped half-way would leave its busy workers running after the program."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:   # (not the main thread: nothing to mask)
+        stop()
+        return
+    try:
+        stop()
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 def stop_daemon_thread_at_exit() -> None:

@@ -206,6 +206,8 @@ def run(argv: Sequence[str]) -> int:
         # threads have ended and after its own exit handlers, which may still call marked functions.
         if not process_ends_here:
             _runtime.shutdown()
+        elif _runtime.client() is not None:
+            _runtime.client().wait_loaded()
     return 0
 
 

@@ -53,7 +53,8 @@ class Executor(cf.Executor):
 
             # (No preloading: what this executor runs is known only as it is submitted.)
             self._own_client = Client(Settings(preload=False), default_cluster=cluster)
-            atexit.register(self._own_client.shutdown)
+            # At the exit, as a concurrent.futures executor does: what was submitted ends first.
+            atexit.register(_runtime.client_ended, self._own_client)
         self._apply = self._remote(on(timeout=timeout, retries=retries)(call_with))
 
     def _check_open(self) -> None:

@@ -39,8 +39,9 @@ class AsyncCalls:
         out.add_done_callback(lambda done: handle.cancel() if done.cancelled() else None)
         try:
             self._pool.submit(self._run, call, out)
-        except RuntimeError:  # shut down meanwhile: say so rather than hang
-            settle(out, exc=cf.CancelledError("the cluster was shut down"))
+        except RuntimeError as exc:  # shut down meanwhile, or no thread to be had: say so rather than hang
+            settle(out, exc=cf.CancelledError("the cluster was shut down") if self._pool.closed else
+                   RuntimeError(f"turbolift cannot start a thread for this call: {exc}"))
         return out
 
     def _run(self, call: Call, out: cf.Future) -> None:

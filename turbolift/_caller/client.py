@@ -174,15 +174,21 @@ class Client:
         with self._lock:
             dispatchers = list(self._dispatchers.values())
         for each in dispatchers:
-            each.wait_for_submitted()
+            each.submitted.wait()
+
+    def wait_loaded(self) -> None:
+        """Wait (bounded) for the caller side's import in the background to end: never tear down, or
+        let the interpreter end, in the middle of an import (after an uncaught KeyboardInterrupt, an
+        import running as the interpreter ends costs the exit its status of SIGINT)."""
+        loading = self._loading
+        if loading is not None:
+            loading.join(30)
 
     def shutdown(self) -> None:
         """Stop every cluster this client started. Idempotent; nothing in a child this process forked."""
         if os.getpid() != self._pid:
             return
-        loading = self._loading
-        if loading is not None:
-            loading.join(30)   # never tear down (or exit) in the middle of an import
+        self.wait_loaded()
         with self._lock:
             preloader = self._preloader
         if preloader is not None:

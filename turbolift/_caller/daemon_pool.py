@@ -18,6 +18,16 @@ import threading
 from typing import Any, Callable
 
 
+class PoolThread(threading.Thread):
+    """A thread of a :class:`DaemonPool`: a daemon, but turbolift's, not one of the program's."""
+
+
+def in_daemon_thread_of_the_program() -> bool:
+    """True in a daemon thread the program started (not in turbolift's own, which run its callbacks)."""
+    thread = threading.current_thread()
+    return thread.daemon and not isinstance(thread, PoolThread)
+
+
 class DaemonPool:
     """Up to ``limit`` daemon threads named ``name_N``, started as tasks come and none is idle."""
 
@@ -32,19 +42,28 @@ class DaemonPool:
         self._closed = False
 
     def submit(self, fn: Callable, *args: Any) -> cf.Future:
-        """Run ``fn(*args)`` on a thread of the pool; its future has the outcome. RuntimeError once closed."""
+        """Run ``fn(*args)`` on a thread of the pool; its future has the outcome. RuntimeError once
+        :attr:`closed`, or when no thread can be started and the pool has none (Python 3.12 refuses
+        new threads once the interpreter exits; a pool with threads queues the task for them)."""
         future: cf.Future = cf.Future()
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"{self._name}: closed")
+            if not self._idle.acquire(blocking=False) and self._threads < self._limit:
+                try:
+                    PoolThread(target=self._serve, name=f"{self._name}_{next(self._numbers)}",
+                               daemon=True).start()
+                except RuntimeError:
+                    if not self._threads:
+                        raise
+                else:
+                    self._threads += 1
             self._tasks.put((future, fn, args))
-            if self._idle.acquire(blocking=False):
-                return future
-            if self._threads < self._limit:
-                self._threads += 1
-                threading.Thread(target=self._serve, name=f"{self._name}_{next(self._numbers)}",
-                                 daemon=True).start()
         return future
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> list[tuple]:
         """Take no more tasks; cancel the futures of those not started, and return their arguments

@@ -34,7 +34,7 @@ from .connection import Connection, WorkerEnded
 from .daemon_pool import DaemonPool
 from .exchange import Exchange, Failed, invoke, upload
 from .failures import from_failure, is_lost, translate
-from .futures import wait_for_callbacks
+from .futures import Submitted
 from .iterators import RemoteIterator
 from .late_bundles import shipper
 from .monitor import DEADLINE, SILENT, SILENT_SECONDS, Monitor
@@ -62,7 +62,7 @@ class Dispatcher:
         self.retries = 0                # attempts sent again because their worker was lost (figures, tests)
         self.closed = False
         self._futures: Any = None       # the asynchronous path, made on first use
-        self._submitted: set = set()    # futures the program got from submit, until they are done
+        self.submitted = Submitted()    # the program's submits, waited for at its end
         self._first_calls: set = set()  # (function, worker) pairs already called, for the log
         self._started = False
 
@@ -297,21 +297,6 @@ class Dispatcher:
     def submit(self, call: Call) -> cf.Future:
         """Start ``call``; return a future of its value."""
         return self.futures.submit(call)
-
-    def keep_until_done(self, future: cf.Future) -> cf.Future:
-        """``future``, which the program got from ``submit``, is waited for at the program's end
-        (:meth:`wait_for_submitted`), held here even if the program dropped it."""
-        self._submitted.add(future)
-        future.add_done_callback(self._submitted.discard)
-        return future
-
-    def wait_for_submitted(self) -> None:
-        """Wait until every call the program submitted has ended: without turbolift, ``submit`` ran
-        the call before it returned, so a call never waited for still has its effects. Calls submitted
-        meanwhile (by a done-callback) are waited for too."""
-        while self._submitted:
-            cf.wait(list(self._submitted))
-            wait_for_callbacks()   # (which may submit more; the done ones are discarded then)
 
     def _attempt(self, call: Call, connection: Connection) -> Any:
         """One attempt on ``connection``: the exchange, uploads of missing bundles, the result."""

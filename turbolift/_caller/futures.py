@@ -8,6 +8,7 @@ import weakref
 from typing import Any, Optional
 
 from ..errors import TurboliftError
+from .daemon_pool import in_daemon_thread_of_the_program
 
 _PENDING: "weakref.WeakSet[cf.Future]" = weakref.WeakSet()   # futures of calls, maybe not done
 
@@ -76,3 +77,27 @@ def copy_outcome(source: cf.Future, target: cf.Future) -> None:
         settle(target, exc=exc)
     else:
         settle(target, value=value)
+
+
+class Submitted:
+    """The futures a program got from ``submit`` on one dispatcher, until they are done."""
+
+    def __init__(self) -> None:
+        self._futures: set = set()
+
+    def keep(self, future: cf.Future) -> cf.Future:
+        """``future`` is waited for at the program's end (:meth:`wait`), held here even if the program
+        dropped it; not when a daemon thread of the program submitted it (plain python stops such a
+        thread where it is when the program ends); a done-callback's, in turbolift's threads, is."""
+        if not in_daemon_thread_of_the_program():
+            self._futures.add(future)
+            future.add_done_callback(self._futures.discard)
+        return future
+
+    def wait(self) -> None:
+        """Wait until every call the program submitted has ended: without turbolift, ``submit`` ran
+        the call before it returned, so a call never waited for still has its effects. Calls submitted
+        meanwhile (by a done-callback) are waited for too."""
+        while self._futures:
+            cf.wait(list(self._futures))
+            wait_for_callbacks()   # (which may submit more; the done ones are discarded then)

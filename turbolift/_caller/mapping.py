@@ -297,7 +297,10 @@ class MapIterator:
         # (A generator never started runs no finally.) The finalizer holds the batches weakly: a failure
         # kept for later holds, through its traceback, the frames that made this map, so a strong
         # reference would keep the generator alive for ever.
-        weakref.finalize(self._results, _close_if_alive, weakref.ref(self._batches))
+        finalizer = weakref.finalize(self._results, _close_if_alive, weakref.ref(self._batches))
+        # Not at the exit: finalize's own exit hook runs before the program's exit handlers, which may
+        # still read this map (the clusters' stop, after them, cancels what is left).
+        finalizer.atexit = False
 
     def __iter__(self) -> Iterator:
         return self._results

@@ -138,11 +138,13 @@ class RemoteStub:
         return await asyncio.wrap_future(self.submit(args, kwargs))
 
     def _run(self, args: tuple, kwargs: dict) -> Any:
+        _runtime.stop_daemon_thread_at_exit()   # (a daemon thread calling in a loop: stopped here)
         with _runtime.turbolift_code():
             dispatcher, target, ref = self._resolve()
             return dispatcher.call(self._call_of(target, ref, args, kwargs))
 
     def submit(self, args: tuple, kwargs: dict) -> cf.Future:
+        _runtime.stop_daemon_thread_at_exit()   # (nor does one submitting keep the end busy)
         with _runtime.turbolift_code():
             dispatcher, target, ref = self._resolve()
             coalescer = self._coalescer
@@ -153,7 +155,7 @@ class RemoteStub:
                     if self._coalescer is None or self._coalescer.ref is not ref:
                         self._coalescer = Coalescer(dispatcher, target, ref, self)
                 coalescer = self._coalescer
-            return dispatcher.keep_until_done(coalescer.submit(args, kwargs))
+            return dispatcher.submitted.keep(coalescer.submit(args, kwargs))
 
     def submit_one(self, target: Target, ref: pb.FunctionRef, args: tuple, kwargs: dict,
                    observe: Callable[[float], None]) -> cf.Future:

@@ -65,6 +65,9 @@ class TraceClient:
     def finish(self) -> None:
         pass
 
+    def wait_loaded(self) -> None:
+        pass
+
     def shutdown(self) -> None:
         pass
 
