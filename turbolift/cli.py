@@ -204,10 +204,11 @@ def run(argv: Sequence[str]) -> int:
         # Where the process ends with the program, its clusters stop as plain python's exit goes on
         # (the exit handler registered when distribution was switched on): after the program's other
         # threads have ended and after its own exit handlers, which may still call marked functions.
+        client = _runtime.client()
         if not process_ends_here:
             _runtime.shutdown()
-        elif _runtime.client() is not None:
-            _runtime.client().wait_loaded()
+        elif client is not None:
+            client.wait_loaded()
     return 0
 
 

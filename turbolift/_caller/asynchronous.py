@@ -1,11 +1,12 @@
 """Calls that return futures: ``submit``, the batches of ``map`` and coalesced submits.
 
 Each runs exactly as a synchronous call does (:meth:`Dispatcher.call`), in
-a daemon thread of this pool (:mod:`.daemon_pool`: it serves the program's other
-threads and exit handlers after the main module ended), and settles its future. ``Future.cancel()`` works
-until the call ends: it cancels the stream the call runs on, which stops it
-on the worker. Futures are completed outside turbolift's own code, so the
-user's done-callbacks may call marked functions remotely.
+a daemon thread of this pool (:mod:`.daemon_pool`: it serves the program's
+other threads and exit handlers after the main module ended), and settles
+its future. ``Future.cancel()`` works until the call ends: it cancels the
+stream the call runs on, which stops it on the worker. Futures are
+completed outside turbolift's own code, so the user's done-callbacks may
+call marked functions remotely.
 """
 from __future__ import annotations
 
