@@ -153,6 +153,30 @@ def test_a_module_run_with_m_stays_main_for_its_exit_handlers_and_a_missing_one_
         assert outs[1].stderr.startswith(f"{sys.executable}: No module"), outs[1].stderr
 
 
+def test_an_uncaught_exception_of_a_module_run_with_m_shows_the_frames_python_m_shows(tmp_path, cache_dir):
+    """Under ``python -m`` a module's traceback starts with runpy's two frames; so it does under
+    ``python -m turbolift -m`` (before: turbolift left them out with its own), for an exception it
+    prints and for a KeyboardInterrupt the interpreter does."""
+    write_files(tmp_path, {"tool/__init__.py": "", "tool/__main__.py": """
+        import sys
+        from turbolift import on
+
+        @on()
+        def double(x):
+            return 2 * x
+
+        print(double(4))
+        raise (KeyboardInterrupt if sys.argv[1:] == ["interrupt"] else ValueError)("boom")
+    """})
+    for args, status in (([], 1), (["interrupt"], -2)):
+        outs = [run_python([*launcher, "-m", "tool", *args], tmp_path, cache_dir)
+                for launcher in ((), ("-m", "turbolift", "--workers", "1"))]
+        assert [out.returncode for out in outs] == [status] * 2, outs[1].stderr
+        assert outs[0].stdout == outs[1].stdout == "8\n"
+        assert outs[0].stderr == outs[1].stderr, outs[1].stderr
+        assert outs[1].stderr.splitlines()[1].startswith('  File "<frozen runpy>"'), outs[1].stderr
+
+
 def test_uncaught_exception_is_reported_with_exit_code_1(tmp_path, cache_dir):
     write_files(tmp_path, {"boom.py": """
         from turbolift import on

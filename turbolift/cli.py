@@ -191,14 +191,14 @@ def run(argv: Sequence[str]) -> int:
             raise
         except KeyboardInterrupt:
             if process_ends_here:   # left to the interpreter, which prints it and dies of SIGINT
-                _show_program_frames_when_uncaught()
+                _show_program_frames_when_uncaught(module is not None)
             raise
         except (ClusterError, ConfigurationError) as exc:
             # Not the program's error but the cluster's: one line that says what to do.
             print(f"{program_name()}: {exc}", file=sys.stderr)
             return 1
         except BaseException as exc:
-            _show_uncaught(exc)
+            _show_uncaught(exc, module is not None)
             return 1
     finally:
         # Where the process ends with the program, its clusters stop as plain python's exit goes on
@@ -212,16 +212,16 @@ def run(argv: Sequence[str]) -> int:
     return 0
 
 
-def _show_uncaught(exc: BaseException) -> None:
+def _show_uncaught(exc: BaseException, as_module: bool = False) -> None:
     """What `python app.py` prints for an uncaught exception: the program's frames, not turbolift's
     and runpy's."""
     from ._enabling import main
 
-    trimmed = main.user_frames(exc.__traceback__)
+    trimmed = main.user_frames(exc.__traceback__, as_module)
     sys.excepthook(type(exc), exc.with_traceback(trimmed), trimmed)
 
 
-def _show_program_frames_when_uncaught() -> None:
+def _show_program_frames_when_uncaught(as_module: bool) -> None:
     """The exception being raised reaches the interpreter's top level: its traceback is shown, by
     whatever ``sys.excepthook`` is now, without the frames of turbolift and runpy above the program."""
     from ._enabling import main
@@ -230,7 +230,7 @@ def _show_program_frames_when_uncaught() -> None:
 
     def hook(kind: type, value: BaseException, tb: object) -> None:
         sys.excepthook = shown
-        trimmed = main.user_frames(tb)
+        trimmed = main.user_frames(tb, as_module)
         shown(kind, value.with_traceback(trimmed), trimmed)   # (printed: the exception's own traceback)
 
     sys.excepthook = hook
@@ -277,7 +277,7 @@ def trace(argv: Sequence[str]) -> int:
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException as exc:
-            _show_uncaught(exc)
+            _show_uncaught(exc, module is not None)
             status = 1
         tracing.print_report(client, overhead, rate, opts.json)
     finally:

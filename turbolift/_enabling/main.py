@@ -55,12 +55,30 @@ def prepare_main(script: Optional[str], module: Optional[str], argv: list[str]) 
     verify_remote_modules()
 
 
-def user_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
-    """``tb`` without its leading frames of turbolift and runpy (those above the program's own)."""
-    first = tb
+def user_frames(tb: Optional[TracebackType], as_module: bool = False) -> Optional[TracebackType]:
+    """``tb`` without its leading frames of turbolift and runpy (those above the program's own).
+
+    ``as_module``: the program ran as ``-m MODULE``, whose traceback under ``python -m`` starts with
+    runpy's two frames (``_run_module_as_main``, ``_run_code``): the program's ``_run_code`` is kept,
+    below the ``_run_module_as_main`` that started turbolift itself with ``python -m`` (from ``tb``
+    when the exception went through it, else from the stack that runs now)."""
+    first, runs_code = tb, None
     while first is not None and _internal(first.tb_frame.f_code.co_filename):
+        runs_code = first if first.tb_frame.f_code.co_name == "_run_code" else runs_code
         first = first.tb_next
-    return first if first is not None else tb
+    if first is None:
+        return tb
+    if not as_module or runs_code is None or runs_code.tb_next is not first:
+        return first
+    if tb is not None and tb.tb_frame.f_code.co_name == "_run_module_as_main" and tb is not runs_code:
+        tb.tb_next = runs_code
+        return tb
+    outer = sys._getframe()
+    while outer.f_back is not None:
+        outer = outer.f_back
+    if outer.f_code.co_name != "_run_module_as_main" or not _internal(outer.f_code.co_filename):
+        return runs_code   # (the `turbolift` console script: no runpy above)
+    return types.TracebackType(runs_code, outer, outer.f_lasti, outer.f_lineno)
 
 
 def _internal(filename: str) -> bool:
