@@ -204,3 +204,25 @@ def test_an_interrupted_program_shows_its_own_frames_and_does_not_wait_for_its_c
     at_once = run_python(["-m", "turbolift", "--workers", "2", "at_once.py"], tmp_path, cache_dir,
                          timeout=TIMEOUT)
     assert at_once.returncode == -2, at_once.stderr
+
+
+def test_ctrl_c_during_a_remote_call_shows_the_call_not_turbolifts_wait(tmp_path, cache_dir):
+    """A Ctrl-C while the main thread waits for a remote call: the traceback ends at the marked
+    function's call, as the program's own frames do locally (the function's ran on the worker), not
+    in a dozen frames of turbolift's caller side, gRPC and threading."""
+    write_files(tmp_path, {"work.py": WORK, "app.py": """
+        import os, signal, threading
+        from work import sleep
+
+        threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        sleep(300)
+    """})
+    remote = run_python(["-m", "turbolift", "--workers", "1", "app.py"], tmp_path, cache_dir, timeout=TIMEOUT)
+    assert remote.returncode == -2, remote.stderr
+    lines = remote.stderr.splitlines()
+    assert lines[:3] == ["Traceback (most recent call last):",
+                         f'  File "{tmp_path / "app.py"}", line 5, in <module>',
+                         "    sleep(300)"], remote.stderr
+    assert lines[-1] == "KeyboardInterrupt", remote.stderr
+    assert not [line for line in lines if "_caller" in line or "grpc" in line or "threading.py" in line], \
+        remote.stderr

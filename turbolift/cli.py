@@ -230,7 +230,7 @@ def _show_program_frames_when_uncaught(as_module: bool) -> None:
 
     def hook(kind: type, value: BaseException, tb: object) -> None:
         sys.excepthook = shown
-        trimmed = main.user_frames(tb, as_module)
+        trimmed = main.without_caller_tail(main.user_frames(tb, as_module))
         shown(kind, value.with_traceback(trimmed), trimmed)   # (printed: the exception's own traceback)
 
     sys.excepthook = hook

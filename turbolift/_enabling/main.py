@@ -81,11 +81,36 @@ def user_frames(tb: Optional[TracebackType], as_module: bool = False) -> Optiona
     return types.TracebackType(runs_code, outer, outer.f_lasti, outer.f_lineno)
 
 
+def without_caller_tail(tb: Optional[TracebackType]) -> Optional[TracebackType]:
+    """``tb`` cut where it enters turbolift's caller side, when nothing but turbolift, gRPC and the
+    threading it waits with comes after: a Ctrl-C during a remote call then ends, as in plain python,
+    at the marked function's call (the function's own frames ran on the worker) instead of in
+    turbolift's wait for its reply. ``tb`` itself is shortened."""
+    frame, last_kept = tb, None
+    while frame is not None and not frame.tb_frame.f_code.co_filename.startswith(_CALLER_DIR):
+        frame, last_kept = frame.tb_next, frame
+    if frame is None or last_kept is None:
+        return tb
+    import threading
+
+    import grpc
+
+    tail = (_PACKAGE_DIR, threading.__file__, os.path.dirname(os.path.abspath(grpc.__file__)) + os.sep)
+    rest = frame
+    while rest is not None:
+        if not rest.tb_frame.f_code.co_filename.startswith(tail):
+            return tb   # a frame of the program's (a callback) comes later: shown whole
+        rest = rest.tb_next
+    last_kept.tb_next = None
+    return tb
+
+
 def _internal(filename: str) -> bool:
     return filename.startswith(_PACKAGE_DIR) or filename == runpy.__file__ or filename == "<frozen runpy>"
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_CALLER_DIR = os.path.join(_PACKAGE_DIR, "_caller") + os.sep
 
 
 def run_main(script: Optional[str], module: Optional[str]) -> None:
