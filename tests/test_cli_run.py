@@ -177,6 +177,34 @@ def test_an_uncaught_exception_of_a_module_run_with_m_shows_the_frames_python_m_
         assert outs[1].stderr.splitlines()[1].startswith('  File "<frozen runpy>"'), outs[1].stderr
 
 
+def test_an_excepthook_that_raises_is_reported_as_the_interpreter_reports_it(tmp_path, cache_dir):
+    """The program's ``sys.excepthook`` raises: "Error in sys.excepthook", its traceback, then the
+    original exception, once each (before: the hook ran twice, and the second error's traceback went
+    through turbolift's frames)."""
+    write_files(tmp_path, {"app.py": """
+        import sys
+        from turbolift import on
+
+        @on()
+        def double(x):
+            return 2 * x
+
+        def hook(kind, value, tb):
+            print("hook got", kind.__name__, file=sys.stderr)
+            raise RuntimeError("hook broke")
+
+        print(double(4))
+        sys.excepthook = hook
+        raise ValueError("boom")
+    """})
+    outs = [run_python([*launcher, "app.py"], tmp_path, cache_dir)
+            for launcher in ((), ("-m", "turbolift", "--workers", "1"))]
+    assert [out.returncode for out in outs] == [1, 1], outs[1].stderr
+    assert outs[0].stdout == outs[1].stdout == "8\n"
+    assert outs[0].stderr == outs[1].stderr, outs[1].stderr
+    assert outs[1].stderr.count("hook got") == 1 and "Original exception was:" in outs[1].stderr
+
+
 def test_uncaught_exception_is_reported_with_exit_code_1(tmp_path, cache_dir):
     write_files(tmp_path, {"boom.py": """
         from turbolift import on

@@ -226,3 +226,22 @@ def test_ctrl_c_during_a_remote_call_shows_the_call_not_turbolifts_wait(tmp_path
     assert lines[-1] == "KeyboardInterrupt", remote.stderr
     assert not [line for line in lines if "_caller" in line or "grpc" in line or "threading.py" in line], \
         remote.stderr
+    # Caught, and its traceback printed by the program: the same (before: only the uncaught one was cut).
+    write_files(tmp_path, {"caught.py": """
+        import os, signal, threading, traceback
+        from work import sleep
+
+        threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        try:
+            sleep(300)
+        except KeyboardInterrupt:
+            traceback.print_exc()
+    """})
+    caught = run_python(["-m", "turbolift", "--workers", "1", "caught.py"], tmp_path, cache_dir,
+                        timeout=TIMEOUT)
+    assert caught.returncode == 0, caught.stderr
+    lines = caught.stderr.splitlines()
+    assert lines[1:3] == [f'  File "{tmp_path / "caught.py"}", line 6, in <module>',
+                          "    sleep(300)"], caught.stderr
+    assert not [line for line in lines if "_caller" in line or "grpc" in line or "threading.py" in line], \
+        caught.stderr

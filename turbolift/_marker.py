@@ -53,11 +53,12 @@ class TurboliftFunction:
         try:
             return remote.call(args, kwargs)
         except BaseException as exc:
-            if not _from_worker(exc):
+            if not (_from_worker(exc) or isinstance(exc, KeyboardInterrupt)):
                 raise
             raised_remotely = exc
-        # The function's own exception: its traceback starts here (the remote
-        # one is among its causes), not in a dozen frames of turbolift.
+        # The function's own exception, or a Ctrl-C that stopped the wait for it: its
+        # traceback starts here (a remote one is among its causes), not in a dozen
+        # frames of turbolift's, gRPC's and threading's.
         raise raised_remotely.with_traceback(None)
 
     def local(self, *args: Any, **kwargs: Any) -> Any:

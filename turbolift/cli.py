@@ -218,7 +218,15 @@ def _show_uncaught(exc: BaseException, as_module: bool = False) -> None:
     from ._enabling import main
 
     trimmed = main.user_frames(exc.__traceback__, as_module)
-    sys.excepthook(type(exc), exc.with_traceback(trimmed), trimmed)
+    try:
+        sys.excepthook(type(exc), exc.with_traceback(trimmed), trimmed)
+    except BaseException as broken:   # as the interpreter reports a hook that raises
+        print("Error in sys.excepthook:", file=sys.stderr)
+        broken.__context__ = None   # (it was raised while the program's exception was handled here)
+        hook_frames = broken.__traceback__.tb_next
+        sys.__excepthook__(type(broken), broken.with_traceback(hook_frames), hook_frames)
+        print("\nOriginal exception was:", file=sys.stderr)
+        sys.__excepthook__(type(exc), exc, trimmed)
 
 
 def _show_program_frames_when_uncaught(as_module: bool) -> None:

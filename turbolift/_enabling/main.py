@@ -77,7 +77,7 @@ def user_frames(tb: Optional[TracebackType], as_module: bool = False) -> Optiona
     while outer.f_back is not None:
         outer = outer.f_back
     if outer.f_code.co_name != "_run_module_as_main" or not _internal(outer.f_code.co_filename):
-        return runs_code   # (the `turbolift` console script: no runpy above)
+        return first   # (the `turbolift` console script: no runpy above, so neither of its frames)
     return types.TracebackType(runs_code, outer, outer.f_lasti, outer.f_lineno)
 
 
