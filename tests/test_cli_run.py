@@ -205,6 +205,32 @@ def test_an_excepthook_that_raises_is_reported_as_the_interpreter_reports_it(tmp
     assert outs[1].stderr.count("hook got") == 1 and "Original exception was:" in outs[1].stderr
 
 
+def test_exit_handlers_see_the_uncaught_exception_and_a_script_that_does_not_compile_shows_its_line(
+        tmp_path, cache_dir):
+    """As under plain python: an exit handler finds the uncaught exception in ``sys.last_type`` and
+    ``sys.last_value`` (before: None), and a script with a syntax error shows its line, no frames
+    (before: turbolift's run_main and compile frames, under a "Traceback" header)."""
+    write_files(tmp_path, {"app.py": """
+        import atexit, sys
+        from turbolift import on
+
+        @on()
+        def double(x):
+            return 2 * x
+
+        atexit.register(lambda: print("seen", sys.last_type.__name__, sys.last_value, file=sys.stderr))
+        print(double(4))
+        raise ValueError("boom")
+    """, "bad.py": "x = (\n"})
+    for script in ("app.py", "bad.py"):
+        outs = [run_python([*launcher, script], tmp_path, cache_dir)
+                for launcher in ((), ("-m", "turbolift", "--workers", "1"))]
+        assert [out.returncode for out in outs] == [1, 1], outs[1].stderr
+        assert outs[0].stdout == outs[1].stdout
+        assert outs[0].stderr == outs[1].stderr, outs[1].stderr
+    assert outs[1].stderr.startswith(f'  File "{tmp_path / "bad.py"}", line 1'), outs[1].stderr
+
+
 def test_uncaught_exception_is_reported_with_exit_code_1(tmp_path, cache_dir):
     write_files(tmp_path, {"boom.py": """
         from turbolift import on

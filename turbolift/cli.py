@@ -214,10 +214,15 @@ def run(argv: Sequence[str]) -> int:
 
 def _show_uncaught(exc: BaseException, as_module: bool = False) -> None:
     """What `python app.py` prints for an uncaught exception: the program's frames, not turbolift's
-    and runpy's."""
+    and runpy's; and what it leaves for the program's exit handlers (``sys.last_value`` ...)."""
     from ._enabling import main
 
     trimmed = main.user_frames(exc.__traceback__, as_module)
+    if trimmed is exc.__traceback__ and isinstance(exc, SyntaxError):
+        trimmed = None   # the script itself does not compile: python shows no frame, only the line
+    sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, trimmed
+    if hasattr(sys, "last_exc"):   # (3.12)
+        sys.last_exc = exc
     try:
         sys.excepthook(type(exc), exc.with_traceback(trimmed), trimmed)
     except BaseException as broken:   # as the interpreter reports a hook that raises
