@@ -82,11 +82,13 @@ class _ThreadStream:
         self._call.cancel(self._ops.StatusCode.cancelled, "benchmark over")
 
 
-class ThreadStreams:
-    """One calling-thread ``EchoStream`` per baseline channel; :meth:`caller` rotates over them."""
+class _Streams:
+    """One ``EchoStream`` of the form ``FORM`` per baseline channel; :meth:`caller` rotates over them."""
+
+    FORM: type
 
     def __init__(self, channels: list) -> None:
-        self._streams = [_ThreadStream(channel) for channel in channels]
+        self._streams = [self.FORM(channel) for channel in channels]
 
     def caller(self, request: bytes) -> Callable[[], bytes]:
         turn = itertools.cycle(self._streams)
@@ -97,19 +99,16 @@ class ThreadStreams:
             stream.close()
 
 
-class SyncStreams:
-    """One sync ``EchoStream`` per baseline channel; :meth:`caller` rotates over them."""
+class ThreadStreams(_Streams):
+    """Calling-thread streams (:class:`_ThreadStream`)."""
 
-    def __init__(self, channels: list) -> None:
-        self._streams = [_SyncStream(channel) for channel in channels]
+    FORM = _ThreadStream
 
-    def caller(self, request: bytes) -> Callable[[], bytes]:
-        turn = itertools.cycle(self._streams)
-        return lambda: next(turn).call(request)
 
-    def close(self) -> None:  # before the channels close
-        for stream in self._streams:
-            stream.close()
+class SyncStreams(_Streams):
+    """Sync streams (:class:`_SyncStream`)."""
+
+    FORM = _SyncStream
 
 
 class AioVariant:
