@@ -25,7 +25,8 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Optional, Sequence
+from types import TracebackType
+from typing import Callable, Optional, Sequence
 
 _RUN_VALUE_OPTIONS = {"--cluster", "--workers", "--remote", "--timeout", "--token-file", "--retries"}
 
@@ -223,9 +224,15 @@ def _show_uncaught(exc: BaseException, as_module: bool = False) -> None:
     sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, trimmed
     if hasattr(sys, "last_exc"):   # (3.12)
         sys.last_exc = exc
+    _report(sys.excepthook, exc, trimmed)
+
+
+def _report(hook: Callable, exc: BaseException, trimmed: Optional[TracebackType]) -> None:
+    """``hook`` shows ``exc`` with the traceback ``trimmed`` (the one printed is the exception's own);
+    a hook that raises is reported as the interpreter reports it, without this function's frame."""
     try:
-        sys.excepthook(type(exc), exc.with_traceback(trimmed), trimmed)
-    except BaseException as broken:   # as the interpreter reports a hook that raises
+        hook(type(exc), exc.with_traceback(trimmed), trimmed)
+    except BaseException as broken:
         print("Error in sys.excepthook:", file=sys.stderr)
         broken.__context__ = None   # (it was raised while the program's exception was handled here)
         hook_frames = broken.__traceback__.tb_next
@@ -241,10 +248,9 @@ def _show_program_frames_when_uncaught(as_module: bool) -> None:
 
     shown = sys.excepthook
 
-    def hook(kind: type, value: BaseException, tb: object) -> None:
+    def hook(kind: type, value: BaseException, tb: Optional[TracebackType]) -> None:
         sys.excepthook = shown
-        trimmed = main.without_caller_tail(main.user_frames(tb, as_module))
-        shown(kind, value.with_traceback(trimmed), trimmed)   # (printed: the exception's own traceback)
+        _report(shown, value, main.without_caller_tail(main.user_frames(tb, as_module)))
 
     sys.excepthook = hook
 
