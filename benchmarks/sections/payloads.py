@@ -21,8 +21,9 @@ and part of what is measured.
 
 All uploads of a size run first, then the downloads, so that no process
 holds a payload of the other direction while it is measured (the caller
-drops its argument before the downloads). Each repetition runs turbolift
-then the baseline; the first round is a discarded warm-up for sizes below
+drops its argument before the downloads). Each repetition runs both, each
+after a full ``gc.collect()``, turbolift first in even repetitions and the
+baseline first in odd ones (:func:`_in_turns`); the first round is a discarded warm-up for sizes below
 ``mode.payload_warmup_below`` (the smaller sizes have warmed up the path
 for the largest).
 
@@ -118,7 +119,7 @@ def _one_size(ctx, size: int, reps: int, remote, baseline, me: int, warm_up: boo
     key = size_key(size)
     worker_pids = ctx.contenders.worker_pids()
     server_pids = baseline.pids
-    data = workloads.make_payload(size)
+    held = [workloads.make_payload(size)]   # the argument, dropped before the downloads
     size_request = str(size).encode()
     times: dict = {f"{who}_{way}": [] for who in ("turbolift", "raw") for way in ("upload", "download")}
     peaks: dict = {name: {"caller": (0, 0), "server": (0, 0)} for name in times}
@@ -133,15 +134,16 @@ def _one_size(ctx, size: int, reps: int, remote, baseline, me: int, warm_up: boo
     tl = _Peaks([me, *worker_pids])
     raw = _Peaks([me, *server_pids])
     rounds = range(reps + (1 if warm_up else 0))
-    for rep in rounds:  # uploads: nothing else large is held anywhere but the caller's `data`
-        timed = rep > 0 or not warm_up
-        value, seconds, found = tl.measure(remote.size_of, data)
+
+    def upload_turbolift(timed: bool) -> None:
+        value, seconds, found = tl.measure(remote.size_of, held[0])
         if value != size:
             raise RuntimeError(f"turbolift size_of returned {value} for {size} bytes")
         if timed:
             note("turbolift_upload", seconds, found, worker_pids)
 
-        request = _serialize.dumps(((data,), {}), for_worker=True)
+    def upload_raw(timed: bool) -> None:
+        request = _serialize.dumps(((held[0],), {}), for_worker=True)
         expected = str(len(request)).encode()
         sink = baseline.caller("Sink", request, timeout=600)
         value, seconds, found = raw.measure(sink)
@@ -150,13 +152,8 @@ def _one_size(ctx, size: int, reps: int, remote, baseline, me: int, warm_up: boo
             raise RuntimeError(f"baseline Sink received {value!r} bytes, expected {expected!r}")
         if timed:
             note("raw_upload", seconds, found, server_pids)
-        gc.collect()
-    del data
-    gc.collect()
 
-    _on_every_server(remote, baseline, worker_pids, "prepare", size_request, size)
-    for rep in rounds:  # downloads: each server holds its payload (1x) before the call
-        timed = rep > 0 or not warm_up
+    def download_turbolift(timed: bool) -> None:
         value, seconds, found = tl.measure(remote.payload, size)
         received = len(value)
         del value
@@ -165,6 +162,7 @@ def _one_size(ctx, size: int, reps: int, remote, baseline, me: int, warm_up: boo
         if timed:
             note("turbolift_download", seconds, found, worker_pids)
 
+    def download_raw(timed: bool) -> None:
         value, seconds, found = raw.measure(baseline.caller("Source", size_request, timeout=600))
         received = len(value)
         del value
@@ -172,7 +170,15 @@ def _one_size(ctx, size: int, reps: int, remote, baseline, me: int, warm_up: boo
             raise RuntimeError(f"baseline Source returned {received} bytes, expected at least {size}")
         if timed:
             note("raw_download", seconds, found, server_pids)
-        gc.collect()
+
+    for rep in rounds:  # uploads: nothing else large is held anywhere but the caller's argument
+        _in_turns(rep, warm_up, upload_turbolift, upload_raw)
+    held.clear()
+    gc.collect()
+
+    _on_every_server(remote, baseline, worker_pids, "prepare", size_request, size)
+    for rep in rounds:  # downloads: each server holds its payload (1x) before the call
+        _in_turns(rep, warm_up, download_turbolift, download_raw)
     _on_every_server(remote, baseline, worker_pids, "release", b"", 0)
 
     figures = {}
@@ -189,6 +195,17 @@ def _one_size(ctx, size: int, reps: int, remote, baseline, me: int, warm_up: boo
     ctx.log(f"payloads {size_label(size)}: " + ", ".join(
         f"{name} {figures[f'{name}_{key}']['mb_per_s']:,.0f} MB/s" for name in times))
     return figures
+
+
+def _in_turns(rep: int, warm_up: bool, turbolift_turn: Callable, raw_turn: Callable) -> None:
+    """One repetition: both transfers, each after a full collection, turbolift first in even
+    repetitions and the baseline first in odd ones. (A collection before one of them only, or the
+    same one always first, favoured the other: it ran with the caches and allocator the first left
+    warm, 0.70x for 1 MB against 0.82-0.86x with both collected.)"""
+    timed = rep > 0 or not warm_up
+    for turn in (turbolift_turn, raw_turn) if rep % 2 == 0 else (raw_turn, turbolift_turn):
+        gc.collect()
+        turn(timed)
 
 
 def _on_every_server(remote, baseline, worker_pids: list, what: str, request: bytes, size: int) -> None:
