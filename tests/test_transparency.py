@@ -850,3 +850,46 @@ def test_objects_that_cannot_be_copied_are_refused_naming_the_argument(tmp_path,
                      got["lock"])
     assert re.search(first + r"a socket.socket .*pass the address", got["socket"])
     assert got["generator"] == "ran"   # an iterator argument streams from the caller, as it is read
+
+
+def test_a_workers_exception_shows_the_programs_frames_and_at_most_one_of_turbolift(tmp_path, cache_dir):
+    """From ``submit().result()``, a generator and ``aio`` the exception shows the frames the program's own
+    code has locally (the function's frames are the worker's, in the cause); turbolift's side adds at most
+    the one frame where it raises (before: five from ``submit``, two from a generator)."""
+    local, remote = both(tmp_path, cache_dir, """
+        import asyncio, os, traceback, turbolift
+
+        @turbolift.on
+        def boom(x):
+            raise ValueError(x)
+
+        @turbolift.on
+        def gen():
+            yield 1
+            raise KeyError(2)
+
+        async def awaited():
+            await boom.aio(3)
+
+        def show(label, action):
+            try:
+                action()
+            except Exception as exc:
+                inside = os.path.dirname(turbolift.__file__)
+                frames = traceback.extract_tb(exc.__traceback__)
+                print(label, "turbolift", sum(frame.filename.startswith(inside) for frame in frames))
+                print(label, "program", [(os.path.basename(frame.filename), frame.name) for frame in frames
+                                         if not frame.filename.startswith(inside)
+                                         and frame.name not in ("boom", "gen")])
+
+        show("submit", lambda: boom.submit(1).result())
+        show("generator", lambda: list(gen()))
+        show("aio", lambda: asyncio.run(awaited()))
+    """)
+    def lines(run, kind: str) -> list[str]:
+        return [line for line in run.stdout.splitlines() if line.split()[1] == kind]
+
+    assert lines(remote, "program") == lines(local, "program"), remote.stdout
+    assert len(lines(remote, "program")) == 3, remote.stdout
+    for line in lines(remote, "turbolift"):
+        assert int(line.split()[2]) <= 1, remote.stdout

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 from . import _runtime
 from . import progress as progress_bar
 from ._wire.by_value import travels_by_value
-from .errors import RemoteTraceback
+from .errors import raised_on_worker
 from .platforms.base import Cluster
 
 
@@ -53,7 +53,7 @@ class TurboliftFunction:
         try:
             return remote.call(args, kwargs)
         except BaseException as exc:
-            if not (_from_worker(exc) or isinstance(exc, KeyboardInterrupt)):
+            if not (raised_on_worker(exc) or isinstance(exc, KeyboardInterrupt)):
                 raise
             raised_remotely = exc
         # The function's own exception, or a Ctrl-C that stopped the wait for it: its
@@ -197,16 +197,6 @@ def _called_by_turbolift() -> bool:
         frame = frame.f_back
         if frame is None:
             break
-    return False
-
-
-def _from_worker(exc: BaseException) -> bool:
-    """True for an exception raised by the function on a worker (a RemoteTraceback is among its causes)."""
-    cause, hops = exc.__cause__, 0
-    while cause is not None and hops < 100:
-        if isinstance(cause, RemoteTraceback):
-            return True
-        cause, hops = cause.__cause__, hops + 1
     return False
 
 

@@ -72,3 +72,15 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return f'\n"""\n{self.tb}"""'
+
+
+def raised_on_worker(exc: BaseException) -> bool:
+    """True for an exception the marked function raised on a worker: a RemoteTraceback is among its
+    causes. Its traceback in the caller holds only turbolift's frames, which the caller cuts where
+    the program sees it (its own frames stay; the worker's are among the causes)."""
+    cause, hops = exc.__cause__, 0
+    while cause is not None and hops < 100:
+        if isinstance(cause, RemoteTraceback):
+            return True
+        cause, hops = cause.__cause__, hops + 1
+    return False

@@ -7,7 +7,7 @@ import threading
 import weakref
 from typing import Any, Optional
 
-from ..errors import TurboliftError
+from ..errors import TurboliftError, raised_on_worker
 from .daemon_pool import in_daemon_thread_of_the_program
 
 _PENDING: "weakref.WeakSet[cf.Future]" = weakref.WeakSet()   # futures of calls, maybe not done
@@ -44,13 +44,17 @@ _settled = threading.Condition()
 
 def settle(out: cf.Future, value: Any = None, exc: Optional[BaseException] = None) -> None:
     """Complete ``out`` with ``value`` or ``exc`` unless it is done already (e.g. cancelled meanwhile).
-    Its done-callbacks run here, before this returns (see :func:`wait_for_callbacks`)."""
+    Its done-callbacks run here, before this returns (see :func:`wait_for_callbacks`).
+
+    The function's own exception from a worker is stored without its traceback, which holds only
+    turbolift's frames on this side: ``result()`` then shows the program's frames and
+    concurrent.futures', as a local future does, with the worker's frames among its causes."""
     global _settling
     with _settled:
         _settling += 1
     try:
         if exc is not None:
-            out.set_exception(exc)
+            out.set_exception(exc.with_traceback(None) if raised_on_worker(exc) else exc)
         else:
             out.set_result(value)
     except cf.InvalidStateError:

@@ -19,7 +19,7 @@ from .. import _runtime
 from .._wire import serialize
 from .._wire.frames import client_frame
 from .._wire.outcomes import unpack_exception
-from ..errors import WorkerLost
+from ..errors import WorkerLost, raised_on_worker
 from ..v1 import worker_pb2 as pb
 from .exchange import Exchange, Failed
 from .failures import from_failure
@@ -155,7 +155,15 @@ class LazyIterator:
             if start is None:
                 raise StopIteration
             self._iterator = iter(start())
-        return next(self._iterator)
+        try:
+            return next(self._iterator)
+        except BaseException as exc:
+            if not raised_on_worker(exc):
+                raise
+            raised = exc
+        # The generator's own exception: its traceback here is turbolift's alone (the worker's is
+        # among its causes), so it starts at this frame, as a local generator's starts at its own.
+        raise raised.with_traceback(None)
 
     def close(self) -> None:
         self._start = None
