@@ -245,3 +245,29 @@ def test_ctrl_c_during_a_remote_call_shows_the_call_not_turbolifts_wait(tmp_path
                           "    sleep(300)"], caught.stderr
     assert not [line for line in lines if "_caller" in line or "grpc" in line or "threading.py" in line], \
         caught.stderr
+
+
+def test_ctrl_c_during_a_local_submit_stops_the_program(tmp_path, cache_dir):
+    """In plain python ``submit`` runs the call at once; a Ctrl-C meanwhile stops the program, as it does
+    when an executor's thread runs the call (before: it was stored in the future, and the program went
+    on). An exception of the function is still stored."""
+    write_files(tmp_path, {"app.py": """
+        import os, signal, time, turbolift
+
+        @turbolift.on()
+        def interrupted():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+
+        @turbolift.on()
+        def failing():
+            raise SystemExit(3)
+
+        print(type(failing.submit().exception()).__name__, flush=True)
+        interrupted.submit()
+        print("went on")
+    """})
+    local = run_python(["app.py"], tmp_path, cache_dir, timeout=TIMEOUT)
+    assert local.returncode == -2, local.stderr
+    assert local.stdout == "SystemExit\n", local.stdout
+    assert local.stderr.splitlines()[-1] == "KeyboardInterrupt", local.stderr

@@ -69,7 +69,9 @@ class TurboliftFunction:
         """Start a call; return a :class:`concurrent.futures.Future` of its result.
 
         In local mode the call runs at once in this process and the future is
-        returned already done (its exception, if any, is stored in it).
+        returned already done (its exception, if any, is stored in it; a
+        Ctrl-C meanwhile is not: it stops the program, as it would stop a
+        program whose executor ran the call in another thread).
         """
         remote = self._remote
         if remote is not None and not _runtime.runs_in_place():
@@ -77,6 +79,8 @@ class TurboliftFunction:
         future: concurrent.futures.Future = concurrent.futures.Future()
         try:
             future.set_result(self._fn(*args, **kwargs))
+        except KeyboardInterrupt:
+            raise
         except BaseException as exc:  # stored, as an executor would
             future.set_exception(exc)
         return future
