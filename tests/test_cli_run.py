@@ -403,6 +403,38 @@ def test_rebinding_a_global_of_the_main_script_reaches_the_worker(tmp_path, cach
     assert distributed.stdout == local.stdout == "2 20 [20, 20, 20] [10, 20]\n"
 
 
+def test_rebinding_a_global_a_helper_or_a_class_of_the_script_reads_reaches_the_worker(tmp_path, cache_dir):
+    """The helper and the class travel by value with the function: what they read is watched too."""
+    write_files(tmp_path, {"indirect.py": """
+        from turbolift import on
+
+        SCALE = 2
+
+        def helper(x):
+            return x * SCALE
+
+        class Scaler:
+            @staticmethod
+            def scale(x):
+                return x * SCALE
+
+        @on()
+        def through_helper(x):
+            return helper(x)
+
+        @on()
+        def through_class(x):
+            return Scaler.scale(x)
+
+        for SCALE in (2, 10, 100):
+            print(through_helper(1), through_class(1), list(through_helper.map([1, 2])))
+    """})
+    local = run_python(["indirect.py"], tmp_path, cache_dir)
+    distributed = run_python(["-m", "turbolift", "indirect.py"], tmp_path, cache_dir)
+    assert distributed.returncode == 0, distributed.stderr
+    assert distributed.stdout == local.stdout == "2 2 [2, 4]\n10 10 [10, 20]\n100 100 [100, 200]\n"
+
+
 def test_calls_of_two_bundles_run_side_by_side_on_one_worker(tmp_path, cache_dir):
     """A call importing lazily is not disturbed by a call of another bundle arriving meanwhile."""
     write_files(tmp_path, {

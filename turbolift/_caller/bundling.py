@@ -26,7 +26,6 @@ import os
 import sys
 import threading
 import time
-import types
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -40,6 +39,7 @@ from .bytecode import shipped_pyc
 from .import_scan import import_records, imported_names
 from .pins import pinned_requirements
 from .projects import is_project_file, is_stdlib, locate
+from .watched_globals import watched_globals
 
 DEFAULT_SIZE_LIMIT = int(os.environ.get("TURBOLIFT_BUNDLE_LIMIT", 100 * 1024 * 1024))
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -74,15 +74,6 @@ class Target:
 
 
 _ABSENT = object()
-
-
-def _global_names(code: types.CodeType) -> set[str]:
-    """Names a code object (and the functions nested in it) may read as globals."""
-    names = set(code.co_names)
-    for constant in code.co_consts:
-        if isinstance(constant, types.CodeType):
-            names |= _global_names(constant)
-    return names
 
 
 # -- finding the project modules a module imports -------------------------
@@ -411,10 +402,7 @@ def _by_value_target(function: Any, fn: Callable, module_name: str) -> Target:
     extra[pickled_name] = serialize.dumps(function, for_worker=True)
     bundle = build(collector, extra, {"installed": [], "pickled": {key: pickled_name},
                                       "sources": scripts})
-    # A function shipped by value carries its globals' values of this moment;
-    # watch them, so that rebinding one (SCALE = 10) ships the function anew.
-    namespace = getattr(fn, "__globals__", {})
-    code = getattr(fn, "__code__", None)
-    names = _global_names(code) if code is not None else set()
-    watched = tuple((namespace, name, namespace[name]) for name in sorted(names) if name in namespace)
+    # A function shipped by value carries its globals' values of this moment (and those of the
+    # helpers and classes travelling with it): watch them, so that rebinding one ships it anew.
+    watched = watched_globals(fn)
     return Target(bundle, module_name, key, watched)

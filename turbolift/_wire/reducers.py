@@ -147,7 +147,7 @@ def build_enum(parts: tuple) -> type:
 _MAX_CLASSES = 10_000
 _ids_of: "weakref.WeakKeyDictionary[type, str]" = weakref.WeakKeyDictionary()  # class -> id (both sides)
 _caller_classes: dict[str, type] = {}     # id -> class, in the caller: the classes it shipped
-_rebuilt: dict[str, type] = {}            # id -> class, on a worker: the classes it received
+_rebuilt: dict[str, tuple] = {}           # id -> (bytes, class), on a worker: the classes it received
 _lock = threading.Lock()
 
 
@@ -169,16 +169,30 @@ def received_id(cls: type) -> Optional[str]:
 
 
 def rebuild_class(identity: str, load: Callable[[bytes], type], data: bytes) -> type:
-    """On a worker: the class ``data`` holds, one class object per id whatever the call."""
+    """On a worker: the class ``data`` holds, one class object per id and version whatever the call.
+
+    The caller serialises a class anew whenever it sends it, with what its
+    methods read as globals at that moment: the same bytes give the class
+    object this worker already made (``isinstance`` holds across calls);
+    other bytes (a global one of its methods reads was rebound, a class
+    attribute was set) give the class as it now is in the caller, which the
+    id then names. In the caller, its own class.
+    """
     with _lock:
-        found = _rebuilt.get(identity) or _caller_classes.get(identity)
-    if found is not None:
-        return found
+        own = _caller_classes.get(identity)
+        known = _rebuilt.get(identity)
+    if own is not None:
+        return own
+    if known is not None and known[0] == data:
+        return known[1]
     cls = load(data)
     with _lock:
-        found = _rebuilt.setdefault(identity, cls)
-        _ids_of[found] = identity
-    return found
+        known = _rebuilt.get(identity)
+        if known is not None and known[0] == data:   # (another thread made it meanwhile)
+            return known[1]
+        _rebuilt[identity] = (data, cls)
+        _ids_of[cls] = identity
+    return cls
 
 
 def caller_class(identity: str) -> type:
