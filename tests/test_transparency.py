@@ -87,6 +87,35 @@ def test_the_prefix_can_be_switched_off(tmp_path, cache_dir):
     assert not any(line.startswith("(chatty ") for line in remote.stdout.splitlines())
 
 
+def test_bytes_written_to_the_streams_buffer_and_a_childs_output_arrive_as_locally(tmp_path, cache_dir):
+    """sys.stdout.buffer travels in order with the text around it; the stream says its encoding and
+    gives its file descriptor to a child process (whose output, written there directly, a local
+    worker shows on the program's own output, in no set order with the call's)."""
+    local, remote = both(tmp_path, cache_dir, """
+        import subprocess, sys
+        from turbolift import on
+
+        @on()
+        def report():
+            print("text before")
+            sys.stdout.buffer.write(b"bytes \\xc3\\xa9 then\\n")
+            sys.stdout.flush()
+            print("text after", "\\u00e9".encode(sys.stdout.encoding), sys.stderr.encoding is not None)
+            sys.stdout.flush()
+            child = [sys.executable, "-c", "print('from the child')"]
+            return subprocess.run(child, stdout=sys.stdout).returncode
+
+        print("returned", report())
+    """, env={"TURBOLIFT_OUTPUT_PREFIX": "0"})
+    expected = ["text before", "bytes \u00e9 then", "text after b'\\xc3\\xa9' True", "from the child",
+                "returned 0"]
+    assert local.stdout.splitlines() == expected
+    lines = remote.stdout.splitlines()
+    assert "from the child" in lines, remote.stderr
+    lines.remove("from the child")
+    assert lines == [line for line in expected if line != "from the child"], remote.stderr
+
+
 # A module tells the program from a worker by the script it runs (a worker runs turbolift's own).
 IMPORT_NOISE = {
     "noisy.py": """

@@ -73,15 +73,29 @@ class Events:
 
     def output(self, chunk: pb.OutputChunk) -> None:
         target = sys.stderr if chunk.stream == pb.OutputChunk.STDERR else sys.stdout
-        text = chunk.text
-        if self._prefix:
-            starts = self._line_start[chunk.stream]
-            lines = text.split("\n")
-            text = "\n".join((self._prefix + line) if line and (index or starts) else line
-                             for index, line in enumerate(lines))
-            self._line_start[chunk.stream] = chunk.text.endswith("\n")
-        target.write(text)
+        if not chunk.data:
+            target.write(self._prefixed(chunk.stream, chunk.text))
+            target.flush()
+            return
+        data = self._prefixed(chunk.stream, chunk.data)   # written to the worker's sys.stdout.buffer
         target.flush()
+        buffer = getattr(target, "buffer", None)
+        if buffer is None:   # (a stream the program put in place that has none)
+            target.write(data.decode(getattr(target, "encoding", None) or "utf-8", "backslashreplace"))
+            target.flush()
+        else:
+            buffer.write(data)
+            buffer.flush()
+
+    def _prefixed(self, stream: int, piece: Any) -> Any:
+        """``piece`` (text or bytes) with the prefix before each line that starts in it."""
+        if not self._prefix:
+            return piece
+        newline, prefix = ("\n", self._prefix) if isinstance(piece, str) else (b"\n", self._prefix.encode())
+        starts = self._line_start[stream]
+        self._line_start[stream] = piece.endswith(newline)
+        return newline.join((prefix + line) if line and (index or starts) else line
+                            for index, line in enumerate(piece.split(newline)))
 
     @staticmethod
     def log(record: pb.LogRecord) -> None:

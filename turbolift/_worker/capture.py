@@ -84,10 +84,26 @@ class Events:
         for stream, text in ready:
             self._send_text(stream, text)
 
+    def write_bytes(self, stream: int, data: bytes) -> None:
+        """Send ``data``, written to the stream's buffer, at once: after the text buffered before it."""
+        with _output_lock:
+            before = self._pending[stream] if self._pending is not None else ""
+            if before:
+                self._pending[stream] = ""
+        if before:
+            self._send_text(stream, before)
+        for start in range(0, len(data), FRAME_DATA):
+            self._emit(server_frame("output", stream=stream, data=data[start:start + FRAME_DATA]))
+
     def _send_text(self, stream: int, text: str) -> None:
         step = FRAME_DATA // 4   # characters: up to 4 bytes each in UTF-8
         for start in range(0, len(text), step):
-            self._emit(server_frame("output", stream=stream, text=text[start:start + step]))
+            piece = text[start:start + step]
+            try:
+                frame = server_frame("output", stream=stream, text=piece)
+            except UnicodeEncodeError:   # (undecodable bytes a program read with surrogateescape: as bytes)
+                frame = server_frame("output", stream=stream, data=piece.encode("utf-8", "surrogateescape"))
+            self._emit(frame)
 
     # -- logging -----------------------------------------------------------------
     def wants(self, name: str, level: int) -> bool:
@@ -247,13 +263,51 @@ def _warning(message: Any, category: type, filename: str, lineno: int) -> None:
         _original_showwarning(message, category, filename, lineno)
 
 
+def _output_bytes(stream: int, data: bytes) -> None:
+    if repeated_imports.holding() is not None:   # (an import's output: held as its text is)
+        _output(stream, data.decode(_encoding(_originals[stream]), "backslashreplace"))
+        return
+    sink = _sink()
+    if sink is not None:
+        sink.write_bytes(stream, data)
+        return
+    original = _originals[stream]
+    original.flush()
+    buffer = getattr(original, "buffer", None)
+    if buffer is None:
+        original.write(data.decode(_encoding(original), "backslashreplace"))
+    else:
+        buffer.write(data)
+
+
+def _encoding(stream: Any) -> str:
+    return getattr(stream, "encoding", None) or "utf-8"
+
+
 class _Router(io.TextIOBase):
-    """Stands in for ``sys.stdout``/``sys.stderr`` on a worker."""
+    """Stands in for ``sys.stdout``/``sys.stderr`` on a worker: text and bytes (its ``buffer``)
+    reach the caller's stream in the order written; the rest is the real stream's."""
 
     def __init__(self, original: Any, stream: int) -> None:
         self._original = original
         self._stream = stream
+        self._buffer = _BytesRouter(self, stream)
         _originals[stream] = original
+
+    # (TextIOBase defines these as None or as raising: ask the real stream, as for anything else)
+    encoding = property(lambda self: _encoding(self._original))
+    errors = property(lambda self: getattr(self._original, "errors", None) or "strict")
+    newlines = property(lambda self: getattr(self._original, "newlines", None))
+
+    @property
+    def buffer(self) -> "_BytesRouter":
+        return self._buffer
+
+    def fileno(self) -> int:   # (a child process given it writes to the worker's own output, as local)
+        return self._original.fileno()
+
+    def isatty(self) -> bool:
+        return self._original.isatty()
 
     def write(self, text: str) -> int:
         _output(self._stream, text)
@@ -271,6 +325,31 @@ class _Router(io.TextIOBase):
 
     def __getattr__(self, name: str) -> Any:  # encoding, fileno, buffer ... as the real stream has them
         return getattr(self._original, name)
+
+
+class _BytesRouter(io.RawIOBase):
+    """``buffer`` of a :class:`_Router`: the bytes written travel as they are."""
+
+    def __init__(self, text: _Router, stream: int) -> None:
+        self._text = text
+        self._stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:   # type: ignore[override]
+        data = bytes(data)
+        _output_bytes(self._stream, data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._text.flush()
+
+    def fileno(self) -> int:
+        return self._text.fileno()
+
+    def isatty(self) -> bool:
+        return self._text.isatty()
 
 
 class _LogRouter(logging.Handler):

@@ -277,7 +277,7 @@ class Heartbeat(_message.Message):
     def __init__(self) -> None: ...
 
 class OutputChunk(_message.Message):
-    __slots__ = ("stream", "text")
+    __slots__ = ("stream", "text", "data")
     class Stream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STREAM_UNSPECIFIED: _ClassVar[OutputChunk.Stream]
@@ -288,9 +288,11 @@ class OutputChunk(_message.Message):
     STDERR: OutputChunk.Stream
     STREAM_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
     stream: OutputChunk.Stream
     text: str
-    def __init__(self, stream: _Optional[_Union[OutputChunk.Stream, str]] = ..., text: _Optional[str] = ...) -> None: ...
+    data: bytes
+    def __init__(self, stream: _Optional[_Union[OutputChunk.Stream, str]] = ..., text: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class LogRecord(_message.Message):
     __slots__ = ("logger", "level", "message", "created", "exc_text", "pathname", "lineno", "func_name", "thread_name", "stack_info", "process")
