@@ -121,6 +121,25 @@ def test_exceptions_keep_type_message_and_remote_traceback(remote):
     assert info.value.__cause__.tb.count("in fail_deep") == 4
 
 
+def raise_while_handling():
+    try:
+        {}["missing"]
+    except KeyError:
+        raise ValueError("while handling")  # noqa: B904 (the implicit chain is the point)
+
+
+def test_an_exception_raised_while_handling_another_keeps_its_context_as_locally(remote):
+    """The implicit chain stays as Python made it (no cause, context shown); the remote traceback
+    is the cause at its end."""
+    with pytest.raises(ValueError, match="while handling") as info:
+        remote(raise_while_handling)()
+    exc = info.value
+    assert exc.__cause__ is None and not exc.__suppress_context__
+    assert type(exc.__context__) is KeyError
+    assert isinstance(exc.__context__.__cause__, RemoteTraceback)
+    assert "raise ValueError" in exc.__context__.__cause__.tb
+
+
 def test_system_exit_in_a_function_is_an_error_not_a_dead_worker(remote):
     with pytest.raises(SystemExit):
         remote(exits)()

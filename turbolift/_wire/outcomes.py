@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import traceback
-from typing import Any
+from typing import Any, Optional
 
 from ..errors import RemoteError, RemoteTraceback, TurboliftError
 from ..v1 import worker_pb2 as pb
@@ -59,8 +59,9 @@ def unpack_exception(packed: dict) -> BaseException:
     notes, ``__cause__`` and ``__context__``; otherwise the result is a
     :class:`RemoteError` naming the remote type and why. The remote traceback
     (a :class:`RemoteTraceback`) becomes the ``__cause__`` at the end of the
-    exception's own chain of causes: that of the exception itself when it has
-    none, as ``concurrent.futures`` does.
+    exception's own chain as a traceback shows it (causes, and the exceptions
+    being handled when each was raised): that of the exception itself when it
+    has none, as ``concurrent.futures`` does.
     """
     type_name, message = packed["type_name"], packed["message"]
     exc: BaseException
@@ -75,11 +76,19 @@ def unpack_exception(packed: dict) -> BaseException:
             exc = RemoteError(type_name, message, f"its type could not be rebuilt here: "
                                                   f"{type(failure).__name__}: {failure}")
     last, seen = exc, {id(exc)}
-    while last.__cause__ is not None and id(last.__cause__) not in seen:
-        last = last.__cause__
+    while (earlier := _shown_before(last)) is not None and id(earlier) not in seen:
+        last = earlier
         seen.add(id(last))
     last.__cause__ = RemoteTraceback(local_paths.local_traceback(packed["traceback"]))
     return exc
+
+
+def _shown_before(exc: BaseException) -> Optional[BaseException]:
+    """The exception a traceback of ``exc`` shows before it: its cause, else the one being handled
+    when it was raised (``__context__``), unless that is suppressed."""
+    if exc.__cause__ is not None:
+        return exc.__cause__
+    return None if exc.__suppress_context__ else exc.__context__
 
 
 def fields(error: pb.RemoteException) -> dict:
